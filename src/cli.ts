@@ -1,0 +1,115 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { Agent } from './agent.js';
+import { ConfigError, formatIssue } from './config/errors.js';
+import { loadConfigFile } from './config/load.js';
+import { buildProcessors } from './streams/build.js';
+import { StateStore } from './streams/state.js';
+import Database from 'better-sqlite3';
+import { notifySystemd, startWatchdog } from './service/systemd.js';
+
+const USAGE = `usage: edge-agent <command> [options]
+
+commands:
+  run [--config FILE]        start the agent (default config: config/agent.yaml)
+  validate [FILE]            check a config file; exit 0 when good, 1 with the errors
+                             (--config FILE works too)
+  help                       this text`;
+
+const DEFAULT_CONFIG = 'config/agent.yaml';
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+  });
+  const [command, ...rest] = positionals;
+  if (values.help || !command || command === 'help') {
+    console.log(USAGE);
+    return command || values.help ? 0 : 2;
+  }
+  const file = values.config ?? rest[0] ?? DEFAULT_CONFIG;
+  switch (command) {
+    case 'validate':
+      return validate(file);
+    case 'run':
+      return run(file);
+    default:
+      console.error(`edge-agent: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+function validate(file: string): number {
+  try {
+    const loaded = loadConfigFile(file);
+    const { unavailable } = buildProcessors(loaded, new StateStore(new Database(':memory:')));
+    for (const issue of unavailable) console.error(`warning: ${formatIssue(issue)}`);
+    const { devices, streams, upstream } = loaded.config;
+    console.log(`${file}: ok (${devices.length} devices, ${streams.length} streams, ${upstream.length} upstreams)`);
+    return 0;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(err.message);
+    console.error(`${file}: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'}`);
+    return 1;
+  }
+}
+
+async function run(file: string): Promise<number> {
+  const log = pino({ base: { pid: process.pid } });
+  let agent: Agent;
+  try {
+    agent = await Agent.start(file, log);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const issue of err.issues) log.fatal({ file: issue.file, line: issue.line, path: issue.path }, formatIssue(issue));
+    // A config error will not mend itself: exit with EX_CONFIG so systemd's RestartPreventExitStatus stops the loop.
+    return 78;
+  }
+  notifySystemd('READY=1', log);
+  const stopWatchdog = startWatchdog(() => true, log);
+
+  let reloading: Promise<void> = Promise.resolve();
+  process.on('SIGHUP', () => {
+    reloading = reloading.then(async () => {
+      notifySystemd('RELOADING=1', log);
+      try {
+        await agent.reload();
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        log.error({ file }, `config ${file} rejected; the running config stays:\n${err.message}`);
+      }
+      notifySystemd('READY=1', log);
+    });
+  });
+
+  return new Promise((resolve) => {
+    let stopping = false;
+    const shutdown = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info(`${signal}: stopping`);
+      notifySystemd('STOPPING=1', log);
+      stopWatchdog();
+      await reloading;
+      await agent.stop();
+      log.info('stopped');
+      resolve(0);
+    };
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    console.error(err);
+    process.exitCode = 1;
+  },
+);

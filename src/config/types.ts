@@ -1,0 +1,112 @@
+/** The config after loading: durations in ms, sizes in bytes, defaults filled in. */
+
+export type Value = number | boolean | string;
+
+export interface AgentSection {
+  id: string;
+  data_dir: string;
+  log_level: string;
+  http: string;
+  http_token?: string;
+  timezone: string;
+}
+
+export interface PointConfig {
+  name: string;
+  writable?: boolean;
+  [key: string]: unknown;
+}
+
+export interface DeviceConfig {
+  id: string;
+  protocol: 'modbus-tcp' | 'modbus-rtu' | 'opcua' | 'mqtt' | 'simulator';
+  poll?: number;
+  points: PointConfig[];
+  [key: string]: unknown;
+}
+
+export interface SimulatorPointConfig extends PointConfig {
+  signal?: 'sine' | 'counter' | 'random' | 'step' | 'constant';
+  min?: number;
+  max?: number;
+  period?: number;
+  rate?: number;
+  start?: number;
+  step?: number;
+  value?: Value;
+}
+
+export type StepConfig = Record<string, unknown>;
+
+export interface ActionSinkConfig {
+  device: string;
+  point: string;
+  value: Value;
+  on?: 'raise' | 'clear' | 'both';
+  min_interval?: number;
+}
+
+export type SinkConfig = string | { action: ActionSinkConfig };
+
+export interface StreamConfig {
+  name: string;
+  from: { device?: string; points?: string[]; timer?: { cron?: string; every?: number } };
+  steps: StepConfig[];
+  to: SinkConfig[];
+}
+
+export interface TlsConfig {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  reject_unauthorized?: boolean;
+}
+
+export interface MqttUpstreamConfig {
+  name: string;
+  type: 'mqtt';
+  url: string;
+  topic: string;
+  qos: 0 | 1;
+  batch: number;
+  username?: string;
+  password?: string;
+  client_id?: string;
+  keepalive: number;
+  tls?: TlsConfig;
+}
+
+export interface FileUpstreamConfig {
+  name: string;
+  type: 'file';
+  path: string;
+}
+
+export interface KafkaUpstreamConfig {
+  name: string;
+  type: 'kafka';
+  [key: string]: unknown;
+}
+
+export type UpstreamConfig = MqttUpstreamConfig | FileUpstreamConfig | KafkaUpstreamConfig;
+
+export interface OutboxConfig {
+  max_size: number;
+  max_age: number;
+  when_full: 'drop-oldest' | 'reject-new';
+  durability: 'normal' | 'full';
+  /** A group is committed when it holds this many records... */
+  group_records: number;
+  /** ...or this many ms after its first record, whichever comes first. */
+  group_wait: number;
+}
+
+export interface AgentConfig {
+  version?: string | number;
+  agent: AgentSection;
+  devices: DeviceConfig[];
+  streams: StreamConfig[];
+  upstream: UpstreamConfig[];
+  outbox: OutboxConfig;
+  remote_config?: { broker: string; topic: string; public_key: string; [key: string]: unknown };
+}

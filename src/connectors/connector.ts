@@ -1,0 +1,31 @@
+import type { Logger } from 'pino';
+import type { DeviceConfig, Value } from '../config/types.js';
+import type { Reading } from '../streams/reading.js';
+
+/**
+ * Owns the one connection to a device or bus: reads (polls or subscriptions) and writes go
+ * through it, so a write never collides with a poll.
+ */
+export interface Connector {
+  readonly id: string;
+  readonly online: boolean;
+  /** Starts reading; every reading goes to `deliver`. */
+  start(deliver: (reading: Reading) => void): void;
+  /** Writes a `writable` point; rejects with an error naming the device and point. */
+  write(point: string, value: Value): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ConnectorContext {
+  log: Logger;
+  agentId: string;
+}
+
+export type ConnectorFactory = (device: DeviceConfig, context: ConnectorContext) => Promise<Connector>;
+
+export class WriteError extends Error {
+  constructor(device: string, point: string, reason: string) {
+    super(`device ${device}, point ${point}: ${reason}`);
+    this.name = 'WriteError';
+  }
+}

@@ -1,0 +1,20 @@
+import type { DeviceConfig } from '../config/types.js';
+import type { ConnectorContext, ConnectorFactory } from './connector.js';
+
+/**
+ * Connectors by protocol. Each is imported only when a config uses it: a Pi has little
+ * memory, and node-opcua alone is tens of megabytes.
+ */
+const factories: Partial<Record<DeviceConfig['protocol'], () => Promise<ConnectorFactory>>> = {
+  simulator: async () => (await import('./simulator/simulator.js')).createSimulator,
+};
+
+export function hasConnector(protocol: string): boolean {
+  return protocol in factories;
+}
+
+export async function createConnector(device: DeviceConfig, context: ConnectorContext) {
+  const load = factories[device.protocol];
+  if (!load) throw new Error(`device ${device.id}: protocol ${device.protocol} is not available in this build yet`);
+  return (await load())(device, context);
+}

@@ -1,0 +1,50 @@
+import type { DeviceConfig, SimulatorPointConfig, Value } from '../../config/types.js';
+import type { Reading } from '../../streams/reading.js';
+import { WriteError, type Connector, type ConnectorFactory } from '../connector.js';
+import { signalOf, type Signal } from './signals.js';
+
+/** A built-in meter: signals instead of a device, so the agent can be tried with no hardware. */
+export const createSimulator: ConnectorFactory = async (device) => new Simulator(device);
+
+class Simulator implements Connector {
+  readonly id: string;
+  readonly online = true;
+  private readonly poll: number;
+  private readonly signals: { name: string; signal: Signal }[];
+  private readonly written = new Map<string, Value>();
+  private timer: NodeJS.Timeout | undefined;
+  private next = 0;
+
+  constructor(private readonly device: DeviceConfig) {
+    this.id = device.id;
+    this.poll = device.poll ?? 1000;
+    this.signals = (device.points as SimulatorPointConfig[]).map((p) => ({ name: p.name, signal: signalOf(p) }));
+  }
+
+  start(deliver: (reading: Reading) => void): void {
+    // Ticks fall on multiples of `poll` from the epoch: no drift, however long it runs.
+    this.next = Math.ceil(Date.now() / this.poll) * this.poll;
+    const tick = () => {
+      const ts = this.next;
+      const values: Reading['values'] = {};
+      for (const { name, signal } of this.signals) values[name] = this.written.get(name) ?? signal(ts);
+      deliver({ device: this.id, ts, values });
+      this.next += this.poll;
+      // After a stall (suspended process) skip the missed ticks instead of bursting them.
+      if (this.next < Date.now()) this.next = Math.ceil(Date.now() / this.poll) * this.poll;
+      this.timer = setTimeout(tick, this.next - Date.now());
+    };
+    this.timer = setTimeout(tick, this.next - Date.now());
+  }
+
+  async write(point: string, value: Value): Promise<void> {
+    const config = this.device.points.find((p) => p.name === point);
+    if (!config) throw new WriteError(this.id, point, 'no such point');
+    if (!config.writable) throw new WriteError(this.id, point, 'the point is not writable');
+    this.written.set(point, value);
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+  }
+}

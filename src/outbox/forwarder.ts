@@ -1,0 +1,125 @@
+import type { Logger } from 'pino';
+import type { Upstream } from '../upstream/upstream.js';
+import type { Outbox } from './outbox.js';
+
+export interface ForwarderOptions {
+  /** Records read from the outbox per send. */
+  batch: number;
+  /** Sends awaiting acknowledgement at once. */
+  window: number;
+  minBackoff: number;
+  maxBackoff: number;
+}
+
+const DEFAULTS: ForwarderOptions = { batch: 500, window: 4, minBackoff: 500, maxBackoff: 30_000 };
+
+/**
+ * Moves one upstream's queue from the outbox to the upstream, in order: reads a batch, sends
+ * it, deletes it once acknowledged. After a failed send it lets the other sends in flight
+ * settle, then starts again from the oldest record still in the outbox, after a backoff
+ * (exponential, with jitter) or as soon as the upstream reconnects.
+ */
+export class Forwarder {
+  private readonly options: ForwarderOptions;
+  private cursor = 0;
+  private inFlight = 0;
+  private failed = false;
+  private failures = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  sent = 0;
+  errors = 0;
+
+  constructor(
+    private readonly outbox: Outbox,
+    private readonly upstream: Upstream,
+    private readonly log: Logger,
+    options: Partial<ForwarderOptions> = {},
+  ) {
+    this.options = { ...DEFAULTS, ...options };
+  }
+
+  start(): void {
+    this.upstream.onConnect(() => {
+      if (this.retryTimer && !this.failed) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = undefined;
+      }
+      this.pump();
+    });
+    this.pump();
+  }
+
+  /** New records were committed. */
+  wake(): void {
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.stopped || this.failed || this.retryTimer || !this.upstream.connected) return;
+    const { batch, window } = this.options;
+    while (this.inFlight < window) {
+      const rows = this.outbox.read(this.upstream.name, this.cursor, batch);
+      if (rows.length === 0) return;
+      const first = rows[0].id;
+      const last = rows[rows.length - 1].id;
+      this.cursor = last;
+      this.inFlight++;
+      this.upstream.send(rows).then(
+        () => {
+          this.outbox.ack(this.upstream.name, first, last);
+          this.sent += rows.length;
+          this.settle();
+        },
+        (err: Error) => {
+          this.errors++;
+          if (!this.failed) this.onFailure(err);
+          this.settle();
+        },
+      );
+    }
+  }
+
+  private onFailure(err: Error): void {
+    this.failed = true;
+    if (this.failures === 0) {
+      this.log.warn({ upstream: this.upstream.name, err: err.message }, `upstream ${this.upstream.name}: send failed (${err.message}); records stay in the outbox and are retried`);
+    }
+    this.failures++;
+  }
+
+  private settle(): void {
+    this.inFlight--;
+    if (!this.failed) {
+      if (this.failures > 0 && this.inFlight === 0) {
+        this.log.info({ upstream: this.upstream.name }, `upstream ${this.upstream.name}: delivering again after ${this.failures} failed sends`);
+        this.failures = 0;
+      }
+      this.pump();
+      return;
+    }
+    if (this.inFlight > 0) return;
+    // Every send has settled: start over at the oldest record the outbox still holds.
+    this.failed = false;
+    this.cursor = 0;
+    const { minBackoff, maxBackoff } = this.options;
+    const ceiling = Math.min(maxBackoff, minBackoff * 2 ** Math.min(this.failures - 1, 16));
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.pump();
+    }, delay);
+  }
+
+  get busy(): boolean {
+    return this.inFlight > 0;
+  }
+
+  /** Stops sending; waits up to `timeout` ms for sends in flight to be acknowledged. */
+  async stop(timeout = 2000): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    const deadline = Date.now() + timeout;
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,128 @@
+import { ConfigError, type ConfigIssue } from '../config/errors.js';
+import type { LoadedConfig } from '../config/load.js';
+import type { StreamConfig } from '../config/types.js';
+import { hasConnector } from '../connectors/index.js';
+import { hasUpstream } from '../upstream/index.js';
+import { processors as registry } from '../processors/index.js';
+import type { Processor } from '../processors/processor.js';
+import type { StateStore } from './state.js';
+
+export interface BuiltProcessors {
+  /** The processors of each stream that can run. */
+  streams: Map<string, Processor[]>;
+  /**
+   * Parts of the config that are valid but that this build cannot run yet (a protocol,
+   * operator or upstream type whose issue has not landed): reported, and left out.
+   */
+  unavailable: ConfigIssue[];
+}
+
+/**
+ * Checks what the schema cannot (names that refer to each other, operators this build has)
+ * and builds each stream's processors. Throws one ConfigError with every issue found.
+ */
+export function buildProcessors(loaded: LoadedConfig, state: StateStore): BuiltProcessors {
+  const { issues, unavailable } = checkReferences(loaded);
+  const built = new Map<string, Processor[]>();
+  loaded.config.streams.forEach((stream, s) => {
+    if (stream.from.timer) return;
+    let runnable = true;
+    const steps: Processor[] = [];
+    stream.steps.forEach((step, index) => {
+      const [operator, params] = Object.entries(step)[0];
+      const path = ['streams', s, 'steps', index];
+      const factory = registry[operator];
+      if (!factory) {
+        unavailable.push(loaded.issueAt([...path, operator], `stream ${stream.name}, step ${index + 1}: operator "${operator}" is not available in this build yet; the stream will not run`));
+        runnable = false;
+        return;
+      }
+      try {
+        steps.push(
+          factory(params, {
+            stream: stream.name,
+            index,
+            state: state.scope(stateScope(stream, index)),
+            issue: (message, key) =>
+              loaded.issueAt(key ? [...path, operator, key] : [...path, operator], `stream ${stream.name}, step ${index + 1} (${operator}): ${message}`),
+          }),
+        );
+      } catch (err) {
+        if (err instanceof ConfigError) issues.push(...err.issues);
+        else issues.push(loaded.issueAt(path, `stream ${stream.name}, step ${index + 1} (${operator}): ${(err as Error).message}`));
+      }
+    });
+    if (runnable) built.set(stream.name, steps);
+  });
+  if (issues.length > 0) throw new ConfigError(issues);
+  return { streams: built, unavailable };
+}
+
+/** State survives a restart under the stream's name and the step's position and kind. */
+export function stateScope(stream: StreamConfig, index: number): string {
+  return `${stream.name}/${index}/${Object.keys(stream.steps[index])[0]}`;
+}
+
+function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIssue[]; unavailable: ConfigIssue[] } {
+  const issues: ConfigIssue[] = [];
+  const unavailable: ConfigIssue[] = [];
+  const unique = (section: 'devices' | 'streams' | 'upstream', key: 'id' | 'name', names: string[]) => {
+    const seen = new Set<string>();
+    names.forEach((name, i) => {
+      if (seen.has(name)) issues.push(issueAt([section, i, key], `${key} "${name}" is used twice in ${section}`));
+      seen.add(name);
+    });
+  };
+  unique('devices', 'id', config.devices.map((d) => d.id));
+  unique('streams', 'name', config.streams.map((s) => s.name));
+  unique('upstream', 'name', config.upstream.map((u) => u.name));
+
+  const devices = new Map(config.devices.map((d) => [d.id, d]));
+  const upstreams = new Set(config.upstream.map((u) => u.name));
+  config.devices.forEach((device, d) => {
+    if (!hasConnector(device.protocol)) {
+      unavailable.push(issueAt(['devices', d, 'protocol'], `device ${device.id}: protocol ${device.protocol} is not available in this build yet; the device will not be read`));
+    }
+    const points = new Set<string>();
+    device.points.forEach((point, p) => {
+      if (points.has(point.name)) issues.push(issueAt(['devices', d, 'points', p, 'name'], `device ${device.id}: point "${point.name}" is defined twice`));
+      points.add(point.name);
+    });
+  });
+
+  config.streams.forEach((stream, s) => {
+    const { device, points, timer } = stream.from;
+    if (timer) {
+      unavailable.push(issueAt(['streams', s, 'from', 'timer'], `stream ${stream.name}: the timer source is not available in this build yet; the stream will not run`));
+    } else if (!device) {
+      issues.push(issueAt(['streams', s, 'from'], `stream ${stream.name}: "from" needs a device or a timer`));
+    } else if (!devices.has(device)) {
+      issues.push(issueAt(['streams', s, 'from', 'device'], `stream ${stream.name}: no device "${device}" (devices: ${[...devices.keys()].join(', ') || 'none'})`));
+    } else {
+      const known = new Set(devices.get(device)!.points.map((p) => p.name));
+      points?.forEach((point, p) => {
+        if (!known.has(point)) issues.push(issueAt(['streams', s, 'from', 'points', p], `stream ${stream.name}: device ${device} has no point "${point}"`));
+      });
+    }
+    stream.to.forEach((sink, k) => {
+      if (typeof sink === 'string') {
+        if (!upstreams.has(sink)) issues.push(issueAt(['streams', s, 'to', k], `stream ${stream.name}: no upstream "${sink}" (upstreams: ${[...upstreams].join(', ') || 'none'})`));
+        return;
+      }
+      const { device: target, point } = sink.action;
+      const path = ['streams', s, 'to', k, 'action'];
+      const targetDevice = devices.get(target);
+      const targetPoint = targetDevice?.points.find((p) => p.name === point);
+      if (!targetDevice) issues.push(issueAt([...path, 'device'], `stream ${stream.name}: action on unknown device "${target}"`));
+      else if (!targetPoint) issues.push(issueAt([...path, 'point'], `stream ${stream.name}: device ${target} has no point "${point}"`));
+      else if (!targetPoint.writable) issues.push(issueAt([...path, 'point'], `stream ${stream.name}: point ${target}.${point} is not writable (set writable: true on the point)`));
+    });
+  });
+
+  config.upstream.forEach((upstream, u) => {
+    if (!hasUpstream(upstream.type)) {
+      unavailable.push(issueAt(['upstream', u, 'type'], `upstream ${upstream.name}: type ${upstream.type} is not available in this build yet; its records wait in the outbox`));
+    }
+  });
+  return { issues, unavailable };
+}

@@ -1,0 +1,28 @@
+import type { Value } from '../config/types.js';
+
+export type Quality = 'good' | 'interpolated' | 'estimated' | 'partial' | 'late' | 'bad' | 'stale';
+
+export interface EventInfo {
+  code: string;
+  severity: 'info' | 'minor' | 'major' | 'critical';
+  description: string;
+  state: 'raised' | 'cleared';
+  [field: string]: unknown;
+}
+
+/**
+ * What flows through a stream: one device at one time. `quality` names only the values that
+ * are not `good`, so the common case carries no quality object at all.
+ */
+export interface Reading {
+  device: string;
+  /** epoch ms */
+  ts: number;
+  values: Record<string, Value | null>;
+  quality?: Record<string, Quality>;
+  /** Set by edge-detecting operators (hysteresis); events and actions follow it. */
+  edge?: 'raise' | 'clear';
+  event?: EventInfo;
+}
+
+export type Emit = (reading: Reading) => void;

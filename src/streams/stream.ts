@@ -1,0 +1,61 @@
+import type { StreamConfig } from '../config/types.js';
+import type { Processor } from '../processors/processor.js';
+import type { Emit, Reading } from './reading.js';
+
+/** One source, an ordered list of processors, and what to do with what comes out. */
+export class Stream {
+  readonly name: string;
+  readonly device: string | undefined;
+  private readonly points: ReadonlySet<string> | undefined;
+  private readonly head: Emit;
+  private readonly tickers: { processor: Processor; next: Emit }[] = [];
+  readingsIn = 0;
+  readingsOut = 0;
+
+  constructor(
+    readonly config: StreamConfig,
+    processors: Processor[],
+    deliver: Emit,
+  ) {
+    this.name = config.name;
+    this.device = config.from.device;
+    this.points = config.from.points ? new Set(config.from.points) : undefined;
+    // The chain is built once: each step's emit is the next step's process.
+    let next: Emit = (reading) => {
+      this.readingsOut++;
+      deliver(reading);
+    };
+    for (let i = processors.length - 1; i >= 0; i--) {
+      const processor = processors[i];
+      const emit = next;
+      if (processor.tick) this.tickers.push({ processor, next: emit });
+      next = (reading) => processor.process(reading, emit);
+    }
+    this.head = next;
+  }
+
+  push(reading: Reading): void {
+    const input = this.points ? project(reading, this.points) : reading;
+    if (!input) return;
+    this.readingsIn++;
+    this.head(input);
+  }
+
+  tick(now: number): void {
+    for (const { processor, next } of this.tickers) processor.tick!(now, next);
+  }
+}
+
+/** The reading cut down to the stream's points, or undefined when it carries none of them. */
+function project(reading: Reading, points: ReadonlySet<string>): Reading | undefined {
+  let values: Reading['values'] | undefined;
+  let quality: Reading['quality'];
+  for (const name of points) {
+    if (!(name in reading.values)) continue;
+    (values ??= {})[name] = reading.values[name];
+    const q = reading.quality?.[name];
+    if (q) (quality ??= {})[name] = q;
+  }
+  if (!values) return undefined;
+  return { ...reading, values, quality };
+}
