@@ -13,8 +13,13 @@ export function formatIssue(issue: ConfigIssue): string {
 }
 
 export class ConfigError extends Error {
-  constructor(readonly issues: ConfigIssue[]) {
-    super(issues.map(formatIssue).join('\n'));
+  readonly issues: ConfigIssue[];
+
+  constructor(issues: ConfigIssue[]) {
+    // In file order, as a reader goes through the file to fix them.
+    const sorted = [...issues].sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0));
+    super(sorted.map(formatIssue).join('\n'));
+    this.issues = sorted;
     this.name = 'ConfigError';
   }
 }

@@ -18,7 +18,7 @@ export interface LoadedConfig {
   issueAt(path: ConfigPath, message: string): ConfigIssue;
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false });
+const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
 ajv.addKeyword({
   keyword: 'duration',
   type: 'string',

@@ -5,13 +5,16 @@ import type { Outbox } from './outbox.js';
 export interface ForwarderOptions {
   /** Records read from the outbox per send. */
   batch: number;
-  /** Sends awaiting acknowledgement at once. */
+  /**
+   * Sends awaiting acknowledgement at once. 1 keeps the order strict even when a send fails
+   * while a later one succeeds; the records of one send are already pipelined by the upstream.
+   */
   window: number;
   minBackoff: number;
   maxBackoff: number;
 }
 
-const DEFAULTS: ForwarderOptions = { batch: 500, window: 4, minBackoff: 500, maxBackoff: 30_000 };
+const DEFAULTS: ForwarderOptions = { batch: 1000, window: 1, minBackoff: 500, maxBackoff: 30_000 };
 
 /**
  * Moves one upstream's queue from the outbox to the upstream, in order: reads a batch, sends

@@ -1,0 +1,190 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../src/config/errors.js';
+import { loadConfigFile, parseConfig } from '../src/config/load.js';
+import { parseDuration, parseSize } from '../src/config/units.js';
+import { buildProcessors } from '../src/streams/build.js';
+import { StateStore } from '../src/streams/state.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const CONTRACT = resolve(ROOT, '../shared/config-contract.yaml');
+
+/** The issues that `text` raises, as `line:col path: message` strings. */
+function issuesOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    const loaded = parseConfig(text, 'test.yaml', env);
+    buildProcessors(loaded, new StateStore(new Database(':memory:')));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return err.issues.map((i) => `${i.line}:${i.col} ${i.path}: ${i.message}`);
+  }
+  return [];
+}
+
+const BASE = `agent:
+  id: gw-1
+devices:
+  - id: sim
+    protocol: simulator
+    points:
+      - { name: p, signal: sine }
+      - { name: b, writable: true }
+      - { name: c }
+streams:
+  - name: s
+    from: { device: sim }
+    to: [out]
+upstream:
+  - name: out
+    type: file
+    path: out.jsonl
+`;
+
+describe('units', () => {
+  it('parses durations to ms', () => {
+    expect([parseDuration('250ms'), parseDuration('1s'), parseDuration('15m'), parseDuration('1h'), parseDuration('7d')]).toEqual([
+      250, 1000, 900_000, 3_600_000, 604_800_000,
+    ]);
+    expect(parseDuration('1.5s')).toBe(1500);
+    expect(parseDuration('10')).toBeUndefined();
+    expect(parseDuration('1w')).toBeUndefined();
+  });
+  it('parses sizes to bytes', () => {
+    expect([parseSize('512KB'), parseSize('64MB'), parseSize('1GB')]).toEqual([524_288, 67_108_864, 1_073_741_824]);
+    expect(parseSize('12')).toBeUndefined();
+  });
+});
+
+describe('config loading', () => {
+  it('accepts a good file and fills defaults, with durations and sizes as numbers', () => {
+    const { config } = parseConfig(BASE + 'outbox: { max_size: 64MB, max_age: 1d }\n', '/etc/edge-agent/agent.yaml', {});
+    expect(config.outbox).toMatchObject({ max_size: 64 * 1024 ** 2, max_age: 86_400_000, when_full: 'drop-oldest', durability: 'normal' });
+    expect(config.agent).toMatchObject({ id: 'gw-1', data_dir: '/var/lib/edge-agent', http: '127.0.0.1:8080' });
+    expect(config.upstream[0]).toMatchObject({ type: 'file', path: '/etc/edge-agent/out.jsonl' });
+    expect(issuesOf(BASE)).toEqual([]);
+  });
+
+  it('accepts the whole contract, naming only the parts this build cannot run yet', () => {
+    const loaded = loadConfigFile(CONTRACT, { OPCUA_PASSWORD: 'secret' });
+    expect(loaded.config.devices.map((d) => d.protocol)).toEqual(['modbus-tcp', 'modbus-rtu', 'opcua', 'mqtt', 'simulator']);
+    expect(loaded.config.devices[0].poll).toBe(1000);
+    expect(loaded.config.devices[2].password).toBe('secret');
+    const { unavailable } = buildProcessors(loaded, new StateStore(new Database(':memory:')));
+    expect(unavailable.every((i) => /not available in this build yet/.test(i.message))).toBe(true);
+  });
+
+  it('reports invalid YAML with its line and column', () => {
+    expect(issuesOf('agent:\n  id: gw-1\n  log_level: [info\n')).toEqual([expect.stringMatching(/^\d+:\d+ : invalid YAML: /)]);
+    expect(issuesOf('agent:\n  id: a\n  id: b\n')[0]).toMatch(/^3:3 : invalid YAML: .*unique/i);
+  });
+
+  it('reports an unknown key at the key, with the keys expected there', () => {
+    const text = BASE.replace('    points:\n', '    pol: 1s\n    points:\n');
+    expect(issuesOf(text)).toEqual(['6:5 devices[0].pol: unknown key "pol" (expected one of: id, protocol, poll, points)']);
+  });
+
+  it('reports an unknown protocol and lists the known ones', () => {
+    expect(issuesOf(BASE.replace('protocol: simulator', 'protocol: bacnet'))).toEqual([
+      '5:15 devices[0].protocol: must be one of: modbus-tcp, modbus-rtu, opcua, mqtt, simulator (got "bacnet")',
+    ]);
+  });
+
+  it('reports wrong types, bad enums, bad durations and missing keys', () => {
+    const text = `agent: { id: gw-1, log_level: loud }
+devices:
+  - id: m
+    protocol: modbus-tcp
+    host: 10.0.0.1
+    port: "five"
+    poll: 5 seconds
+    points:
+      - { name: v, area: holding, address: 0, type: float128 }
+      - { name: w, address: 1 }
+`;
+    expect(issuesOf(text)).toEqual([
+      '1:31 agent.log_level: must be one of: trace, debug, info, warn, error, fatal, silent (got "loud")',
+      '6:11 devices[0].port: must be integer (got "five")',
+      '7:11 devices[0].poll: must be a duration such as 250ms, 1s, 15m, 1h or 7d',
+      '9:53 devices[0].points[0].type: must be one of: int16, uint16, int32, uint32, int64, uint64, float32, float64, bool, string (got "float128")',
+      '10:9 devices[0].points[1]: missing required key "area"',
+    ]);
+  });
+
+  it('requires a step to hold exactly one operator', () => {
+    const text = BASE.replace('    to: [out]', '    steps:\n      - { pass: {}, filter: "p > 1" }\n    to: [out]');
+    expect(issuesOf(text)).toEqual(['14:9 streams[0].steps[0]: a step must have exactly one operator key']);
+  });
+
+  it('substitutes ${NAME}, ${NAME:-default} and ${file:/path}, keeping numbers numbers', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    writeFileSync(join(dir, 'secret'), '  s3cret\n');
+    const text = `agent: { id: "\${GW}", data_dir: "\${DATA:-/tmp/x}" }
+devices:
+  - id: m
+    protocol: modbus-tcp
+    host: \${HOST}
+    port: \${PORT}
+    points: [{ name: v, area: holding, address: 0 }]
+remote_config: { broker: "mqtt://h", topic: t, public_key: k, password: "\${file:${dir}/secret}" }
+`;
+    const { config } = parseConfig(text, 'x.yaml', { GW: 'gw-9', HOST: '10.1.1.1', PORT: '1502' });
+    expect(config.agent.id).toBe('gw-9');
+    expect(config.agent.data_dir).toBe('/tmp/x');
+    expect(config.devices[0]).toMatchObject({ host: '10.1.1.1', port: 1502 });
+    expect(config.remote_config?.password).toBe('s3cret');
+  });
+
+  it('names an unset environment variable and an unreadable file with their place', () => {
+    const text = 'agent:\n  id: ${GATEWAY_ID}\n  data_dir: ${file:/nonexistent/x}\n';
+    expect(issuesOf(text)).toEqual([
+      '2:7 agent.id: environment variable GATEWAY_ID is not set',
+      expect.stringMatching(/^3:13 agent.data_dir: \$\{file:\/nonexistent\/x\}: cannot read \/nonexistent\/x: ENOENT/),
+    ]);
+  });
+
+  it('checks references: devices, points, upstreams, writable action targets, duplicates', () => {
+    const text = BASE.replace('    from: { device: sim }\n    to: [out]', `    from: { device: sim, points: [p, q] }
+    to:
+      - out
+      - lake
+      - action: { device: sim, point: c, value: 1 }
+      - action: { device: sim, point: b, value: 1 }
+  - name: s
+    from: { device: nope }
+    to: [out]`);
+    expect(issuesOf(text)).toEqual([
+      '12:38 streams[0].from.points[1]: stream s: device sim has no point "q"',
+      '15:9 streams[0].to[1]: stream s: no upstream "lake" (upstreams: out)',
+      '16:39 streams[0].to[2].action.point: stream s: point sim.c is not writable (set writable: true on the point)',
+      '18:11 streams[1].name: name "s" is used twice in streams',
+      '19:21 streams[1].from.device: stream s: no device "nope" (devices: sim)',
+    ]);
+  });
+
+  it('names the file when it cannot be read', () => {
+    expect(() => loadConfigFile('/nonexistent/agent.yaml')).toThrow(/\/nonexistent\/agent.yaml: cannot read the config file/);
+  });
+});
+
+describe('edge-agent validate', () => {
+  const cli = join(ROOT, 'dist/cli.js');
+
+  it('exits 0 on the default config', () => {
+    const out = execFileSync(process.execPath, [cli, 'validate', join(ROOT, 'config/agent.yaml')], { encoding: 'utf8' });
+    expect(out).toMatch(/agent.yaml: ok \(1 devices, 1 streams, 2 upstreams\)/);
+  });
+
+  it('exits 1 and prints file, line, column, path and what was expected', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, BASE.replace('type: file', 'type: ftp'));
+    const result = spawnSync(process.execPath, [cli, 'validate', '--config', file], { encoding: 'utf8' });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`${file}:16:11: upstream[0].type: must be one of: mqtt, kafka, file (got "ftp")`);
+    expect(result.stderr).toContain(`${file}: 1 error`);
+  });
+});

@@ -1,0 +1,45 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, waitForPort } from './ports.js';
+
+const BINARY = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((p) => existsSync(p)) ?? 'mosquitto';
+
+/** A real Mosquitto broker on a free loopback port, which a test can stop and start again. */
+export class Mosquitto {
+  private process: ChildProcess | undefined;
+  readonly url: string;
+
+  private constructor(
+    readonly port: number,
+    private readonly configFile: string,
+  ) {
+    this.url = `mqtt://127.0.0.1:${port}`;
+  }
+
+  static async start(port?: number): Promise<Mosquitto> {
+    const chosen = port ?? (await freePort());
+    const dir = mkdtempSync(join(tmpdir(), 'mosquitto-'));
+    const configFile = join(dir, 'mosquitto.conf');
+    writeFileSync(configFile, `listener ${chosen} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n`);
+    const broker = new Mosquitto(chosen, configFile);
+    await broker.resume();
+    return broker;
+  }
+
+  async resume(): Promise<void> {
+    this.process = spawn(BINARY, ['-c', this.configFile], { stdio: 'ignore' });
+    await waitForPort(this.port);
+  }
+
+  async stop(): Promise<void> {
+    const child = this.process;
+    this.process = undefined;
+    if (!child || child.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGKILL');
+    });
+  }
+}
