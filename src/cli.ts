@@ -60,19 +60,39 @@ function validate(file: string): number {
 
 async function run(file: string): Promise<number> {
   const log = pino({ base: { pid: process.pid } });
+  const stopped = new Promise<number>((resolve) => {
+    // Installed before the agent starts, so a SIGTERM during start-up still stops it cleanly.
+    let stopping = false;
+    const shutdown = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info(`${signal}: stopping`);
+      notifySystemd('STOPPING=1', log);
+      const agent = await starting.catch(() => undefined);
+      if (!agent) return;
+      await reloading;
+      await agent.stop();
+      log.info('stopped');
+      resolve(0);
+    };
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+  });
+  let reloading: Promise<void> = Promise.resolve();
+  const starting = Agent.start(file, log);
+
   let agent: Agent;
   try {
-    agent = await Agent.start(file, log);
+    agent = await starting;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     for (const issue of err.issues) log.fatal({ file: issue.file, line: issue.line, path: issue.path }, formatIssue(issue));
-    // A config error will not mend itself: exit with EX_CONFIG so systemd's RestartPreventExitStatus stops the loop.
+    // A config error will not mend itself: EX_CONFIG, which the unit's RestartPreventExitStatus names.
     return 78;
   }
   notifySystemd('READY=1', log);
   const stopWatchdog = startWatchdog(() => true, log);
 
-  let reloading: Promise<void> = Promise.resolve();
   process.on('SIGHUP', () => {
     reloading = reloading.then(async () => {
       notifySystemd('RELOADING=1', log);
@@ -86,22 +106,9 @@ async function run(file: string): Promise<number> {
     });
   });
 
-  return new Promise((resolve) => {
-    let stopping = false;
-    const shutdown = async (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      log.info(`${signal}: stopping`);
-      notifySystemd('STOPPING=1', log);
-      stopWatchdog();
-      await reloading;
-      await agent.stop();
-      log.info('stopped');
-      resolve(0);
-    };
-    process.on('SIGTERM', () => void shutdown('SIGTERM'));
-    process.on('SIGINT', () => void shutdown('SIGINT'));
-  });
+  const code = await stopped;
+  stopWatchdog();
+  return code;
 }
 
 main(process.argv.slice(2)).then(

@@ -22,7 +22,19 @@ export class Mosquitto {
     const chosen = port ?? (await freePort());
     const dir = mkdtempSync(join(tmpdir(), 'mosquitto-'));
     const configFile = join(dir, 'mosquitto.conf');
-    writeFileSync(configFile, `listener ${chosen} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n`);
+    // Persistence keeps a subscriber's session (and what was queued for it) across a restart.
+    writeFileSync(
+      configFile,
+      [
+        `listener ${chosen} 127.0.0.1`,
+        'allow_anonymous true',
+        'persistence true',
+        `persistence_location ${dir}/`,
+        'max_queued_messages 0',
+        'max_inflight_messages 0',
+        '',
+      ].join('\n'),
+    );
     const broker = new Mosquitto(chosen, configFile);
     await broker.resume();
     return broker;
@@ -33,13 +45,14 @@ export class Mosquitto {
     await waitForPort(this.port);
   }
 
-  async stop(): Promise<void> {
+  /** SIGTERM saves the broker's sessions for the next start; SIGKILL loses them. */
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
     const child = this.process;
     this.process = undefined;
     if (!child || child.exitCode !== null) return;
     await new Promise<void>((resolve) => {
       child.once('exit', () => resolve());
-      child.kill('SIGKILL');
+      child.kill(signal);
     });
   }
 }

@@ -1,0 +1,120 @@
+import Database from 'better-sqlite3';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentProcess } from './support/agent-process.js';
+import { Mosquitto } from './support/mosquitto.js';
+import { until } from './support/ports.js';
+import { Subscriber } from './support/subscriber.js';
+
+let broker: Mosquitto;
+beforeAll(async () => {
+  broker = await Mosquitto.start();
+});
+afterAll(async () => {
+  await broker?.stop('SIGKILL');
+});
+
+function writeConfig(dir: string, poll: string): string {
+  const file = join(dir, 'agent.yaml');
+  const devices = [1, 2, 3, 4]
+    .map(
+      (n) => `  - id: sim-${n}
+    protocol: simulator
+    poll: ${poll}
+    points:
+      - { name: energy_kwh, signal: counter, rate: 100 }
+      - { name: power_kw, signal: random, min: 0, max: 50 }`,
+    )
+    .join('\n');
+  const streams = [1, 2, 3, 4].map((n) => `  - { name: s${n}, from: { device: sim-${n} }, to: [broker] }`).join('\n');
+  writeFileSync(
+    file,
+    `agent: { id: gw-kill, data_dir: ${dir}/data }
+devices:
+${devices}
+streams:
+${streams}
+upstream:
+  - { name: broker, type: mqtt, url: "${broker.url}", topic: "kill/{stream}", qos: 1, batch: 20 }
+`,
+  );
+  return file;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('the agent as a service', () => {
+  it('survives kill -9 under load: every committed seq reaches the subscriber', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kill-'));
+    const subscriber = await Subscriber.connect(broker.url, 'kill/#');
+    const config = writeConfig(dir, '5ms'); // 4 devices: ~800 records/s
+    const kills = 6;
+    for (let k = 0; k < kills; k++) {
+      const agent = AgentProcess.start(config);
+      await agent.waitForLog(/agent gw-kill running/);
+      await sleep(400 + Math.random() * 800);
+      agent.kill('SIGKILL');
+      await agent.exit();
+      expect(agent.signal).toBe('SIGKILL');
+      const db = new Database(join(dir, 'data/edge-agent.db'));
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+      db.close();
+    }
+    const db = new Database(join(dir, 'data/edge-agent.db'));
+    const committed = db.prepare("SELECT value FROM meta WHERE key = 'seq'").pluck().get() as number;
+    db.close();
+    expect(committed).toBeGreaterThan(kills * 200);
+
+    // Drain with the devices quiet (a poll that does not come during the test).
+    const drain = AgentProcess.start(writeConfig(dir, '1h'));
+    await drain.waitForLog(/agent gw-kill running/);
+    await until(() => subscriber.seqs.distinct.size >= committed, 30_000, `all ${committed} seqs at the subscriber`);
+    const { distinct, duplicates } = subscriber.seqs;
+    const missing = [];
+    for (let seq = 1; seq <= committed; seq++) if (!distinct.has(seq)) missing.push(seq);
+    expect(missing).toEqual([]);
+    console.log(`kill -9 x${kills}: ${committed} records committed, 0 missing, ${duplicates} duplicates`);
+    drain.kill('SIGTERM');
+    expect(await drain.exit()).toBeLessThan(5000);
+    expect(drain.exitCode).toBe(0);
+    await subscriber.close();
+  });
+
+  it('reloads on SIGHUP, keeps the running config when the new file is bad, and stops cleanly on SIGTERM', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'svc-'));
+    const subscriber = await Subscriber.connect(broker.url, 'kill/#');
+    const config = writeConfig(dir, '50ms');
+    const agent = AgentProcess.start(config);
+    await agent.waitForLog(/agent gw-kill running/);
+
+    writeFileSync(config, readFileSync(config, 'utf8').replace('qos: 1', 'qos: 3'));
+    agent.kill('SIGHUP');
+    await agent.waitForLog(/rejected; the running config stays/);
+    expect(agent.log.join('\n')).toContain('upstream[0].qos: must be one of: 0, 1 (got 3)');
+    const count = subscriber.records.length;
+    await until(() => subscriber.records.length > count + 10, 5000, 'records after the rejected reload');
+
+    writeConfig(dir, '100ms');
+    agent.kill('SIGHUP');
+    await agent.waitForLog(/reloaded/);
+
+    agent.kill('SIGTERM');
+    const took = await agent.exit();
+    expect(agent.exitCode).toBe(0);
+    expect(took).toBeLessThan(5000);
+    expect(agent.log.some((l) => /"msg":"stopped"/.test(l))).toBe(true);
+    await subscriber.close();
+  });
+
+  it('exits with EX_CONFIG (78) and the error on a bad config at start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'svc-'));
+    const config = join(dir, 'agent.yaml');
+    writeFileSync(config, 'agent: { id: gw }\ndevices: [{ id: x, protocol: simulator }]\n');
+    const agent = AgentProcess.start(config);
+    await agent.exit();
+    expect(agent.exitCode).toBe(78);
+    expect(agent.log.join('\n')).toContain(`${config}:2:11: devices[0]: missing required key \\"points\\"`);
+  });
+});

@@ -1,0 +1,50 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+import { until } from './ports.js';
+
+const CLI = resolve(import.meta.dirname, '../../dist/cli.js');
+
+/** The built agent as a child process, as systemd runs it; its JSON log lines are kept. */
+export class AgentProcess {
+  readonly log: string[] = [];
+  exitCode: number | null = null;
+  signal: NodeJS.Signals | null = null;
+  private readonly exited: Promise<void>;
+
+  private constructor(readonly child: ChildProcess) {
+    let buffered = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const lines = buffered.split('\n');
+      buffered = lines.pop()!;
+      this.log.push(...lines);
+    });
+    child.stderr!.on('data', (chunk: Buffer) => this.log.push(chunk.toString()));
+    this.exited = new Promise((done) =>
+      child.once('exit', (code, signal) => {
+        this.exitCode = code;
+        this.signal = signal;
+        done();
+      }),
+    );
+  }
+
+  static start(config: string, env: NodeJS.ProcessEnv = {}): AgentProcess {
+    return new AgentProcess(spawn(process.execPath, [CLI, 'run', '--config', config], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+
+  async waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<void> {
+    await until(() => this.log.some((l) => pattern.test(l)), timeoutMs, `a log line matching ${pattern}`);
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
+  /** Resolves with the time it took to exit. */
+  async exit(): Promise<number> {
+    const started = Date.now();
+    await this.exited;
+    return Date.now() - started;
+  }
+}
