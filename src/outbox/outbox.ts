@@ -172,7 +172,7 @@ export class Outbox {
     } catch {
       // the disk is full beyond the outbox's own cap; state is saved with the next group
     }
-    this.logDrops(`outbox full (${err.message}): ${this.config.when_full}`);
+    this.logDrops(`outbox ${this.db.name} is full (${err.message}); when_full: ${this.config.when_full}`);
   }
 
   private dropOldest(count: number): number {
@@ -193,7 +193,7 @@ export class Outbox {
   private retryLater(group: Pending[], err: Error): void {
     if (!this.writeFailing) {
       this.writeFailing = true;
-      this.log.error({ err }, `outbox: cannot write to the database (${err.message}); keeping ${group.length} records in memory and retrying`);
+      this.log.error({ err }, `outbox: cannot write to ${this.db.name} (${err.message}); keeping ${group.length} records in memory and retrying`);
     }
     this.group = group.concat(this.group);
     clearTimeout(this.timer);
@@ -210,7 +210,7 @@ export class Outbox {
       this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - n);
       this.countDrop(upstream, 'expired', n);
     }
-    this.logDrops('outbox: records older than max_age dropped');
+    this.logDrops(`outbox ${this.db.name}: records older than max_age dropped`);
   }
 
   private countDrop(upstream: string, reason: DropReason, n: number): void {
