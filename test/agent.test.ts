@@ -80,9 +80,10 @@ describe('agent: simulator → stream → outbox → MQTT and file', () => {
     expect(first).toMatchObject({ agent: 'gw-test', stream: 'meter', device: 'sim', seq: 1 });
     expect(Object.keys(first.values!).sort()).toEqual(['energy_kwh', 'power_kw']);
     expect(first.ts % 20).toBe(0);
-    await until(() => agent.outbox.depth('file') === 0 && agent.outbox.depth('broker') === 0, 5000, 'both queues to drain');
-    const lines = readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    expect(lines.slice(0, 10).map((r) => r.seq)).toEqual(range(1, 10));
+    const lines = () => readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    await until(() => lines().length >= 10, 5000, 'ten lines in the file');
+    expect(lines().slice(0, 10).map((r) => r.seq)).toEqual(range(1, 10));
+    expect(agent.outbox.lastSeq).toBeGreaterThanOrEqual(10);
   });
 
   it('keeps accepting while the broker is down and delivers everything, in order, once it is back', async () => {
@@ -98,8 +99,9 @@ describe('agent: simulator → stream → outbox → MQTT and file', () => {
     expect(agent.outbox.lastSeq - seqAtStop).toBeGreaterThan(50); // 20 ms poll: readings kept coming
     expect(queued).toBeGreaterThan(50);
     await broker.resume();
+    const seqAtResume = agent.outbox.lastSeq;
 
-    await until(() => agent.outbox.depth('broker') === 0 && subscriber.seqs.distinct.size >= agent.outbox.lastSeq - 5, 30_000, 'the backlog to arrive');
+    await until(() => subscriber.seqs.distinct.size >= seqAtResume, 30_000, 'the backlog to arrive');
     const last = Math.max(...subscriber.seqs.distinct);
     expect(subscriber.firstArrivals()).toEqual(range(1, last));
   });
@@ -107,11 +109,12 @@ describe('agent: simulator → stream → outbox → MQTT and file', () => {
   it('batches records into JSON arrays per topic when batch > 1', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'agent-'));
     const subscriber = await subscribe();
-    const agent = await startAgent(writeConfig(dir, { batch: 50 }));
+    await startAgent(writeConfig(dir, { batch: 50 }));
     await broker.stop();
     await new Promise((r) => setTimeout(r, 1500));
     await broker.resume();
-    await until(() => agent.outbox.depth('broker') === 0 && subscriber.records.length > 60, 20_000, 'the batch to arrive');
+    // (the outbox is seldom seen empty here: a reading arrives every 20 ms)
+    await until(() => subscriber.records.length > 60, 20_000, 'the backlog to arrive');
     expect(subscriber.messages).toBeLessThan(subscriber.records.length / 5);
     expect(subscriber.firstArrivals().slice(0, 60)).toEqual(range(1, 60));
   });

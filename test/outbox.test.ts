@@ -162,6 +162,7 @@ describe('outbox', () => {
 /** An upstream whose acknowledgements the test controls: stands in for the broker, not for the forwarder under test. */
 class ScriptedUpstream implements Upstream {
   readonly name = 'cloud';
+  readonly window = 1;
   connected = true;
   received: number[] = [];
   failNext = 0;

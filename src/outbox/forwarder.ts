@@ -5,16 +5,13 @@ import type { Outbox } from './outbox.js';
 export interface ForwarderOptions {
   /** Records read from the outbox per send. */
   batch: number;
-  /**
-   * Sends awaiting acknowledgement at once. 1 keeps the order strict even when a send fails
-   * while a later one succeeds; the records of one send are already pipelined by the upstream.
-   */
+  /** Sends awaiting acknowledgement at once; by default the upstream's own `window`. */
   window: number;
   minBackoff: number;
   maxBackoff: number;
 }
 
-const DEFAULTS: ForwarderOptions = { batch: 1000, window: 1, minBackoff: 500, maxBackoff: 30_000 };
+const DEFAULTS = { batch: 1000, minBackoff: 500, maxBackoff: 30_000 };
 
 /**
  * Moves one upstream's queue from the outbox to the upstream, in order: reads a batch, sends
@@ -39,7 +36,7 @@ export class Forwarder {
     private readonly log: Logger,
     options: Partial<ForwarderOptions> = {},
   ) {
-    this.options = { ...DEFAULTS, ...options };
+    this.options = { ...DEFAULTS, window: upstream.window, ...options };
   }
 
   start(): void {

@@ -9,6 +9,7 @@ import type { Upstream } from './upstream.js';
 export class FileUpstream implements Upstream {
   readonly name: string;
   readonly connected = true;
+  readonly window = 1;
   private handle: Promise<FileHandle> | undefined;
   /** Sends are written one after another, so lines keep the outbox's order. */
   private tail: Promise<void> = Promise.resolve();

@@ -1,0 +1,135 @@
+// Outbox benchmark. Prints, from one run on this machine:
+//  - ingest: records/s through Outbox.add (JSON, seq, group commit of 1000) beside a raw
+//    better-sqlite3 loop inserting the same JSON rows into the same table in transactions of
+//    1000, with the same pragmas; rounds alternate and medians are compared;
+//  - drain: records/s from the outbox to a real Mosquitto at QoS 1 (batch: 100 records per
+//    message), counted when the broker has acknowledged them all.
+import Database from 'better-sqlite3';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { openDatabase } from '../../dist/outbox/database.js';
+import { Forwarder } from '../../dist/outbox/forwarder.js';
+import { Outbox } from '../../dist/outbox/outbox.js';
+import { StateStore } from '../../dist/streams/state.js';
+import { MqttUpstream } from '../../dist/upstream/mqtt.js';
+
+const RECORDS = Number(process.env.BENCH_RECORDS ?? 200_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const log = pino({ level: 'silent' });
+const config = { max_size: 8 * 1024 ** 3, max_age: 7 * 86_400_000, when_full: 'drop-oldest', durability: 'normal', group_records: 1000, group_wait: 10 };
+const reading = (i) => ({ device: 'meter-1', ts: 1_763_719_200_000 + i * 1000, values: { power_kw: 12.5 + (i % 100), energy_kwh: 1000 + i * 0.01 } });
+
+function openOutbox(dir) {
+  const { db } = openDatabase(dir, { durability: 'normal', maxSize: config.max_size }, log);
+  let outbox;
+  const state = new StateStore(db, () => outbox?.scheduleCommit());
+  outbox = new Outbox(db, config, 'gw-bench', state, log);
+  return { db, outbox };
+}
+
+function ingestOutbox() {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-outbox-'));
+  const { db, outbox } = openOutbox(dir);
+  const upstreams = ['cloud'];
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < RECORDS; i++) outbox.add(upstreams, 'power-15m', reading(i));
+  outbox.commit();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  outbox.close();
+  db.close();
+  rmSync(dir, { recursive: true });
+  return RECORDS / seconds;
+}
+
+function ingestRaw() {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-raw-'));
+  const { db } = openOutbox(dir); // same file, pragmas and table
+  const insert = db.prepare('INSERT INTO outbox (upstream, at, stream, device, payload) VALUES (?, ?, ?, ?, ?)');
+  const insertMany = db.transaction((from, to) => {
+    for (let i = from; i < to; i++) {
+      const r = reading(i);
+      insert.run('cloud', Date.now(), 'power-15m', r.device, JSON.stringify({ agent: 'gw-bench', stream: 'power-15m', device: r.device, ts: r.ts, seq: i + 1, values: r.values }));
+    }
+  });
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < RECORDS; i += 1000) insertMany(i, Math.min(RECORDS, i + 1000));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  db.close();
+  rmSync(dir, { recursive: true });
+  return RECORDS / seconds;
+}
+
+async function freePort() {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function startMosquitto() {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'bench-mosquitto-'));
+  writeFileSync(join(dir, 'm.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  const binary = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find(existsSync) ?? 'mosquitto';
+  const child = spawn(binary, ['-c', join(dir, 'm.conf')], { stdio: 'ignore' });
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const s = connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
+      s.on('error', () => resolve(false));
+    });
+    if (up) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url: `mqtt://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
+}
+
+async function drain(url, batch) {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-drain-'));
+  const { db, outbox } = openOutbox(dir);
+  for (let i = 0; i < RECORDS; i++) outbox.add(['cloud'], 'power-15m', reading(i));
+  outbox.commit();
+  const upstream = new MqttUpstream({ name: 'cloud', type: 'mqtt', url, topic: 'bench/{agent}/{stream}/{device}', qos: 1, batch, keepalive: 30_000 }, 'gw-bench', log);
+  await new Promise((resolve) => upstream.onConnect(resolve));
+  const forwarder = new Forwarder(outbox, upstream, log);
+  const started = process.hrtime.bigint();
+  forwarder.start();
+  while (outbox.depth('cloud') > 0) await new Promise((r) => setTimeout(r, 5));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  await forwarder.stop();
+  await upstream.close();
+  outbox.close();
+  db.close();
+  rmSync(dir, { recursive: true });
+  return RECORDS / seconds;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const fmt = (n) => Math.round(n).toLocaleString('en-US');
+
+const raw = [];
+const ingest = [];
+for (let round = 0; round < ROUNDS; round++) {
+  raw.push(ingestRaw());
+  ingest.push(ingestOutbox());
+}
+console.log(`records per round: ${fmt(RECORDS)}, rounds: ${ROUNDS}, node ${process.version}`);
+console.log(`raw better-sqlite3 insert (1000/tx):  median ${fmt(median(raw))} records/s  [${raw.map(fmt).join(', ')}]`);
+console.log(`outbox ingest (add + group commit):   median ${fmt(median(ingest))} records/s  [${ingest.map(fmt).join(', ')}]`);
+console.log(`outbox ingest / raw insert:           ${(median(ingest) / median(raw) * 100).toFixed(1)} %  (target >= 50 %)`);
+
+const broker = await startMosquitto();
+try {
+  const drains = [];
+  for (let round = 0; round < Math.min(ROUNDS, 3); round++) drains.push(await drain(broker.url, 100));
+  console.log(`drain to Mosquitto, QoS 1, batch 100: median ${fmt(median(drains))} records/s  [${drains.map(fmt).join(', ')}]  (target >= 50,000)`);
+  const single = await drain(broker.url, 1);
+  console.log(`drain to Mosquitto, QoS 1, batch 1:   ${fmt(single)} records/s (one message per record, for reference)`);
+} finally {
+  broker.stop();
+}
