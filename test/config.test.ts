@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
@@ -163,6 +163,20 @@ remote_config: { broker: "mqtt://h", topic: t, public_key: k, password: "\${file
       '18:11 streams[1].name: name "s" is used twice in streams',
       '19:21 streams[1].from.device: stream s: no device "nope" (devices: sim)',
     ]);
+  });
+
+  it('validates every example in config/examples', () => {
+    const dir = join(ROOT, 'config/examples');
+    const secret = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'password');
+    writeFileSync(secret, 'x');
+    for (const name of readdirSync(dir).filter((f) => f.endsWith('.yaml'))) {
+      const text = readFileSync(join(dir, name), 'utf8').replaceAll('/etc/edge-agent/broker-password', secret);
+      expect(issuesOf(text, { GATEWAY_ID: 'gw-7' }), name).toEqual([]);
+    }
+  });
+
+  it('reports a size without a unit', () => {
+    expect(issuesOf(BASE + 'outbox: { max_size: "12" }\n')).toEqual(['18:21 outbox.max_size: must be a size such as 512KB, 64MB or 1GB']);
   });
 
   it('names the file when it cannot be read', () => {

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -116,5 +117,30 @@ describe('the agent as a service', () => {
     await agent.exit();
     expect(agent.exitCode).toBe(78);
     expect(agent.log.join('\n')).toContain(`${config}:2:11: devices[0]: missing required key \\"points\\"`);
+  });
+});
+
+describe('systemd notification', () => {
+  it('reports READY, pings the watchdog at half its interval, and reports STOPPING', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'notify-'));
+    const socket = join(dir, 'notify.sock');
+    // The receiving end of NOTIFY_SOCKET, as systemd holds it.
+    const listener = spawn('/usr/bin/python3', [
+      '-u',
+      '-c',
+      `import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(socket)})\nprint('bound')\nwhile True:\n    print(s.recv(4096).decode().replace(chr(10), ' '))`,
+    ]);
+    const messages: string[] = [];
+    listener.stdout.on('data', (chunk: Buffer) => messages.push(...chunk.toString().trim().split('\n')));
+    await until(() => messages.includes('bound'), 5000, 'the notify socket');
+
+    const agent = AgentProcess.start(writeConfig(dir, '1s'), { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '400000' });
+    await until(() => messages.some((m) => m.includes('READY=1')), 10_000, 'READY=1');
+    await until(() => messages.filter((m) => m.includes('WATCHDOG=1')).length >= 3, 5000, 'three watchdog pings');
+    expect(messages.find((m) => m.includes('READY=1'))).toContain(`MAINPID=${agent.child.pid}`);
+    agent.kill('SIGTERM');
+    await agent.exit();
+    await until(() => messages.some((m) => m.includes('STOPPING=1')), 5000, 'STOPPING=1');
+    listener.kill();
   });
 });

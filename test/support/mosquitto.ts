@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, waitForPort } from './ports.js';
@@ -10,24 +10,29 @@ const BINARY = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((p) => existsS
 export class Mosquitto {
   private process: ChildProcess | undefined;
   readonly url: string;
+  readonly tlsUrl: string;
 
   private constructor(
     readonly port: number,
     private readonly configFile: string,
   ) {
     this.url = `mqtt://127.0.0.1:${port}`;
+    this.tlsUrl = `mqtts://127.0.0.1:${port}`;
   }
 
-  static async start(port?: number): Promise<Mosquitto> {
-    const chosen = port ?? (await freePort());
-    const dir = mkdtempSync(join(tmpdir(), 'mosquitto-'));
+  /** `settings` replace `allow_anonymous true` (TLS, password files); `dir` holds files they name. */
+  static async start(options: { settings?: string[]; dir?: string } = {}): Promise<Mosquitto> {
+    const chosen = await freePort();
+    const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'mosquitto-'));
+    // Mosquitto started as root drops to its own user, which must still read what is here.
+    chmodSync(dir, 0o755);
     const configFile = join(dir, 'mosquitto.conf');
     // Persistence keeps a subscriber's session (and what was queued for it) across a restart.
     writeFileSync(
       configFile,
       [
         `listener ${chosen} 127.0.0.1`,
-        'allow_anonymous true',
+        ...(options.settings ?? ['allow_anonymous true']),
         'persistence true',
         `persistence_location ${dir}/`,
         'max_queued_messages 0',

@@ -1,4 +1,4 @@
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 
 export interface UpstreamRecord {
   agent: string;
@@ -31,8 +31,8 @@ export class Subscriber {
     });
   }
 
-  static async connect(url: string, filter = '#'): Promise<Subscriber> {
-    const client = mqtt.connect(url, { clientId: `test-sub-${Math.random().toString(16).slice(2)}`, clean: false, reconnectPeriod: 100 });
+  static async connect(url: string, filter = '#', options: IClientOptions = {}): Promise<Subscriber> {
+    const client = mqtt.connect(url, { clientId: `test-sub-${Math.random().toString(16).slice(2)}`, clean: false, reconnectPeriod: 100, ...options });
     await new Promise<void>((resolve, reject) => {
       client.once('connect', () => resolve());
       client.once('error', reject);
