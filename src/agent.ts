@@ -11,6 +11,7 @@ import { Outbox } from './outbox/outbox.js';
 import { ActionSink } from './streams/action.js';
 import { buildProcessors } from './streams/build.js';
 import type { Reading } from './streams/reading.js';
+import { LatestValues } from './streams/latest.js';
 import { StateStore } from './streams/state.js';
 import { Stream } from './streams/stream.js';
 import { createUpstream } from './upstream/index.js';
@@ -126,7 +127,8 @@ export class Agent {
   private async build(loaded: LoadedConfig): Promise<Runtime> {
     const { config } = loaded;
     const { outbox } = this.store;
-    const { streams: processors, unavailable } = buildProcessors(loaded, this.store.state);
+    const latest = new LatestValues();
+    const { streams: processors, unavailable } = buildProcessors(loaded, this.store.state, { now: Date.now, latest });
     for (const issue of unavailable) this.log.error(formatIssue(issue));
     const orphans = outbox.orphans(config.upstream.map((u) => u.name));
     if (orphans.length) this.log.warn({ upstreams: orphans }, `the outbox holds records for upstreams no longer configured (${orphans.join(', ')}); they are kept`);
@@ -149,8 +151,8 @@ export class Agent {
     }
 
     for (const streamConfig of config.streams) {
-      const steps = processors.get(streamConfig.name);
-      if (!steps) continue;
+      const built = processors.get(streamConfig.name);
+      if (!built) continue;
       const upstreams = streamConfig.to.filter((sink): sink is string => typeof sink === 'string');
       const toUpstreams = (reading: Reading) => {
         if (upstreams.length > 0) outbox.add(upstreams, streamConfig.name, reading);
@@ -163,7 +165,7 @@ export class Agent {
         else this.log.error(`stream ${streamConfig.name}: action on device ${sink.action.device}, which is not running`);
       }
       runtime.streams.push(
-        new Stream(streamConfig, steps, (reading) => {
+        new Stream(streamConfig, built.steps, (reading) => {
           toUpstreams(reading);
           for (const action of actions) action.handle(reading);
         }),
@@ -183,6 +185,7 @@ export class Agent {
     for (const [id, connector] of runtime.connectors) {
       const streams = byDevice.get(id) ?? [];
       connector.start((reading) => {
+        latest.update(reading);
         for (const stream of streams) stream.push(reading);
       });
     }

@@ -1,4 +1,5 @@
-import type { ConfigIssue } from '../config/errors.js';
+import { ConfigError, type ConfigIssue } from '../config/errors.js';
+import type { LatestValues } from '../streams/latest.js';
 import type { Emit, Reading } from '../streams/reading.js';
 import type { ScopedState } from '../streams/state.js';
 
@@ -15,9 +16,22 @@ export interface StepContext {
   index: number;
   /** This step's persisted per-key state. */
   state: ScopedState;
+  /** The agent's clock: wall time live, the data's time in a replay. */
+  now(): number;
+  /** The latest value of every device's points, for expressions. */
+  latest: LatestValues;
+  /** agent.timezone, for windows of a day or more. */
+  timezone: string;
+  /** Counts an event of this step (a drop, a missing value) under `name`. */
+  count(name: string, n?: number): void;
   /** A config issue located at this step (or at one of its keys). */
   issue(message: string, key?: string): ConfigIssue;
 }
 
 /** Builds a step from its parameters; throws ConfigError for bad parameters. */
 export type ProcessorFactory = (params: any, context: StepContext) => Processor;
+
+/** Throws a config error at the step (or its key) unless `ok`. */
+export function check(ok: boolean, context: StepContext, message: string, key?: string): void {
+  if (!ok) throw new ConfigError([context.issue(message, key)]);
+}

@@ -5,11 +5,24 @@ import { hasConnector } from '../connectors/index.js';
 import { hasUpstream } from '../upstream/index.js';
 import { processors as registry } from '../processors/index.js';
 import type { Processor } from '../processors/processor.js';
+import { LatestValues } from './latest.js';
 import type { StateStore } from './state.js';
+
+/** What steps need from the agent that runs them. */
+export interface StepRuntime {
+  now(): number;
+  latest: LatestValues;
+}
+
+export interface BuiltStream {
+  steps: Processor[];
+  /** Per-step counts: `<step>.<operator>.<name>` (drops, missing values, late readings). */
+  counters: Map<string, number>;
+}
 
 export interface BuiltProcessors {
   /** The processors of each stream that can run. */
-  streams: Map<string, Processor[]>;
+  streams: Map<string, BuiltStream>;
   /**
    * Parts of the config that are valid but that this build cannot run yet (a protocol,
    * operator or upstream type whose issue has not landed): reported, and left out.
@@ -21,13 +34,18 @@ export interface BuiltProcessors {
  * Checks what the schema cannot (names that refer to each other, operators this build has)
  * and builds each stream's processors. Throws one ConfigError with every issue found.
  */
-export function buildProcessors(loaded: LoadedConfig, state: StateStore): BuiltProcessors {
+export function buildProcessors(
+  loaded: LoadedConfig,
+  state: StateStore,
+  runtime: StepRuntime = { now: Date.now, latest: new LatestValues() },
+): BuiltProcessors {
   const { issues, unavailable } = checkReferences(loaded);
-  const built = new Map<string, Processor[]>();
+  const built = new Map<string, BuiltStream>();
   loaded.config.streams.forEach((stream, s) => {
     if (stream.from.timer) return;
     let runnable = true;
     const steps: Processor[] = [];
+    const counters = new Map<string, number>();
     stream.steps.forEach((step, index) => {
       const [operator, params] = Object.entries(step)[0];
       const path = ['streams', s, 'steps', index];
@@ -43,6 +61,13 @@ export function buildProcessors(loaded: LoadedConfig, state: StateStore): BuiltP
             stream: stream.name,
             index,
             state: state.scope(stateScope(stream, index)),
+            now: runtime.now,
+            latest: runtime.latest,
+            timezone: loaded.config.agent.timezone,
+            count: (name, n = 1) => {
+              const counter = `${index + 1}.${operator}.${name}`;
+              counters.set(counter, (counters.get(counter) ?? 0) + n);
+            },
             issue: (message, key) =>
               loaded.issueAt(key ? [...path, operator, key] : [...path, operator], `stream ${stream.name}, step ${index + 1} (${operator}): ${message}`),
           }),
@@ -52,7 +77,7 @@ export function buildProcessors(loaded: LoadedConfig, state: StateStore): BuiltP
         else issues.push(loaded.issueAt(path, `stream ${stream.name}, step ${index + 1} (${operator}): ${(err as Error).message}`));
       }
     });
-    if (runnable) built.set(stream.name, steps);
+    if (runnable) built.set(stream.name, { steps, counters });
   });
   if (issues.length > 0) throw new ConfigError(issues);
   return { streams: built, unavailable };

@@ -47,6 +47,12 @@ export class StateStore {
     this.changed();
   }
 
+  /** Every key of a scope with its value (a scan of the whole store: for start-up, not the hot path). */
+  *entries(scope: string): Generator<[string, unknown]> {
+    const prefix = scope + SEPARATOR;
+    for (const [id, value] of this.values) if (id.startsWith(prefix)) yield [id.slice(prefix.length), value];
+  }
+
   /** Forgets every key of a scope (a stream that was removed or changed). */
   clearScope(scope: string): void {
     const prefix = scope + SEPARATOR;
@@ -94,5 +100,9 @@ export class ScopedState {
 
   delete(key: string): void {
     this.store.delete(this.name, key);
+  }
+
+  entries<T>(): Generator<[string, T]> {
+    return this.store.entries(this.name) as Generator<[string, T]>;
   }
 }

@@ -1,0 +1,305 @@
+import type { Value } from '../config/types.js';
+import type { LatestValues } from '../streams/latest.js';
+import type { Reading } from '../streams/reading.js';
+
+/**
+ * The expression language of filter, hysteresis and event fields: numbers, strings, booleans,
+ * point names (`power_kw`; `meter_1.power_kw` or `` `meter-1.power_kw` `` for another device),
+ * `device`, `ts`, comparisons, `and or not` (`&& || !`), arithmetic, parentheses and
+ * `abs min max round`. Parsed once into closures; names are looked up only among the
+ * reading's points (never on objects), so nothing but the reading can be reached.
+ *
+ * A point that has no usable value (unknown, null, NaN, a bad reading) is MISSING; arithmetic
+ * and comparisons with MISSING are MISSING, `and`/`or` treat it as false, `not` keeps it
+ * MISSING (`not breaker` must not hold when breaker is unknown), and a MISSING result is false. Each lookup that finds nothing is counted.
+ */
+
+export const MISSING: unique symbol = Symbol('missing');
+type Result = Value | typeof MISSING;
+
+export interface Scope {
+  reading: Reading;
+  latest?: LatestValues;
+}
+
+export interface Expression {
+  readonly source: string;
+  /** The value, or MISSING. */
+  evaluate(scope: Scope): Result;
+  /** True only when the expression is true; MISSING is false. */
+  test(scope: Scope): boolean;
+  /** Lookups that found no usable value. */
+  readonly missing: number;
+}
+
+export class ExpressionError extends Error {
+  constructor(
+    message: string,
+    /** 1-based column in the expression */
+    readonly column: number,
+  ) {
+    super(`column ${column}: ${message}`);
+  }
+}
+
+type Node = (scope: Scope) => Result;
+
+interface Token {
+  kind: 'number' | 'string' | 'name' | 'op' | 'end';
+  text: string;
+  value?: Value;
+  column: number;
+}
+
+const OPERATORS = ['&&', '||', '==', '!=', '<=', '>=', '<', '>', '!', '+', '-', '*', '/', '%', '(', ')', ','];
+const WORDS: Record<string, string> = { and: '&&', or: '||', not: '!' };
+
+function tokenize(source: string): Token[] {
+  const tokens: Token[] = [];
+  let i = 0;
+  while (i < source.length) {
+    const c = source[i];
+    const column = i + 1;
+    if (c === ' ' || c === '\t' || c === '\n' || c === '\r') {
+      i++;
+      continue;
+    }
+    const number = /^(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/.exec(source.slice(i));
+    if (number) {
+      tokens.push({ kind: 'number', text: number[0], value: Number(number[0]), column });
+      i += number[0].length;
+      continue;
+    }
+    if (c === '"' || c === "'") {
+      const end = source.indexOf(c, i + 1);
+      if (end < 0) throw new ExpressionError('string without its closing quote', column);
+      tokens.push({ kind: 'string', text: source.slice(i, end + 1), value: source.slice(i + 1, end), column });
+      i = end + 1;
+      continue;
+    }
+    if (c === '`') {
+      const end = source.indexOf('`', i + 1);
+      if (end < 0) throw new ExpressionError('name without its closing backtick', column);
+      tokens.push({ kind: 'name', text: source.slice(i + 1, end), column });
+      i = end + 1;
+      continue;
+    }
+    const name = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?/.exec(source.slice(i));
+    if (name) {
+      const word = WORDS[name[0]];
+      tokens.push(word ? { kind: 'op', text: word, column } : { kind: 'name', text: name[0], column });
+      i += name[0].length;
+      continue;
+    }
+    const op = OPERATORS.find((o) => source.startsWith(o, i));
+    if (!op) throw new ExpressionError(`unexpected character "${c}"`, column);
+    tokens.push({ kind: 'op', text: op, column });
+    i += op.length;
+  }
+  tokens.push({ kind: 'end', text: 'the end', column: source.length + 1 });
+  return tokens;
+}
+
+const isNumber = (v: Result): v is number => typeof v === 'number';
+const truthy = (v: Result) => v !== MISSING && v !== false && v !== 0 && v !== '';
+
+function usable(value: Value | null | undefined): Result {
+  if (value === null || value === undefined) return MISSING;
+  if (typeof value === 'number' && !Number.isFinite(value)) return MISSING;
+  return value;
+}
+
+const FUNCTIONS: Record<string, { arity: [number, number]; apply: (args: number[]) => number }> = {
+  abs: { arity: [1, 1], apply: ([x]) => Math.abs(x) },
+  min: { arity: [1, 16], apply: (xs) => Math.min(...xs) },
+  max: { arity: [1, 16], apply: (xs) => Math.max(...xs) },
+  round: { arity: [1, 2], apply: ([x, digits = 0]) => Math.round(x * 10 ** digits) / 10 ** digits },
+};
+
+export function compileExpression(source: string): Expression {
+  const tokens = tokenize(source);
+  let position = 0;
+  let missing = 0;
+  const peek = () => tokens[position];
+  const next = () => tokens[position++];
+  const expect = (text: string) => {
+    const token = next();
+    if (token.text !== text || token.kind !== 'op') throw new ExpressionError(`expected "${text}" but found ${describe(token)}`, token.column);
+  };
+  const describe = (token: Token) => (token.kind === 'end' ? 'the end' : `"${token.text}"`);
+
+  // Precedence climbing: or < and < comparison < additive < multiplicative < unary < primary.
+  const binary: Record<string, number> = { '||': 1, '&&': 2, '==': 3, '!=': 3, '<': 3, '<=': 3, '>': 3, '>=': 3, '+': 4, '-': 4, '*': 5, '/': 5, '%': 5 };
+
+  function parse(minPrecedence: number): Node {
+    let left = unary();
+    for (;;) {
+      const token = peek();
+      const precedence = token.kind === 'op' ? binary[token.text] : undefined;
+      if (precedence === undefined || precedence < minPrecedence) return left;
+      next();
+      const right = parse(precedence + 1);
+      left = combine(token.text, left, right);
+    }
+  }
+
+  function unary(): Node {
+    const token = peek();
+    if (token.kind === 'op' && token.text === '!') {
+      next();
+      const operand = unary();
+      return (s) => {
+        const v = operand(s);
+        return v === MISSING ? MISSING : !truthy(v);
+      };
+    }
+    if (token.kind === 'op' && token.text === '-') {
+      next();
+      const operand = unary();
+      return (s) => {
+        const v = operand(s);
+        return isNumber(v) ? -v : MISSING;
+      };
+    }
+    return primary();
+  }
+
+  function primary(): Node {
+    const token = next();
+    if (token.kind === 'number' || token.kind === 'string') {
+      const value = token.value!;
+      return () => value;
+    }
+    if (token.kind === 'op' && token.text === '(') {
+      const inner = parse(1);
+      expect(')');
+      return inner;
+    }
+    if (token.kind === 'name') {
+      if (peek().kind === 'op' && peek().text === '(') return call(token);
+      return name(token.text);
+    }
+    throw new ExpressionError(`expected a value but found ${describe(token)}`, token.column);
+  }
+
+  function call(token: Token): Node {
+    const fn = Object.hasOwn(FUNCTIONS, token.text) ? FUNCTIONS[token.text] : undefined;
+    if (!fn) throw new ExpressionError(`unknown function "${token.text}" (functions: ${Object.keys(FUNCTIONS).join(', ')})`, token.column);
+    expect('(');
+    const args: Node[] = [];
+    if (!(peek().kind === 'op' && peek().text === ')')) {
+      args.push(parse(1));
+      while (peek().kind === 'op' && peek().text === ',') {
+        next();
+        args.push(parse(1));
+      }
+    }
+    expect(')');
+    const [least, most] = fn.arity;
+    if (args.length < least || args.length > most) {
+      throw new ExpressionError(`${token.text}() takes ${least === most ? least : `${least} to ${most}`} argument${most === 1 ? '' : 's'}, not ${args.length}`, token.column);
+    }
+    return (s) => {
+      const values: number[] = [];
+      for (const arg of args) {
+        const v = arg(s);
+        if (!isNumber(v)) return MISSING;
+        values.push(v);
+      }
+      return fn.apply(values);
+    };
+  }
+
+  function name(text: string): Node {
+    if (text === 'ts') return (s) => s.reading.ts;
+    if (text === 'device') return (s) => s.reading.device;
+    if (text === 'true' || text === 'false') {
+      const value = text === 'true';
+      return () => value;
+    }
+    const dot = text.indexOf('.');
+    if (dot > 0) {
+      const device = text.slice(0, dot);
+      const point = text.slice(dot + 1);
+      return (s) => {
+        const value =
+          s.reading.device === device && Object.hasOwn(s.reading.values, point) && s.reading.quality?.[point] !== 'bad'
+            ? usable(s.reading.values[point])
+            : usable(s.latest?.get(device, point));
+        if (value === MISSING) missing++;
+        return value;
+      };
+    }
+    return (s) => {
+      const { values, quality } = s.reading;
+      let value: Result = MISSING;
+      if (Object.hasOwn(values, text) && quality?.[text] !== 'bad') value = usable(values[text]);
+      if (value === MISSING) value = usable(s.latest?.get(s.reading.device, text));
+      if (value === MISSING) missing++;
+      return value;
+    };
+  }
+
+  const root = parse(1);
+  if (peek().kind !== 'end') throw new ExpressionError(`unexpected ${describe(peek())}`, peek().column);
+
+  return {
+    source,
+    evaluate: root,
+    test: (scope) => truthy(root(scope)),
+    get missing() {
+      return missing;
+    },
+  };
+}
+
+function combine(op: string, left: Node, right: Node): Node {
+  switch (op) {
+    case '&&':
+      return (s) => truthy(left(s)) && truthy(right(s));
+    case '||':
+      return (s) => truthy(left(s)) || truthy(right(s));
+    case '==':
+    case '!=': {
+      const equal = op === '==';
+      return (s) => {
+        const a = left(s);
+        const b = right(s);
+        if (a === MISSING || b === MISSING) return MISSING;
+        return (a === b) === equal;
+      };
+    }
+    case '+':
+      return (s) => {
+        const a = left(s);
+        const b = right(s);
+        if (isNumber(a) && isNumber(b)) return a + b;
+        if (typeof a === 'string' && b !== MISSING) return a + String(b);
+        return MISSING;
+      };
+    default: {
+      const apply = ARITHMETIC[op];
+      return (s) => {
+        const a = left(s);
+        const b = right(s);
+        if (a === MISSING || b === MISSING) return MISSING;
+        if (isNumber(a) && isNumber(b)) return apply(a, b);
+        // strings compare with strings; anything else mixed is missing
+        if (typeof a === 'string' && typeof b === 'string' && COMPARISONS.has(op)) return apply(a as never, b as never);
+        return MISSING;
+      };
+    }
+  }
+}
+
+const COMPARISONS = new Set(['<', '<=', '>', '>=']);
+const ARITHMETIC: Record<string, (a: number, b: number) => Result> = {
+  '<': (a, b) => a < b,
+  '<=': (a, b) => a <= b,
+  '>': (a, b) => a > b,
+  '>=': (a, b) => a >= b,
+  '-': (a, b) => a - b,
+  '*': (a, b) => a * b,
+  '/': (a, b) => (b === 0 ? MISSING : a / b),
+  '%': (a, b) => (b === 0 ? MISSING : a % b),
+};

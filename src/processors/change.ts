@@ -1,0 +1,51 @@
+import type { Value } from '../config/types.js';
+import { check, type ProcessorFactory } from './processor.js';
+import { keyFunction } from './values.js';
+
+interface Params {
+  point: string;
+  deadband?: number | string;
+  key?: string[];
+}
+
+/**
+ * `change: { point, deadband: 0 | 0.5 | 2%, key: [device] }` (report by exception)
+ *
+ * Passes a reading when the point differs from the last value passed for its key by more than
+ * the deadband (0: any change; a percentage is of the last passed value). The first reading
+ * passes. A reading without the point (or with it missing: null, NaN, bad) is dropped and
+ * leaves the state alone. Values that are not numbers pass when they differ at all.
+ */
+export const change: ProcessorFactory = (params: Params, context) => {
+  const { point } = params;
+  const raw = params.deadband ?? 0;
+  const percent = typeof raw === 'string';
+  const deadband = percent ? Number(raw.slice(0, -1)) / 100 : raw;
+  check(deadband >= 0, context, 'deadband must not be negative', 'deadband');
+  const keyOf = keyFunction(params.key, point);
+  const { state } = context;
+
+  return {
+    process(reading, emit) {
+      const value = reading.values[point];
+      if (value === undefined || value === null || reading.quality?.[point] === 'bad' || (typeof value === 'number' && !Number.isFinite(value))) {
+        context.count('missing');
+        return;
+      }
+      const key = keyOf(reading);
+      const last = state.get<Value>(key);
+      if (last !== undefined && !changed(value, last)) {
+        context.count('unchanged');
+        return;
+      }
+      state.set(key, value);
+      emit(reading);
+    },
+  };
+
+  function changed(value: Value, last: Value): boolean {
+    if (typeof value !== 'number' || typeof last !== 'number') return value !== last;
+    const band = percent ? deadband * Math.abs(last) : deadband;
+    return band === 0 ? value !== last : Math.abs(value - last) > band;
+  }
+};

@@ -1,0 +1,216 @@
+import type { Emit } from '../streams/reading.js';
+import { check, type ProcessorFactory } from './processor.js';
+import { keyFunction, numberOf } from './values.js';
+import { checkWindow, Windows } from './windows.js';
+
+interface Params {
+  method: 'meter-reading' | 'instant-power' | 'average-power';
+  point: string;
+  window: number;
+  output: string;
+  scale?: number;
+  max_rate?: number;
+  rollover?: number;
+  max_gap?: number;
+  key?: string[];
+}
+
+interface EnergyWindow {
+  start: number;
+  end: number;
+  kwh: number;
+  /** ms of the window that readings covered */
+  covered: number;
+  /** a gap, a reset or energy that arrived after its own window closed */
+  partial?: boolean;
+  estimated?: boolean;
+  /** average-power: the sum and count of the averages that fell in the window */
+  powerSum?: number;
+  powers?: number;
+}
+
+interface KeyState {
+  device: string;
+  /** The previous reading: [ts, value]. */
+  last?: [number, number];
+  open: EnergyWindow[];
+  /** The end of the latest window emitted. */
+  closedUntil?: number;
+}
+
+const HOUR = 3_600_000;
+
+/**
+ * `energy: { method, point, window: 15m, output, scale, max_rate, rollover, max_gap }`: energy
+ * per wall-clock window, emitted (ts = window start, value `output` in kWh) when a reading at or
+ * after the window's end arrives, or when the agent's clock passes end + window.
+ *
+ * - meter-reading: each step of a cumulative counter adds (v2 - v1) × scale, split by time
+ *   over the windows it spans. A step whose rate is outside [0, max_rate] is rejected (counted;
+ *   the baseline moves to v2). A decrease from near `rollover` (top 10%) to near 0 (bottom 10%)
+ *   is a rollover: R - v1 + v2. Any other decrease is a meter reset: v2 is counted (the new meter
+ *   from zero) and the window is flagged `estimated`. Δt ≤ 0 is dropped.
+ * - instant-power: the trapezoid (P1 + P2)/2 × Δh of a kW point, split at window boundaries with
+ *   the power interpolated there. A gap longer than max_gap (default 15m) adds nothing and marks
+ *   the windows it spans `partial`.
+ * - average-power: each reading is the average power of the window its ts falls in; energy is
+ *   the mean of those averages × the window's length in hours.
+ *
+ * A window whose readings cover under 90% of it is `partial`. Energy for a window that already
+ * closed (the device came back after the clock closed it) goes to the next window still open,
+ * which is marked `partial`, so that no kWh is lost or counted twice. The previous reading and the
+ * open windows are persisted: a restart continues the count where it stopped.
+ */
+export const energy: ProcessorFactory = (params: Params, context) => {
+  const problem = checkWindow(params.window, params.window);
+  check(!problem, context, problem ?? '', 'window');
+  check(params.max_gap === undefined || params.max_gap > 0, context, 'max_gap must be positive', 'max_gap');
+  const { method, point, output } = params;
+  const scale = params.scale ?? 1;
+  const maxGap = params.max_gap ?? 900_000;
+  const windows = new Windows(params.window, params.window, context.timezone);
+  const keyOf = keyFunction(params.key, point);
+  const { state } = context;
+  const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
+
+  function windowAt(keyState: KeyState, start: number): EnergyWindow {
+    let w = keyState.open.find((o) => o.start === start);
+    if (!w) {
+      w = { start, end: windows.end(start), kwh: 0, covered: 0 };
+      keyState.open.push(w);
+      keyState.open.sort((a, b) => a.start - b.start);
+    }
+    return w;
+  }
+
+  const isClosed = (keyState: KeyState, end: number) => keyState.closedUntil !== undefined && end <= keyState.closedUntil;
+
+  /**
+   * Splits [t1, t2] at window boundaries; `energyOf(a, b)` gives the kWh of a piece. Pieces
+   * whose window is already out are carried into the next piece's window, marked partial.
+   */
+  function distribute(keyState: KeyState, t1: number, t2: number, energyOf: (a: number, b: number) => number, mark?: 'partial' | 'estimated') {
+    let carried = 0;
+    let late = false;
+    for (let a = t1; a < t2; ) {
+      const start = windows.startOf(a);
+      const end = windows.end(start);
+      const b = Math.min(t2, end);
+      const kwh = energyOf(a, b);
+      if (isClosed(keyState, end) && b < t2) {
+        carried += kwh;
+        late = true;
+        context.count('late');
+      } else {
+        const w = windowAt(keyState, start);
+        w.kwh += kwh + carried;
+        if (mark !== 'partial') w.covered += b - a;
+        if (mark === 'partial' || late) w.partial = true;
+        if (mark === 'estimated') w.estimated = true;
+        carried = 0;
+        late = false;
+      }
+      a = b;
+    }
+  }
+
+  function emitWindow(w: EnergyWindow, device: string, emit: Emit) {
+    let kwh = w.kwh;
+    if (method === 'average-power') {
+      if (!w.powers) return;
+      kwh = (w.powerSum! / w.powers) * ((w.end - w.start) / HOUR);
+    } else if (w.covered === 0 && kwh === 0) return;
+    const partial = w.partial || (method !== 'average-power' && w.covered < 0.9 * (w.end - w.start));
+    const quality = partial ? 'partial' : w.estimated ? 'estimated' : undefined;
+    emit({ device, ts: w.start, values: { [output]: kwh }, quality: quality ? { [output]: quality } : undefined });
+  }
+
+  function close(key: string, keyState: KeyState, time: number, emit: Emit) {
+    let closed = false;
+    while (keyState.open.length > 0 && keyState.open[0].end <= time) {
+      const w = keyState.open.shift()!;
+      keyState.closedUntil = Math.max(keyState.closedUntil ?? -Infinity, w.end);
+      emitWindow(w, keyState.device, emit);
+      closed = true;
+    }
+    if (closed) state.set(key, keyState);
+  }
+
+  function step(keyState: KeyState, t2: number, v2: number) {
+    if (method === 'average-power') {
+      const w = windowAt(keyState, windows.startOf(t2));
+      if (isClosed(keyState, w.end)) w.partial = true;
+      w.powerSum = (w.powerSum ?? 0) + v2;
+      w.powers = (w.powers ?? 0) + 1;
+      return;
+    }
+    const last = keyState.last;
+    keyState.last = [t2, v2];
+    if (!last) return;
+    const [t1, v1] = last;
+    if (t2 <= t1) {
+      keyState.last = last;
+      context.count('dropped');
+      return;
+    }
+    const hours = (t2 - t1) / HOUR;
+    if (method === 'instant-power') {
+      if (t2 - t1 > maxGap) {
+        context.count('gaps');
+        distribute(keyState, t1, t2, () => 0, 'partial');
+        return;
+      }
+      const power = (t: number) => v1 + ((v2 - v1) * (t - t1)) / (t2 - t1);
+      distribute(keyState, t1, t2, (a, b) => ((power(a) + power(b)) / 2) * ((b - a) / HOUR));
+      return;
+    }
+    // meter-reading
+    let delta = v2 - v1;
+    let mark: 'estimated' | undefined;
+    if (delta < 0) {
+      const r = params.rollover;
+      if (r !== undefined && v1 >= 0.9 * r && v2 <= 0.1 * r) {
+        delta = r - v1 + v2;
+        context.count('rollovers');
+      } else {
+        delta = v2;
+        mark = 'estimated';
+        context.count('resets');
+      }
+    }
+    const kwh = delta * scale;
+    const rate = kwh / hours;
+    if (rate < 0 || (params.max_rate !== undefined && rate > params.max_rate)) {
+      context.count('rejected');
+      return;
+    }
+    distribute(keyState, t1, t2, (a, b) => (kwh * (b - a)) / (t2 - t1), mark);
+  }
+
+  return {
+    process(reading, emit) {
+      if (!(point in reading.values)) return;
+      const v = numberOf(reading, point);
+      if (v === undefined) {
+        context.count('missing');
+        return;
+      }
+      const key = keyOf(reading);
+      let keyState = state.get<KeyState>(key);
+      if (!keyState) {
+        keyState = { device: reading.device, open: [] };
+        keys.add(key);
+      }
+      step(keyState, reading.ts, v);
+      state.set(key, keyState);
+      close(key, keyState, reading.ts, emit);
+    },
+
+    tick(now, emit) {
+      for (const key of keys) {
+        const keyState = state.get<KeyState>(key);
+        if (keyState) close(key, keyState, now - params.window, emit);
+      }
+    },
+  };
+};

@@ -1,0 +1,51 @@
+import type { Expression } from '../expr/expression.js';
+import { MISSING } from '../expr/expression.js';
+import type { ProcessorFactory } from './processor.js';
+import { stepExpression } from './expression.js';
+
+interface Params {
+  code: string;
+  severity?: 'info' | 'minor' | 'major' | 'critical';
+  description?: string;
+  fields?: Record<string, string>;
+}
+
+/**
+ * `event: { code, severity, description: "power {power_kw} kW", fields: { name: expression } }`
+ *
+ * Turns each reading into an event record: the description's `{point}` placeholders filled
+ * from the reading (or the point's latest value; `?` when there is none), the fields computed
+ * by their expressions (null when missing), and `state: cleared` for a clearing edge from
+ * hysteresis, `raised` otherwise. The reading's values go along beside the event.
+ */
+export const event: ProcessorFactory = (params: Params, context) => {
+  const severity = params.severity ?? 'info';
+  const template = params.description ?? params.code;
+  const parts = template.split(/\{([A-Za-z0-9_.-]+)\}/);
+  const fields: [string, Expression][] = Object.entries(params.fields ?? {}).map(([name, source]) => [name, stepExpression(source, context, 'fields')]);
+  const { latest } = context;
+
+  return {
+    process(reading, emit) {
+      let description = '';
+      for (let i = 0; i < parts.length; i++) {
+        if (i % 2 === 0) {
+          description += parts[i];
+          continue;
+        }
+        const name = parts[i];
+        const value = name in reading.values ? reading.values[name] : latest.get(reading.device, name);
+        description += value === undefined || value === null ? '?' : String(value);
+      }
+      const computed: Record<string, unknown> = {};
+      for (const [name, expression] of fields) {
+        const value = expression.evaluate({ reading, latest });
+        computed[name] = value === MISSING ? null : value;
+      }
+      emit({
+        ...reading,
+        event: { ...computed, code: params.code, severity, description, state: reading.edge === 'clear' ? 'cleared' : 'raised' },
+      });
+    },
+  };
+};

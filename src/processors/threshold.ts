@@ -1,0 +1,114 @@
+import type { Emit, Reading } from '../streams/reading.js';
+import { check, type ProcessorFactory } from './processor.js';
+import { keyFunction, numberOf, withoutValue, withValue } from './values.js';
+
+interface Params {
+  point: string;
+  min?: number;
+  max?: number;
+  fill?: 'none' | 'previous' | 'linear';
+  max_hold?: number;
+  key?: string[];
+}
+
+interface KeyState {
+  /** The last good value: [ts, value]. */
+  good?: [number, number];
+  /** Readings held for linear fill, oldest first. */
+  held?: Reading[];
+}
+
+/**
+ * `threshold: { point, min, max, fill: none | previous | linear, max_hold: 5m }`
+ *
+ * A value outside [min, max] is an outlier. none: the value is dropped (the reading's other
+ * values go on). previous: replaced by the last good value, quality estimated. linear: the
+ * reading is held until the next good value, then emitted with its value interpolated in time
+ * (quality interpolated), followed by the good one; after max_hold without one it goes out as
+ * `previous` would. An outlier with no earlier good value is dropped. While a reading is held,
+ * later readings of the same key wait behind it, so the order is kept. A missing value (null,
+ * NaN, bad quality) is not judged: it passes as it is and is counted.
+ */
+export const threshold: ProcessorFactory = (params: Params, context) => {
+  const { point, min, max } = params;
+  check(min !== undefined || max !== undefined, context, 'needs min, max or both');
+  check(min === undefined || max === undefined || min <= max, context, `min (${min}) is greater than max (${max})`, 'min');
+  check(params.max_hold === undefined || params.max_hold > 0, context, 'max_hold must be positive', 'max_hold');
+  const fill = params.fill ?? 'none';
+  const maxHold = params.max_hold ?? 300_000;
+  const keyOf = keyFunction(params.key, point);
+  const { state } = context;
+  /** Keys holding readings; filled from the saved state on the first tick after a start. */
+  let holding: Set<string> | undefined;
+
+  const isOutlier = (v: number) => (min !== undefined && v < min) || (max !== undefined && v > max);
+
+  /** Releases held readings with `value(heldTs)` in place of their outliers. */
+  function release(key: string, keyState: KeyState, emit: Emit, value: (ts: number) => number, quality: 'interpolated' | 'estimated') {
+    const held = keyState.held!;
+    keyState.held = undefined;
+    holding?.delete(key);
+    for (const reading of held) {
+      const v = numberOf(reading, point);
+      emit(v !== undefined && isOutlier(v) ? withValue(reading, point, value(reading.ts), quality) : reading);
+    }
+  }
+
+  function holdExpired(key: string, keyState: KeyState, now: number, emit: Emit) {
+    if (keyState.held && now >= keyState.held[0].ts + maxHold) {
+      const [, previous] = keyState.good!;
+      release(key, keyState, emit, () => previous, 'estimated');
+      state.set(key, keyState);
+    }
+  }
+
+  return {
+    process(reading, emit) {
+      if (!(point in reading.values)) return emit(reading);
+      const key = keyOf(reading);
+      const keyState = state.get<KeyState>(key) ?? {};
+      if (keyState.held) holdExpired(key, keyState, reading.ts, emit);
+      const v = numberOf(reading, point);
+
+      if (v === undefined || !isOutlier(v)) {
+        if (v === undefined) context.count('missing');
+        if (keyState.held && v === undefined) {
+          keyState.held.push(reading);
+          return state.set(key, keyState);
+        }
+        if (keyState.held) {
+          const [t1, v1] = keyState.good!;
+          const t2 = reading.ts;
+          release(key, keyState, emit, (ts) => (t2 === t1 ? v! : v1 + ((v! - v1) * (ts - t1)) / (t2 - t1)), 'interpolated');
+        }
+        emit(reading);
+        if (v !== undefined) {
+          keyState.good = [reading.ts, v];
+          state.set(key, keyState);
+        }
+        return;
+      }
+
+      context.count('outliers');
+      if (!keyState.good || fill === 'none') {
+        context.count('dropped');
+        const rest = withoutValue(reading, point);
+        if (rest) emit(rest);
+        return;
+      }
+      if (fill === 'previous') return emit(withValue(reading, point, keyState.good[1], 'estimated'));
+      (keyState.held ??= []).push(reading);
+      holding?.add(key);
+      state.set(key, keyState);
+    },
+
+    tick(now, emit) {
+      if (fill !== 'linear') return;
+      if (!holding) {
+        holding = new Set();
+        for (const [key, keyState] of state.entries<KeyState>()) if (keyState.held) holding.add(key);
+      }
+      for (const key of holding) holdExpired(key, state.get<KeyState>(key)!, now, emit);
+    },
+  };
+};

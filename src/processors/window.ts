@@ -1,0 +1,200 @@
+import type { Emit, Quality, Reading } from '../streams/reading.js';
+import { check, type ProcessorFactory } from './processor.js';
+import { keyFunction, numberOf } from './values.js';
+import { checkWindow, Windows } from './windows.js';
+
+type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
+
+interface Params {
+  size: number;
+  every?: number;
+  lateness?: number;
+  key?: string[];
+  functions: Record<string, Fn[]>;
+}
+
+/** One point's running aggregates within one window. */
+interface PointAcc {
+  n: number;
+  sum: number;
+  min: number;
+  max: number;
+  first: number;
+  last: number;
+  lastTs: number;
+  /** kW·h by the trapezoid rule */
+  integral: number;
+}
+
+interface WindowAcc {
+  start: number;
+  end: number;
+  firstTs: number;
+  lastTs: number;
+  readings: number;
+  points: Record<string, PointAcc>;
+}
+
+interface KeyState {
+  device: string;
+  /** The latest ts seen: windows with end + lateness <= it are closed. */
+  watermark: number;
+  open: WindowAcc[];
+}
+
+const HOUR = 3_600_000;
+
+/**
+ * `window: { size: 15m, every: 15m, functions: { power_kw: [avg, min, max] }, lateness: 0s }`
+ *
+ * Tumbling (every = size, the default) or hopping windows per key (default: the device).
+ * A window closes when a reading with ts >= end + lateness arrives for its key, or when the
+ * agent's clock passes end + lateness + size. It emits one reading: ts = window start, values
+ * `<point>_<fn>`. `delta` is last - first and `integral` the trapezoid area per hour (kW → kWh),
+ * both over good values. Quality is `partial` when the readings cover under 90% of the window:
+ * coverage is the span from the first to the last reading plus one average reading interval
+ * (so a single reading is partial; gaps inside the span are not seen). Missing values are not
+ * aggregated (counted); readings later than `lateness` for a closed window are dropped
+ * (counted); empty windows emit nothing. Open windows are persisted; one that ended while the
+ * agent was down is emitted at the first tick after start-up, as `partial`.
+ */
+export const window: ProcessorFactory = (params: Params, context) => {
+  const every = params.every ?? params.size;
+  const problem = checkWindow(params.size, every);
+  check(!problem, context, problem ?? '', 'size');
+  const lateness = params.lateness ?? 0;
+  const windows = new Windows(params.size, every, context.timezone);
+  const functions = Object.entries(params.functions);
+  const keyOf = keyFunction(params.key);
+  const { state } = context;
+  const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
+  let restored = keys.size > 0;
+
+  function emitWindow(acc: WindowAcc, device: string, emit: Emit, forcePartial: boolean) {
+    if (acc.readings === 0) return;
+    const values: Reading['values'] = {};
+    let any = false;
+    for (const [point, fns] of functions) {
+      const p = acc.points[point];
+      if (!p) continue;
+      for (const fn of fns) {
+        values[`${point}_${fn}`] = result(p, fn);
+        any = true;
+      }
+    }
+    if (!any) return;
+    const span = acc.lastTs - acc.firstTs;
+    const step = acc.readings > 1 ? span / (acc.readings - 1) : 0;
+    const partial = forcePartial || (span + step) / (acc.end - acc.start) < 0.9;
+    let quality: Record<string, Quality> | undefined;
+    if (partial) {
+      quality = {};
+      for (const name in values) quality[name] = 'partial';
+    }
+    emit({ device, ts: acc.start, values, quality });
+  }
+
+  /** Emits and removes the key's windows that are over at `time`; returns whether any were. */
+  function close(key: string, keyState: KeyState, time: number, emit: Emit, forcePartial = false) {
+    let closed = false;
+    while (keyState.open.length > 0 && keyState.open[0].end <= time) {
+      emitWindow(keyState.open.shift()!, keyState.device, emit, forcePartial);
+      closed = true;
+    }
+    if (closed) state.set(key, keyState);
+  }
+
+  return {
+    process(reading, emit) {
+      const key = keyOf(reading);
+      let keyState = state.get<KeyState>(key);
+      if (!keyState) {
+        keyState = { device: reading.device, watermark: -Infinity, open: [] };
+        keys.add(key);
+      }
+      const { ts } = reading;
+      if (ts > keyState.watermark) keyState.watermark = ts;
+      close(key, keyState, keyState.watermark - lateness, emit);
+
+      let added = false;
+      for (const start of windows.startsOf(ts)) {
+        const end = windows.end(start);
+        if (end + lateness <= keyState.watermark) {
+          context.count('late');
+          continue;
+        }
+        let acc = keyState.open.find((w) => w.start === start);
+        if (!acc) {
+          acc = { start, end, firstTs: ts, lastTs: ts, readings: 0, points: {} };
+          keyState.open.push(acc);
+          keyState.open.sort((a, b) => a.start - b.start);
+        }
+        for (const [point] of functions) {
+          const v = numberOf(reading, point);
+          if (v === undefined) {
+            if (point in reading.values) context.count('missing');
+            continue;
+          }
+          addValue(acc, point, v, ts);
+          added = true;
+        }
+        acc.readings++;
+        if (ts < acc.firstTs) acc.firstTs = ts;
+        if (ts > acc.lastTs) acc.lastTs = ts;
+      }
+      if (added || keyState.open.length > 0) state.set(key, keyState);
+    },
+
+    tick(now, emit) {
+      const forcePartial = restored;
+      restored = false;
+      for (const key of keys) {
+        const keyState = state.get<KeyState>(key);
+        if (!keyState) continue;
+        // After a restart: what ended while the agent was down goes out now, as partial.
+        if (forcePartial) close(key, keyState, now, emit, true);
+        close(key, keyState, now - lateness - params.size, emit);
+      }
+    },
+  };
+};
+
+function addValue(acc: WindowAcc, point: string, v: number, ts: number) {
+  const p = acc.points[point];
+  if (!p) {
+    acc.points[point] = { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 };
+    return;
+  }
+  if (ts > p.lastTs) {
+    p.integral += ((p.last + v) / 2) * ((ts - p.lastTs) / HOUR);
+    p.last = v;
+    p.lastTs = ts;
+  }
+  p.n++;
+  p.sum += v;
+  if (v < p.min) p.min = v;
+  if (v > p.max) p.max = v;
+}
+
+function result(p: PointAcc, fn: Fn): number {
+  switch (fn) {
+    case 'avg':
+      return p.sum / p.n;
+    case 'min':
+      return p.min;
+    case 'max':
+      return p.max;
+    case 'sum':
+      return p.sum;
+    case 'count':
+      return p.n;
+    case 'first':
+      return p.first;
+    case 'last':
+      return p.last;
+    case 'delta':
+      return p.last - p.first;
+    case 'integral':
+      return p.integral;
+  }
+}
