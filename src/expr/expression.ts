@@ -86,7 +86,8 @@ function tokenize(source: string): Token[] {
     }
     const name = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?/.exec(source.slice(i));
     if (name) {
-      const word = WORDS[name[0]];
+      // own keys only: `constructor` is a point name, not Object.prototype.constructor
+      const word = Object.hasOwn(WORDS, name[0]) ? WORDS[name[0]] : undefined;
       tokens.push(word ? { kind: 'op', text: word, column } : { kind: 'name', text: name[0], column });
       i += name[0].length;
       continue;
