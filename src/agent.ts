@@ -5,6 +5,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import type { AgentConfig } from './config/types.js';
 import type { Connector } from './connectors/connector.js';
 import { createConnector } from './connectors/index.js';
+import { startTimer, TimerSchedule } from './connectors/timer/timer.js';
 import { openDatabase } from './outbox/database.js';
 import { Forwarder } from './outbox/forwarder.js';
 import { Outbox } from './outbox/outbox.js';
@@ -32,6 +33,8 @@ interface Runtime {
   upstreams: Upstream[];
   forwarders: Forwarder[];
   timers: NodeJS.Timeout[];
+  /** Stops the timer sources. */
+  stopTimers: (() => void)[];
 }
 
 const TICK_MS = 1000;
@@ -133,7 +136,7 @@ export class Agent {
     const orphans = outbox.orphans(config.upstream.map((u) => u.name));
     if (orphans.length) this.log.warn({ upstreams: orphans }, `the outbox holds records for upstreams no longer configured (${orphans.join(', ')}); they are kept`);
 
-    const runtime: Runtime = { connectors: new Map(), streams: [], upstreams: [], forwarders: [], timers: [] };
+    const runtime: Runtime = { connectors: new Map(), streams: [], upstreams: [], forwarders: [], timers: [], stopTimers: [] };
     for (const upstreamConfig of config.upstream) {
       const upstream = await createUpstream(upstreamConfig, config.agent.id, this.log);
       if (!upstream) continue;
@@ -161,15 +164,24 @@ export class Agent {
       for (const sink of streamConfig.to) {
         if (typeof sink === 'string') continue;
         const connector = runtime.connectors.get(sink.action.device);
-        if (connector) actions.push(new ActionSink(sink.action, connector, toUpstreams, this.log));
+        if (connector) actions.push(new ActionSink(sink.action, (point, value) => connector.write(point, value), toUpstreams, this.log));
         else this.log.error(`stream ${streamConfig.name}: action on device ${sink.action.device}, which is not running`);
       }
-      runtime.streams.push(
-        new Stream(streamConfig, built.steps, (reading) => {
+      const stream = new Stream(
+        streamConfig,
+        built.steps,
+        (reading) => {
           toUpstreams(reading);
           for (const action of actions) action.handle(reading);
-        }),
+        },
+        built.counters,
       );
+      runtime.streams.push(stream);
+      const { timer } = streamConfig.from;
+      if (timer) {
+        const schedule = new TimerSchedule(timer, config.agent.timezone);
+        runtime.stopTimers.push(startTimer(schedule, (ts) => stream.push({ device: 'timer', ts, values: {} })));
+      }
     }
 
     const byDevice = new Map<string, Stream[]>();
@@ -206,6 +218,7 @@ export class Agent {
 
   private async teardown(runtime: Runtime): Promise<void> {
     for (const timer of runtime.timers) clearInterval(timer);
+    for (const stop of runtime.stopTimers) stop();
     await Promise.all([...runtime.connectors.values()].map((c) => c.stop().catch((err) => this.log.warn({ device: c.id, err }, 'connector stop failed'))));
     this.store.outbox.commit();
     this.store.outbox.removeCommitListeners();

@@ -7,6 +7,7 @@ import { loadConfigFile } from './config/load.js';
 import { buildProcessors } from './streams/build.js';
 import { StateStore } from './streams/state.js';
 import Database from 'better-sqlite3';
+import { replay, ReplayInputError } from './replay.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
 
 const USAGE = `usage: edge-agent <command> [options]
@@ -15,6 +16,10 @@ commands:
   run [--config FILE]        start the agent (default config: config/agent.yaml)
   validate [FILE]            check a config file; exit 0 when good, 1 with the errors
                              (--config FILE works too)
+  replay --config FILE --input FILE.csv
+                             run the config's streams over recorded data (CSV: ts,device,point,value)
+                             and print the upstream records as JSON lines; actions are printed,
+                             not performed
   help                       this text`;
 
 const DEFAULT_CONFIG = 'config/agent.yaml';
@@ -23,7 +28,7 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+    options: { config: { type: 'string', short: 'c' }, input: { type: 'string', short: 'i' }, help: { type: 'boolean', short: 'h' } },
   });
   const [command, ...rest] = positionals;
   if (values.help || !command || command === 'help') {
@@ -36,6 +41,8 @@ async function main(argv: string[]): Promise<number> {
       return validate(file);
     case 'run':
       return run(file);
+    case 'replay':
+      return replayCommand(file, values.input);
     default:
       console.error(`edge-agent: unknown command "${command}"\n\n${USAGE}`);
       return 2;
@@ -55,6 +62,35 @@ function validate(file: string): number {
     console.error(err.message);
     console.error(`${file}: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'}`);
     return 1;
+  }
+}
+
+async function replayCommand(file: string, input: string | undefined): Promise<number> {
+  if (!input) {
+    console.error('edge-agent replay: --input FILE.csv is required');
+    return 2;
+  }
+  try {
+    const out = { lines: [] as string[] };
+    const flush = () => {
+      if (out.lines.length) process.stdout.write(out.lines.join('\n') + '\n');
+      out.lines = [];
+    };
+    const summary = replay(file, input, (line) => {
+      out.lines.push(line);
+      if (out.lines.length >= 1000) flush();
+    });
+    // actions are reported from a promise: let them print before the summary
+    await new Promise((resolve) => setImmediate(resolve));
+    flush();
+    console.error(`replayed ${summary.readings} readings from ${input}: ${summary.records} records, ${summary.actions} actions`);
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof ReplayInputError) {
+      console.error(err.message);
+      return 1;
+    }
+    throw err;
   }
 }
 

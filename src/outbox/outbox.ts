@@ -4,6 +4,7 @@ import type { OutboxConfig } from '../config/types.js';
 import type { StateStore } from '../streams/state.js';
 import type { Reading } from '../streams/reading.js';
 import { isDiskFull } from './database.js';
+import { recordJson } from './record.js';
 
 /** A record as stored for one upstream; `payload` is the record's JSON, seq included. */
 export interface OutboxRow {
@@ -88,17 +89,7 @@ export class Outbox {
 
   /** Queues one record for the given upstreams; it counts as accepted once its group commits. */
   add(upstreams: readonly string[], stream: string, reading: Reading): void {
-    const seq = ++this.seq;
-    const payload = JSON.stringify({
-      agent: this.agentId,
-      stream,
-      device: reading.device,
-      ts: reading.ts,
-      seq,
-      values: reading.event ? undefined : reading.values,
-      quality: reading.quality,
-      event: reading.event,
-    });
+    const payload = recordJson(this.agentId, stream, reading, ++this.seq);
     this.group.push({ upstreams, at: Date.now(), stream, device: reading.device, payload });
     if (this.group.length >= this.config.group_records) this.commit();
     else this.scheduleCommit();

@@ -42,8 +42,9 @@ const HOUR = 3_600_000;
 
 /**
  * `energy: { method, point, window: 15m, output, scale, max_rate, rollover, max_gap }`: energy
- * per wall-clock window, emitted (ts = window start, value `output` in kWh) when a reading at or
- * after the window's end arrives, or when the agent's clock passes end + window.
+ * per wall-clock window, emitted as a reading of its own (ts = window start, value `output` in
+ * kWh) when a reading at or after the window's end arrives, or when the agent's clock passes
+ * end + window. Readings pass on unchanged, so later steps and the upstream still see them.
  *
  * - meter-reading: each step of a cumulative counter adds (v2 - v1) × scale, split by time
  *   over the windows it spans. A step whose rate is outside [0, max_rate] is rejected (counted;
@@ -189,11 +190,11 @@ export const energy: ProcessorFactory = (params: Params, context) => {
 
   return {
     process(reading, emit) {
-      if (!(point in reading.values)) return;
+      if (!(point in reading.values)) return emit(reading);
       const v = numberOf(reading, point);
       if (v === undefined) {
         context.count('missing');
-        return;
+        return emit(reading);
       }
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
@@ -204,6 +205,7 @@ export const energy: ProcessorFactory = (params: Params, context) => {
       step(keyState, reading.ts, v);
       state.set(key, keyState);
       close(key, keyState, reading.ts, emit);
+      emit(reading);
     },
 
     tick(now, emit) {

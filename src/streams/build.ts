@@ -2,6 +2,7 @@ import { ConfigError, type ConfigIssue } from '../config/errors.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { StreamConfig } from '../config/types.js';
 import { hasConnector } from '../connectors/index.js';
+import { TimerSchedule } from '../connectors/timer/timer.js';
 import { hasUpstream } from '../upstream/index.js';
 import { processors as registry } from '../processors/index.js';
 import type { Processor } from '../processors/processor.js';
@@ -42,7 +43,6 @@ export function buildProcessors(
   const { issues, unavailable } = checkReferences(loaded);
   const built = new Map<string, BuiltStream>();
   loaded.config.streams.forEach((stream, s) => {
-    if (stream.from.timer) return;
     let runnable = true;
     const steps: Processor[] = [];
     const counters = new Map<string, number>();
@@ -118,7 +118,12 @@ function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIss
   config.streams.forEach((stream, s) => {
     const { device, points, timer } = stream.from;
     if (timer) {
-      unavailable.push(issueAt(['streams', s, 'from', 'timer'], `stream ${stream.name}: the timer source is not available in this build yet; the stream will not run`));
+      if (device) issues.push(issueAt(['streams', s, 'from'], `stream ${stream.name}: "from" takes a device or a timer, not both`));
+      try {
+        new TimerSchedule(timer, config.agent.timezone);
+      } catch (err) {
+        issues.push(issueAt(['streams', s, 'from', 'timer'], `stream ${stream.name}: ${(err as Error).message}`));
+      }
     } else if (!device) {
       issues.push(issueAt(['streams', s, 'from'], `stream ${stream.name}: "from" needs a device or a timer`));
     } else if (!devices.has(device)) {

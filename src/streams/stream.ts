@@ -16,6 +16,8 @@ export class Stream {
     readonly config: StreamConfig,
     processors: Processor[],
     deliver: Emit,
+    /** What its steps counted (drops, missing values, late readings), by `<step>.<operator>.<name>`. */
+    readonly counters: ReadonlyMap<string, number> = new Map(),
   ) {
     this.name = config.name;
     this.device = config.from.device;
