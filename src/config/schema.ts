@@ -199,7 +199,7 @@ const numberOrPercent = { type: ['number', 'string'], minimum: 0, pattern: '^\\d
 export const steps = {
   pass: object({}),
   threshold: object(
-    { point: name, min: { type: 'number' }, max: { type: 'number' }, fill: { enum: ['none', 'previous', 'linear'] }, max_hold: duration },
+    { point: name, min: { type: 'number' }, max: { type: 'number' }, fill: { enum: ['none', 'previous', 'linear'] }, max_hold: duration, key: keyFields },
     ['point'],
   ),
   filter: text,
@@ -234,6 +234,7 @@ export const steps = {
       max_rate: { type: 'number', exclusiveMinimum: 0 },
       rollover: { type: 'number', exclusiveMinimum: 0 },
       max_gap: duration,
+      key: keyFields,
     },
     ['method', 'point', 'window', 'output'],
   ),

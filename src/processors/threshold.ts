@@ -83,7 +83,10 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
         }
         emit(reading);
         if (v !== undefined) {
-          keyState.good = [reading.ts, v];
+          if (keyState.good) {
+            keyState.good[0] = reading.ts;
+            keyState.good[1] = v;
+          } else keyState.good = [reading.ts, v];
           state.set(key, keyState);
         }
         return;

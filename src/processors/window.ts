@@ -65,6 +65,7 @@ export const window: ProcessorFactory = (params: Params, context) => {
   const lateness = params.lateness ?? 0;
   const windows = new Windows(params.size, every, context.timezone);
   const functions = Object.entries(params.functions);
+  const points = functions.map(([point]) => point);
   const keyOf = keyFunction(params.key);
   const { state } = context;
   const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
@@ -123,13 +124,14 @@ export const window: ProcessorFactory = (params: Params, context) => {
           context.count('late');
           continue;
         }
-        let acc = keyState.open.find((w) => w.start === start);
+        let acc: WindowAcc | undefined;
+        for (const open of keyState.open) if (open.start === start) acc = open;
         if (!acc) {
           acc = { start, end, firstTs: ts, lastTs: ts, readings: 0, points: {} };
           keyState.open.push(acc);
           keyState.open.sort((a, b) => a.start - b.start);
         }
-        for (const [point] of functions) {
+        for (const point of points) {
           const v = numberOf(reading, point);
           if (v === undefined) {
             if (point in reading.values) context.count('missing');

@@ -18,13 +18,14 @@ export class Windows {
     this.offset = timezoneOffset(timezone);
   }
 
-  /** The start of every window that holds `ts`, latest first. */
-  startsOf(ts: number): number[] {
-    if (this.days) return [this.dayStart(ts)];
-    const latest = Math.floor(ts / this.every) * this.every;
-    if (this.every === this.size) return [latest];
-    const starts: number[] = [];
-    for (let start = latest; start + this.size > ts; start -= this.every) starts.push(start);
+  private readonly starts: number[] = [];
+
+  /** The start of every window that holds `ts`, latest first (one array, reused by the next call). */
+  startsOf(ts: number): readonly number[] {
+    const starts = this.starts;
+    starts.length = 0;
+    if (this.days) starts.push(this.dayStart(ts));
+    else for (let start = Math.floor(ts / this.every) * this.every; start + this.size > ts; start -= this.every) starts.push(start);
     return starts;
   }
 

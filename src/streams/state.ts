@@ -6,13 +6,12 @@ import type { Database, Statement } from 'better-sqlite3';
  * results agree, so energy is neither counted twice nor lost.
  */
 export class StateStore {
-  private readonly values = new Map<string, unknown>();
-  private readonly dirty = new Set<string>();
+  private readonly scopes = new Map<string, ScopedState>();
   private readonly upsert: Statement;
   private readonly remove: Statement;
 
   constructor(
-    private readonly db: Database,
+    db: Database,
     /** Called when state changed, so that the next group commit saves it. */
     private readonly changed: () => void = () => {},
   ) {
@@ -20,89 +19,77 @@ export class StateStore {
     this.upsert = db.prepare('INSERT INTO state (scope, key, value) VALUES (?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value');
     this.remove = db.prepare('DELETE FROM state WHERE scope = ? AND key = ?');
     for (const row of db.prepare('SELECT scope, key, value FROM state').iterate() as Iterable<{ scope: string; key: string; value: string }>) {
-      this.values.set(compose(row.scope, row.key), JSON.parse(row.value));
+      this.scope(row.scope).values.set(row.key, JSON.parse(row.value));
     }
   }
 
-  /** The state of one step, e.g. scope `power-15m/1` for the second step of stream power-15m. */
-  scope(scope: string): ScopedState {
-    return new ScopedState(this, scope);
-  }
-
-  get<T>(scope: string, key: string): T | undefined {
-    return this.values.get(compose(scope, key)) as T | undefined;
-  }
-
-  set(scope: string, key: string, value: unknown): void {
-    const id = compose(scope, key);
-    this.values.set(id, value);
-    this.dirty.add(id);
-    this.changed();
-  }
-
-  delete(scope: string, key: string): void {
-    const id = compose(scope, key);
-    this.values.delete(id);
-    this.dirty.add(id);
-    this.changed();
-  }
-
-  /** Every key of a scope with its value (a scan of the whole store: for start-up, not the hot path). */
-  *entries(scope: string): Generator<[string, unknown]> {
-    const prefix = scope + SEPARATOR;
-    for (const [id, value] of this.values) if (id.startsWith(prefix)) yield [id.slice(prefix.length), value];
+  /** The state of one step, e.g. scope `power-15m/1/energy` for the second step of stream power-15m. */
+  scope(name: string): ScopedState {
+    let scope = this.scopes.get(name);
+    if (!scope) this.scopes.set(name, (scope = new ScopedState(name, this.changed)));
+    return scope;
   }
 
   /** Forgets every key of a scope (a stream that was removed or changed). */
-  clearScope(scope: string): void {
-    const prefix = scope + SEPARATOR;
-    for (const id of this.values.keys()) if (id.startsWith(prefix)) this.delete(scope, id.slice(prefix.length));
+  clearScope(name: string): void {
+    const scope = this.scopes.get(name);
+    if (scope) for (const key of [...scope.values.keys()]) scope.delete(key);
   }
 
+  /** Keys changed since the last save. */
   get pending(): number {
-    return this.dirty.size;
+    let n = 0;
+    for (const scope of this.scopes.values()) n += scope.dirty.size;
+    return n;
   }
 
   /** Writes changed keys; call inside the group-commit transaction, then `saved()` once it committed. */
   save(): void {
-    for (const id of this.dirty) {
-      const at = id.indexOf(SEPARATOR);
-      const scope = id.slice(0, at);
-      const key = id.slice(at + 1);
-      const value = this.values.get(id);
-      if (value === undefined) this.remove.run(scope, key);
-      else this.upsert.run(scope, key, JSON.stringify(value));
+    for (const scope of this.scopes.values()) {
+      for (const key of scope.dirty) {
+        const value = scope.values.get(key);
+        if (value === undefined) this.remove.run(scope.name, key);
+        else this.upsert.run(scope.name, key, JSON.stringify(value));
+      }
     }
   }
 
   saved(): void {
-    this.dirty.clear();
+    for (const scope of this.scopes.values()) scope.dirty.clear();
   }
 }
 
-const SEPARATOR = '\u0000';
-const compose = (scope: string, key: string) => scope + SEPARATOR + key;
-
 /** The view of the store that one step sees: its own keys only. */
 export class ScopedState {
+  /** @internal */ readonly values = new Map<string, unknown>();
+  /** @internal */ readonly dirty = new Set<string>();
+
   constructor(
-    private readonly store: StateStore,
     readonly name: string,
+    private readonly changed: () => void,
   ) {}
 
   get<T>(key: string): T | undefined {
-    return this.store.get<T>(this.name, key);
+    return this.values.get(key) as T | undefined;
   }
 
+  /** Stores a value (or marks a mutated one); saved with the next group commit. */
   set(key: string, value: unknown): void {
-    this.store.set(this.name, key, value);
+    // steps mostly mutate their state object and set it again: only mark it
+    if (this.values.get(key) !== value) this.values.set(key, value);
+    if (!this.dirty.has(key)) {
+      this.dirty.add(key);
+      this.changed();
+    }
   }
 
   delete(key: string): void {
-    this.store.delete(this.name, key);
+    this.values.delete(key);
+    this.dirty.add(key);
+    this.changed();
   }
 
-  entries<T>(): Generator<[string, T]> {
-    return this.store.entries(this.name) as Generator<[string, T]>;
+  entries<T>(): IterableIterator<[string, T]> {
+    return this.values.entries() as IterableIterator<[string, T]>;
   }
 }
