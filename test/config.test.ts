@@ -179,6 +179,14 @@ remote_config: { broker: "mqtt://h", topic: t, public_key: k, password: "\${file
     expect(issuesOf(BASE + 'outbox: { max_size: "12" }\n')).toEqual(['18:21 outbox.max_size: must be a size such as 512KB, 64MB or 1GB']);
   });
 
+  it('reports a bad expression or bad operator parameters with the stream, the step and the column', () => {
+    const text = BASE.replace('    to: [out]', '    steps:\n      - filter: "p > > 1"\n      - threshold: { point: p, min: 5, max: 1 }\n    to: [out]');
+    expect(issuesOf(text)).toEqual([
+      '14:17 streams[0].steps[0].filter: stream s, step 1 (filter): expression "p > > 1": column 5: expected a value but found ">"',
+      '15:37 streams[0].steps[1].threshold.min: stream s, step 2 (threshold): min (5) is greater than max (1)',
+    ]);
+  });
+
   it('names the file when it cannot be read', () => {
     expect(() => loadConfigFile('/nonexistent/agent.yaml')).toThrow(/\/nonexistent\/agent.yaml: cannot read the config file/);
   });
@@ -189,7 +197,7 @@ describe('edge-agent validate', () => {
 
   it('exits 0 on the default config', () => {
     const out = execFileSync(process.execPath, [cli, 'validate', join(ROOT, 'config/agent.yaml')], { encoding: 'utf8' });
-    expect(out).toMatch(/agent.yaml: ok \(1 devices, 1 streams, 2 upstreams\)/);
+    expect(out).toMatch(/agent.yaml: ok \(1 devices, 3 streams, 2 upstreams\)/);
   });
 
   it('exits 1 and prints file, line, column, path and what was expected', () => {
