@@ -1,7 +1,8 @@
 // Outbox benchmark. Prints, from one run on this machine:
 //  - ingest: records/s through Outbox.add (JSON, seq, group commit of 1000) beside a raw
 //    better-sqlite3 loop inserting the same JSON rows into the same table in transactions of
-//    1000, with the same pragmas; rounds alternate and medians are compared;
+//    1000, with the same pragmas (the JSON built per row, and built beforehand); rounds
+//    alternate and medians are compared;
 //  - drain: records/s from the outbox to a real Mosquitto at QoS 1 (batch: 100 records per
 //    message), counted when the broker has acknowledged them all.
 import Database from 'better-sqlite3';
@@ -45,15 +46,20 @@ function ingestOutbox() {
   return RECORDS / seconds;
 }
 
-function ingestRaw() {
+// The same JSON row into the same table in transactions of 1000: built per row (what any
+// store of these records must do), or built once beforehand (the insert alone).
+function ingestRaw(prebuilt) {
   const dir = mkdtempSync(join(tmpdir(), 'bench-raw-'));
   const { db } = openOutbox(dir); // same file, pragmas and table
   const insert = db.prepare('INSERT INTO outbox (upstream, at, stream, device, payload) VALUES (?, ?, ?, ?, ?)');
+  const json = (i) => {
+    const r = reading(i);
+    return JSON.stringify({ agent: 'gw-bench', stream: 'power-15m', device: r.device, ts: r.ts, seq: i + 1, values: r.values });
+  };
+  const payloads = prebuilt ? Array.from({ length: RECORDS }, (_, i) => json(i)) : undefined;
+  const at = Date.now();
   const insertMany = db.transaction((from, to) => {
-    for (let i = from; i < to; i++) {
-      const r = reading(i);
-      insert.run('cloud', Date.now(), 'power-15m', r.device, JSON.stringify({ agent: 'gw-bench', stream: 'power-15m', device: r.device, ts: r.ts, seq: i + 1, values: r.values }));
-    }
+    for (let i = from; i < to; i++) insert.run('cloud', prebuilt ? at : Date.now(), 'power-15m', 'meter-1', prebuilt ? payloads[i] : json(i));
   });
   const started = process.hrtime.bigint();
   for (let i = 0; i < RECORDS; i += 1000) insertMany(i, Math.min(RECORDS, i + 1000));
@@ -113,15 +119,18 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
 
 const raw = [];
+const rawPrebuilt = [];
 const ingest = [];
 for (let round = 0; round < ROUNDS; round++) {
-  raw.push(ingestRaw());
+  raw.push(ingestRaw(false));
+  rawPrebuilt.push(ingestRaw(true));
   ingest.push(ingestOutbox());
 }
 console.log(`records per round: ${fmt(RECORDS)}, rounds: ${ROUNDS}, node ${process.version}`);
-console.log(`raw better-sqlite3 insert (1000/tx):  median ${fmt(median(raw))} records/s  [${raw.map(fmt).join(', ')}]`);
+console.log(`raw insert, JSON built per row:       median ${fmt(median(raw))} records/s  [${raw.map(fmt).join(', ')}]`);
+console.log(`raw insert, JSON built beforehand:    median ${fmt(median(rawPrebuilt))} records/s  [${rawPrebuilt.map(fmt).join(', ')}]`);
 console.log(`outbox ingest (add + group commit):   median ${fmt(median(ingest))} records/s  [${ingest.map(fmt).join(', ')}]`);
-console.log(`outbox ingest / raw insert:           ${(median(ingest) / median(raw) * 100).toFixed(1)} %  (target >= 50 %)`);
+console.log(`outbox ingest / raw insert:           ${(median(ingest) / median(raw) * 100).toFixed(1)} % of the first, ${(median(ingest) / median(rawPrebuilt) * 100).toFixed(1)} % of the second  (target >= 50 %)`);
 
 const broker = await startMosquitto();
 try {
