@@ -146,8 +146,15 @@ export class Agent {
     }
 
     for (const device of config.devices) {
+      // Device events go to the upstreams of the streams that read the device.
+      const upstreams = [
+        ...new Set(config.streams.filter((s) => s.from.device === device.id).flatMap((s) => s.to.filter((t): t is string => typeof t === 'string'))),
+      ];
+      const report = (event: Reading) => {
+        if (upstreams.length > 0) outbox.add(upstreams, 'devices', event);
+      };
       try {
-        runtime.connectors.set(device.id, await createConnector(device, { log: this.log, agentId: config.agent.id }));
+        runtime.connectors.set(device.id, await createConnector(device, { log: this.log, agentId: config.agent.id, report }));
       } catch (err) {
         this.log.error({ device: device.id }, (err as Error).message);
       }

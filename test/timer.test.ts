@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent.js';
 import { TimerSchedule } from '../src/connectors/timer/timer.js';
+import { readJsonLines } from './support/files.js';
 import { testLog } from './support/log.js';
 import { until } from './support/ports.js';
 
@@ -55,13 +56,7 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
 `,
     );
     const agent = await Agent.start(file, testLog);
-    const lines = () => {
-      try {
-        return readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-      } catch {
-        return [];
-      }
-    };
+    const lines = () => readJsonLines(join(dir, 'out.jsonl'));
     await until(() => lines().length >= 2, 5000, 'two timer ticks');
     await agent.stop();
     const [first, second] = lines();

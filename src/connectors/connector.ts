@@ -19,6 +19,8 @@ export interface Connector {
 export interface ConnectorContext {
   log: Logger;
   agentId: string;
+  /** Sends a device event (DEVICE_OFFLINE, DEVICE_ONLINE) to the upstreams of the device's streams. */
+  report?(event: Reading): void;
 }
 
 export type ConnectorFactory = (device: DeviceConfig, context: ConnectorContext) => Promise<Connector>;

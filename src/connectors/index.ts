@@ -7,6 +7,8 @@ import type { ConnectorContext, ConnectorFactory } from './connector.js';
  */
 const factories: Partial<Record<DeviceConfig['protocol'], () => Promise<ConnectorFactory>>> = {
   simulator: async () => (await import('./simulator/simulator.js')).createSimulator,
+  'modbus-tcp': async () => (await import('./modbus/modbus.js')).createModbus,
+  'modbus-rtu': async () => (await import('./modbus/modbus.js')).createModbus,
 };
 
 export function hasConnector(protocol: string): boolean {
