@@ -50,8 +50,8 @@ export class ModbusBus {
       } catch (err) {
         if (isTimeout(err)) {
           const failures = (backoff?.failures ?? 0) + 1;
-          // one timeout is a glitch; from the second on, skip the unit for a growing while
-          if (failures >= 2) this.units.set(unit, { failures, until: Date.now() + Math.min(MAX_UNIT_BACKOFF, 1000 * 2 ** (failures - 2)) });
+          // one timeout is a glitch; from the second on, skip the unit for 5 s, 10 s, … 60 s
+          if (failures >= 2) this.units.set(unit, { failures, until: Date.now() + Math.min(MAX_UNIT_BACKOFF, 5000 * 2 ** (failures - 2)) });
           else this.units.set(unit, { failures, until: 0 });
         }
         // a serial line stays open when one slave is silent; a TCP link that timed out is suspect

@@ -81,15 +81,19 @@ class ModbusDevice implements Connector {
     this.deliver = deliver;
     for (const group of this.groups) {
       // Polls fall on multiples of the rate from the epoch: no drift, however long it runs.
-      const schedule = () => {
-        if (this.stopped) return;
-        const now = Date.now();
+      // The next one follows the one due, not the clock, which a timer may read a little early.
+      const { every } = group;
+      let due = Math.ceil((Date.now() + 1) / every) * every;
+      const arm = () => {
         group.timer = setTimeout(() => {
-          schedule();
+          if (this.stopped) return;
+          due += every;
+          if (due <= Date.now()) due = Math.ceil((Date.now() + 1) / every) * every; // skip what a stall missed
+          arm();
           if (!group.busy) void this.poll(group);
-        }, Math.ceil((now + 1) / group.every) * group.every - now);
+        }, Math.max(0, due - Date.now()));
       };
-      schedule();
+      arm();
     }
   }
 

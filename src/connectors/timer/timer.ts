@@ -25,10 +25,12 @@ export class TimerSchedule {
 /** Runs a schedule on the wall clock; `fire(ts)` at each tick. */
 export function startTimer(schedule: TimerSchedule, fire: (ts: number) => void): () => void {
   let timer: NodeJS.Timeout;
+  let due = schedule.next(Date.now());
   const arm = () => {
-    const due = schedule.next(Date.now());
     timer = setTimeout(() => {
       fire(due);
+      // after the tick just fired (a timer may run a little early), or after now if it was late
+      due = schedule.next(Math.max(due, Date.now()));
       arm();
     }, Math.max(0, due - Date.now()));
   };
