@@ -117,6 +117,32 @@ describe('Modbus TCP', () => {
     ]);
   });
 
+  it('gives the points of a refused read bad quality, keeps the rest, and logs the exception once', async () => {
+    const s = await server();
+    s.unit(1).holding[0] = 7;
+    s.unit(1).refuseReads.add(500);
+    const { lines, log } = capture();
+    const { readings, events, connector } = await connect({ points: [{ name: 'ok', area: 'holding', address: 0 }, { name: 'gone', area: 'holding', address: 500 }] }, s.port, log);
+    await until(() => readings.length >= 5, 5000, 'five polls');
+    expect(readings.at(-1)).toEqual({ device: 'meter', ts: expect.any(Number), values: { ok: 7, gone: null }, quality: { gone: 'bad' } });
+    expect(connector.online).toBe(true);
+    expect(events).toEqual([]);
+    const logged = lines.filter((l) => l.includes('address 500'));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatch(/device meter: unit 1, function 3 \(holding\), address 500, count 1: .*Illegal data address/);
+  });
+
+  it('polls a point with its own poll at its own rate', async () => {
+    const s = await server();
+    const { readings } = await connect({ poll: 100, points: [{ name: 'fast', area: 'holding', address: 0 }, { name: 'slow', area: 'holding', address: 50, poll: 1000 }] }, s.port);
+    await new Promise((r) => setTimeout(r, 2100));
+    const fast = readings.filter((r) => 'fast' in r.values).length;
+    const slow = readings.filter((r) => 'slow' in r.values).length;
+    expect(fast).toBeGreaterThanOrEqual(18);
+    expect(slow).toBeGreaterThanOrEqual(2);
+    expect(slow).toBeLessThanOrEqual(3);
+  });
+
   it('shares one connection among the units behind one gateway', async () => {
     const s = await server();
     s.unit(1).holding[0] = 11;

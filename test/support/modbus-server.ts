@@ -12,6 +12,8 @@ export class UnitMemory {
   readonly discrete = new Uint8Array(65536);
   /** Addresses whose writes are refused with exception 2 (illegal data address). */
   readonly refuse = new Set<number>();
+  /** Addresses whose reads (of holding registers starting there, or of one there) are refused the same way. */
+  readonly refuseReads = new Set<number>();
 }
 
 /**
@@ -51,8 +53,14 @@ export class ModbusServer {
         getCoil: (addr: number, unit: number) => memory(unit).coils[addr] === 1,
         getDiscreteInput: (addr: number, unit: number) => memory(unit).discrete[addr] === 1,
         getMultipleInputRegisters: (addr: number, length: number, unit: number) => Array.from(memory(unit).input.subarray(addr, addr + length)),
-        getMultipleHoldingRegisters: (addr: number, length: number, unit: number) => Array.from(memory(unit).holding.subarray(addr, addr + length)),
-        getHoldingRegister: (addr: number, unit: number) => memory(unit).holding[addr],
+        getMultipleHoldingRegisters: (addr: number, length: number, unit: number) => {
+          if (this.unit(unit).refuseReads.has(addr)) throw { modbusErrorCode: 0x02, msg: 'refused' };
+          return Array.from(memory(unit).holding.subarray(addr, addr + length));
+        },
+        getHoldingRegister: (addr: number, unit: number) => {
+          if (this.unit(unit).refuseReads.has(addr)) throw { modbusErrorCode: 0x02, msg: 'refused' };
+          return memory(unit).holding[addr];
+        },
         getInputRegister: (addr: number, unit: number) => memory(unit).input[addr],
         setCoil: (addr: number, value: boolean, unit: number) => {
           refuse(unit, addr);
