@@ -46,6 +46,7 @@ class ModbusDevice implements Connector {
   private readonly timeout: number;
   private readonly retries: number;
   private readonly groups: PollGroup[];
+  /** Reads failing now, with the kind of error that began the episode. */
   private readonly failing = new Map<string, string>();
   private deliver: (reading: Reading) => void = () => {};
   private stopped = false;
@@ -148,11 +149,14 @@ class ModbusDevice implements Connector {
     }
   }
 
-  /** Logs an error once when its episode starts, not on every poll. */
+  /**
+   * Logs an error once when its episode starts, not on every poll: a read that keeps failing
+   * (whatever the error of each try: a short RTU reply is a timeout, then a CRC error on the
+   * bytes that follow, then a backed-off unit) is one episode until a read succeeds.
+   */
   private failed(episode: string, where: string, err: Error): void {
-    const kind = errorKind(err);
-    if (this.failing.get(episode) === kind) return;
-    this.failing.set(episode, kind);
+    if (this.failing.has(episode)) return;
+    this.failing.set(episode, errorKind(err));
     this.context.log.warn({ device: this.id, unit: this.unit, err: err.message }, `device ${this.id}: ${where}: ${err.message}`);
   }
 
