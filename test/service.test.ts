@@ -47,15 +47,17 @@ upstream:
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('the agent as a service', () => {
-  it('survives kill -9 under load: every committed seq reaches the subscriber', async () => {
+  // 50 kills in the suite; FAULTS_LONG=1 runs 1,000.
+  const kills = process.env.FAULTS_LONG ? 1000 : 50;
+
+  it(`survives kill -9 under load, ${kills} times: every committed seq reaches the subscriber`, { timeout: kills * 5000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kill-'));
     const subscriber = await Subscriber.connect(broker.url, 'kill/#');
     const config = writeConfig(dir, '5ms'); // 4 devices: ~800 records/s
-    const kills = 6;
     for (let k = 0; k < kills; k++) {
       const agent = AgentProcess.start(config);
       await agent.waitForLog(/agent gw-kill running/);
-      await sleep(400 + Math.random() * 800);
+      await sleep(100 + Math.random() * 600);
       agent.kill('SIGKILL');
       await agent.exit();
       expect(agent.signal).toBe('SIGKILL');
@@ -66,7 +68,7 @@ describe('the agent as a service', () => {
     const db = new Database(join(dir, 'data/edge-agent.db'));
     const committed = db.prepare("SELECT value FROM meta WHERE key = 'seq'").pluck().get() as number;
     db.close();
-    expect(committed).toBeGreaterThan(kills * 200);
+    expect(committed).toBeGreaterThan(kills * 50);
 
     // Drain with the devices quiet (a poll that does not come during the test).
     const drain = AgentProcess.start(writeConfig(dir, '1h'));
@@ -76,7 +78,10 @@ describe('the agent as a service', () => {
     const missing = [];
     for (let seq = 1; seq <= committed; seq++) if (!distinct.has(seq)) missing.push(seq);
     expect(missing).toEqual([]);
-    console.log(`kill -9 x${kills}: ${committed} records committed, 0 missing, ${duplicates} duplicates`);
+    // what a kill can duplicate is what was sent and not yet deleted: the sends in flight
+    // (4 for MQTT) of at most 1000 records each
+    expect(duplicates).toBeLessThanOrEqual(kills * 4 * 1000);
+    console.log(`kill -9 x${kills}: ${committed} records committed, 0 missing, ${duplicates} duplicates (${(duplicates / kills).toFixed(1)} per kill)`);
     drain.kill('SIGTERM');
     expect(await drain.exit()).toBeLessThan(5000);
     expect(drain.exitCode).toBe(0);
