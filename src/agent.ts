@@ -66,6 +66,15 @@ export class Agent {
     return this.runtime.forwarders;
   }
 
+  /**
+   * False when a forwarding loop is stuck: sends in flight and none settled for `maxStall` ms
+   * (a broker that takes messages and never acknowledges them). The watchdog stops pinging,
+   * and systemd restarts the agent; the outbox keeps what was not acknowledged.
+   */
+  healthy(maxStall: number, now = Date.now()): boolean {
+    return this.runtime.forwarders.every((f) => f.stalledFor(now) < maxStall);
+  }
+
   /** Loads `file` and starts everything it describes. Throws ConfigError for a bad file. */
   static async start(file: string, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Agent> {
     const agent = new Agent(loadConfigFile(file, env), log);

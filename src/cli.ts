@@ -127,7 +127,16 @@ async function run(file: string): Promise<number> {
     return 78;
   }
   notifySystemd('READY=1', log);
-  const stopWatchdog = startWatchdog(() => true, log);
+  let wasHealthy = true;
+  const stopWatchdog = startWatchdog((interval) => {
+    const healthy = agent.healthy(interval);
+    if (healthy !== wasHealthy) {
+      if (healthy) log.info('forwarding makes progress again: watchdog pings resume');
+      else log.error(`a forwarding loop has made no progress for ${interval} ms: watchdog pings stop`);
+    }
+    wasHealthy = healthy;
+    return healthy;
+  }, log);
 
   process.on('SIGHUP', () => {
     reloading = reloading.then(async () => {

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import Database from 'better-sqlite3';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -147,5 +148,47 @@ describe('systemd notification', () => {
     await agent.exit();
     await until(() => messages.some((m) => m.includes('STOPPING=1')), 5000, 'STOPPING=1');
     listener.kill();
+  });
+
+  it('stops the watchdog pings when a forwarding loop stalls', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stall-'));
+    const socket = join(dir, 'notify.sock');
+    const listener = spawn('/usr/bin/python3', [
+      '-u',
+      '-c',
+      `import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(socket)})\nprint('bound')\nwhile True:\n    print(s.recv(4096).decode().replace(chr(10), ' '))`,
+    ]);
+    const messages: { at: number; text: string }[] = [];
+    listener.stdout.on('data', (chunk: Buffer) => messages.push(...chunk.toString().trim().split('\n').map((text) => ({ at: Date.now(), text }))));
+    await until(() => messages.some((m) => m.text === 'bound'), 5000, 'the notify socket');
+
+    // A broker that takes the connection and the messages but never acknowledges one.
+    const silent = createServer((conn) =>
+      conn.on('data', (data) => {
+        if (data[0] >> 4 === 1) conn.write(Buffer.from([0x20, 0x02, 0x00, 0x00])); // CONNACK
+        if (data[0] >> 4 === 12) conn.write(Buffer.from([0xd0, 0x00])); // PINGRESP
+      }),
+    );
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as { port: number }).port;
+    const config = join(dir, 'agent.yaml');
+    writeFileSync(
+      config,
+      `agent: { id: gw-stall, data_dir: ${dir}/data }
+devices: [{ id: sim, protocol: simulator, poll: 50ms, points: [{ name: p, signal: sine }] }]
+streams: [{ name: s, from: { device: sim }, to: [broker] }]
+upstream: [{ name: broker, type: mqtt, url: "mqtt://127.0.0.1:${port}", topic: t }]
+`,
+    );
+    const agent = AgentProcess.start(config, { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '1000000' });
+    await agent.waitForLog(/watchdog pings stop/, 10_000);
+    const stoppedAt = Date.now();
+    await sleep(2500);
+    const pings = (from: number) => messages.filter((m) => m.text.includes('WATCHDOG=1') && m.at > from).length;
+    expect(pings(stoppedAt + 200)).toBe(0);
+    agent.kill('SIGKILL');
+    await agent.exit();
+    listener.kill();
+    silent.close();
   });
 });

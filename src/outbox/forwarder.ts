@@ -27,6 +27,8 @@ export class Forwarder {
   private failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** When a send last settled, or the first send went out after an idle spell. */
+  private lastProgress = Date.now();
   sent = 0;
   errors = 0;
 
@@ -64,6 +66,7 @@ export class Forwarder {
       const first = rows[0].id;
       const last = rows[rows.length - 1].id;
       this.cursor = last;
+      if (this.inFlight === 0) this.lastProgress = Date.now();
       this.inFlight++;
       this.upstream.send(rows).then(
         () => {
@@ -90,6 +93,7 @@ export class Forwarder {
 
   private settle(): void {
     this.inFlight--;
+    this.lastProgress = Date.now();
     if (!this.failed) {
       if (this.failures > 0 && this.inFlight === 0) {
         this.log.info({ upstream: this.upstream.name }, `upstream ${this.upstream.name}: delivering again after ${this.failures} failed sends`);
@@ -113,6 +117,11 @@ export class Forwarder {
 
   get busy(): boolean {
     return this.inFlight > 0;
+  }
+
+  /** How long sends have been in flight without any of them settling (0 when none is). */
+  stalledFor(now = Date.now()): number {
+    return this.inFlight > 0 ? now - this.lastProgress : 0;
   }
 
   /** Stops sending; waits up to `timeout` ms for sends in flight to be acknowledged. */

@@ -12,13 +12,17 @@ export function notifySystemd(state: string, log: Logger): void {
   });
 }
 
-/** Pings the watchdog at half its interval while `healthy()` says so; returns a stop function. */
-export function startWatchdog(healthy: () => boolean, log: Logger): () => void {
+/**
+ * Pings the watchdog at half its interval while `healthy(interval ms)` says so; returns a stop
+ * function. A stalled event loop stops the pings by itself.
+ */
+export function startWatchdog(healthy: (interval: number) => boolean, log: Logger): () => void {
   const usec = Number(process.env.WATCHDOG_USEC);
   if (!process.env.NOTIFY_SOCKET || !(usec > 0)) return () => {};
+  const interval = usec / 1000;
   const timer = setInterval(() => {
-    if (healthy()) notifySystemd('WATCHDOG=1', log);
-  }, usec / 2000);
+    if (healthy(interval)) notifySystemd('WATCHDOG=1', log);
+  }, interval / 2);
   timer.unref();
   return () => clearInterval(timer);
 }
