@@ -154,6 +154,7 @@ const upstreamByType: Record<string, object> = {
       password: { type: 'string' },
       client_id: text,
       keepalive: duration,
+      protocol_version: { enum: [4, 5] },
       tls,
     },
     ['url', 'topic'],

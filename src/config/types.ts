@@ -73,6 +73,7 @@ export interface MqttUpstreamConfig {
   password?: string;
   client_id?: string;
   keepalive: number;
+  protocol_version?: 4 | 5;
   tls?: TlsConfig;
 }
 

@@ -31,6 +31,8 @@ export class Forwarder {
   private lastProgress = Date.now();
   sent = 0;
   errors = 0;
+  deadLettered = 0;
+  private lastDeadLetterLog = 0;
 
   constructor(
     private readonly outbox: Outbox,
@@ -69,7 +71,16 @@ export class Forwarder {
       if (this.inFlight === 0) this.lastProgress = Date.now();
       this.inFlight++;
       this.upstream.send(rows).then(
-        () => {
+        (result) => {
+          for (const { ids, reason } of result?.rejected ?? []) {
+            this.outbox.deadLetter(this.upstream.name, ids, reason);
+            this.deadLettered += ids.length;
+            // one line per ten seconds at most: a refused topic may get a record every second
+            if (Date.now() - this.lastDeadLetterLog > 10_000) {
+              this.lastDeadLetterLog = Date.now();
+              this.log.warn({ upstream: this.upstream.name, total: this.deadLettered, reason }, `upstream ${this.upstream.name} refused records for good (${reason}); ${this.deadLettered} moved to the dead-letter table so far`);
+            }
+          }
           this.outbox.ack(this.upstream.name, first, last);
           this.sent += rows.length;
           this.settle();

@@ -63,7 +63,16 @@ export class Outbox {
         device TEXT NOT NULL,
         payload TEXT NOT NULL);
       CREATE INDEX IF NOT EXISTS outbox_by_upstream ON outbox (upstream, id);
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS dead_letter (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        upstream TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        rejected_at INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        device TEXT NOT NULL,
+        payload TEXT NOT NULL);`);
     this.insert = db.prepare('INSERT INTO outbox (upstream, at, stream, device, payload) VALUES (?, ?, ?, ?, ?)');
     this.saveSeq = db.prepare("INSERT INTO meta (key, value) VALUES ('seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     this.selectAfter = db.prepare('SELECT id, stream, device, payload FROM outbox WHERE upstream = ? AND id > ? ORDER BY id LIMIT ?');
@@ -222,6 +231,30 @@ export class Outbox {
   read(upstream: string, afterId: number, limit: number): OutboxRow[] {
     return this.selectAfter.all(upstream, afterId, limit) as OutboxRow[];
   }
+
+  /**
+   * The upstream refused these records for good: move them to the dead-letter table (kept for
+   * a person to look at, never sent again) so that the queue behind them keeps flowing.
+   */
+  deadLetter(upstream: string, ids: readonly number[], reason: string): void {
+    const move = this.db.prepare(
+      'INSERT INTO dead_letter (upstream, at, rejected_at, reason, stream, device, payload) SELECT upstream, at, ?, ?, stream, device, payload FROM outbox WHERE upstream = ? AND id = ?',
+    );
+    const remove = this.db.prepare('DELETE FROM outbox WHERE upstream = ? AND id = ?');
+    const now = Date.now();
+    let moved = 0;
+    this.db.transaction(() => {
+      for (const id of ids) {
+        move.run(now, reason, upstream, id);
+        moved += remove.run(upstream, id).changes;
+      }
+    })();
+    this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - moved);
+    this.deadLettered.set(upstream, (this.deadLettered.get(upstream) ?? 0) + moved);
+  }
+
+  /** Records moved to the dead-letter table, per upstream, since start. */
+  readonly deadLettered = new Map<string, number>();
 
   /** The upstream acknowledged records `fromId..toId`: delete them. */
   ack(upstream: string, fromId: number, toId: number): void {

@@ -3,15 +3,24 @@ import type { Logger } from 'pino';
 import type { MqttUpstreamConfig } from '../config/types.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 import { tlsOptions } from './tls.js';
-import { fillTemplate, type Upstream } from './upstream.js';
+import { fillTemplate, type SendResult, type Upstream } from './upstream.js';
 
+interface Refusal {
+  reason: string;
+}
+
+/** 0x97: the broker asks us to slow down, not to give up. */
+const QUOTA_EXCEEDED = 0x97;
+const REFUSAL_MEMORY = 5 * 60_000;
 const MIN_RECONNECT = 1000;
 const MAX_RECONNECT = 30_000;
 
 /**
  * Publishes records to an MQTT broker: one message per record, or JSON arrays of up to
  * `batch` records per topic. At QoS 1 a send resolves on the broker's PUBACKs; the outbox
- * deletes the records only then.
+ * deletes the records only then. With `protocol_version: 5`, a PUBACK reason code >= 0x80
+ * (not authorized, topic name invalid, payload format invalid, …; but not 0x97, quota
+ * exceeded) refuses the message for good: its records go to the dead-letter table.
  */
 export class MqttUpstream implements Upstream {
   readonly name: string;
@@ -39,6 +48,7 @@ export class MqttUpstream implements Upstream {
       username: config.username,
       password: config.password,
       keepalive: Math.round(config.keepalive / 1000),
+      protocolVersion: config.protocol_version ?? 4,
       reconnectPeriod: MIN_RECONNECT,
       connectTimeout: 10_000,
       clean: true,
@@ -78,28 +88,52 @@ export class MqttUpstream implements Upstream {
     this.listeners.push(listener);
   }
 
-  send(rows: OutboxRow[]): Promise<void> {
-    if (!this.client.connected) return Promise.reject(new Error(`not connected to ${this.config.url}`));
+  async send(rows: OutboxRow[]): Promise<SendResult> {
+    if (!this.client.connected) throw new Error(`not connected to ${this.config.url}`);
     const { batch, topic } = this.config;
-    const messages: Promise<void>[] = [];
+    const messages: Promise<Refusal | undefined>[] = [];
+    const sent: OutboxRow[][] = [];
     if (batch <= 1) {
-      for (const row of rows) messages.push(this.publish(fillTemplate(topic, this.agentId, row.stream, row.device), row.payload));
+      for (const row of rows) {
+        messages.push(this.publish(fillTemplate(topic, this.agentId, row.stream, row.device), row.payload));
+        sent.push([row]);
+      }
     } else {
-      const byTopic = new Map<string, string[]>();
+      const byTopic = new Map<string, OutboxRow[]>();
       for (const row of rows) {
         const name = fillTemplate(topic, this.agentId, row.stream, row.device);
-        let payloads = byTopic.get(name);
-        if (!payloads) byTopic.set(name, (payloads = []));
-        payloads.push(row.payload);
+        let group = byTopic.get(name);
+        if (!group) byTopic.set(name, (group = []));
+        group.push(row);
       }
-      for (const [name, payloads] of byTopic) {
-        for (let i = 0; i < payloads.length; i += batch) messages.push(this.publish(name, `[${payloads.slice(i, i + batch).join(',')}]`));
+      for (const [name, group] of byTopic) {
+        for (let i = 0; i < group.length; i += batch) {
+          const chunk = group.slice(i, i + batch);
+          messages.push(this.publish(name, `[${chunk.map((r) => r.payload).join(',')}]`));
+          sent.push(chunk);
+        }
       }
     }
-    return Promise.all(messages).then(() => undefined);
+    const refusals = await Promise.all(messages);
+    const rejected: SendResult['rejected'] = [];
+    refusals.forEach((refusal, i) => {
+      if (refusal) rejected.push({ ids: sent[i].map((r) => r.id), reason: refusal.reason });
+    });
+    return { rejected };
   }
 
-  private publish(topic: string, payload: string): Promise<void> {
+  /**
+   * Topics the broker refused lately, with the refusal: their records go to the dead-letter
+   * table without being sent again for REFUSAL_MEMORY. Mosquitto closes the connection after
+   * refusing a publish (eclipse-mosquitto/mosquitto#2579): without this, every record of a
+   * refused topic would cost a reconnect, and the queue behind it would crawl.
+   */
+  private readonly refusedTopics = new Map<string, { until: number; reason: string }>();
+
+  /** Resolves when acknowledged, or with the refusal when the broker refused the message for good (MQTT 5). */
+  private publish(topic: string, payload: string): Promise<Refusal | undefined> {
+    const refused = this.refusedTopics.get(topic);
+    if (refused && refused.until > Date.now()) return Promise.resolve({ reason: `${refused.reason} (refused within the last ${REFUSAL_MEMORY / 60_000} min; not sent again)` });
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => {
         this.pending.delete(fail);
@@ -108,8 +142,13 @@ export class MqttUpstream implements Upstream {
       this.pending.add(fail);
       this.client.publish(topic, payload, { qos: this.config.qos }, (err) => {
         if (!this.pending.delete(fail)) return;
-        if (err) reject(err);
-        else resolve();
+        const code = (err as { code?: unknown } | undefined)?.code;
+        if (err && typeof code === 'number' && code >= 0x80 && code !== QUOTA_EXCEEDED) {
+          const reason = `${err.message} (reason code 0x${code.toString(16)}) on ${topic}`;
+          this.refusedTopics.set(topic, { until: Date.now() + REFUSAL_MEMORY, reason });
+          resolve({ reason });
+        } else if (err) reject(err);
+        else resolve(undefined);
       });
     });
   }

@@ -12,9 +12,18 @@ export interface Upstream {
   readonly connected: boolean;
   /** Called each time the upstream becomes able to take records again. */
   onConnect(listener: () => void): void;
-  /** Resolves once the upstream acknowledged every row; rejects if it did not. */
-  send(rows: OutboxRow[]): Promise<void>;
+  /**
+   * Resolves once the upstream answered for every row: acknowledged, or refused for good
+   * (listed in `rejected`; they go to the dead-letter table). Rejects when the rows should be
+   * sent again (connection lost, timeout, a refusal the upstream calls temporary).
+   */
+  send(rows: OutboxRow[]): Promise<SendResult | void>;
   close(): Promise<void>;
+}
+
+export interface SendResult {
+  /** Rows the upstream will never accept, with its reason. */
+  rejected: { ids: number[]; reason: string }[];
 }
 
 /** Fills `{agent} {stream} {device}` in a topic or key template. */

@@ -1,0 +1,64 @@
+import Database from 'better-sqlite3';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../src/agent.js';
+import { testLog } from './support/log.js';
+import { Mosquitto } from './support/mosquitto.js';
+import { until } from './support/ports.js';
+import { Subscriber } from './support/subscriber.js';
+
+let broker: Mosquitto;
+beforeAll(async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mosquitto-acl-'));
+  writeFileSync(join(dir, 'acl'), 'topic write allowed/#\ntopic read #\n');
+  broker = await Mosquitto.start({ dir, settings: ['allow_anonymous true', `acl_file ${join(dir, 'acl')}`] });
+});
+afterAll(async () => {
+  await broker?.stop('SIGKILL');
+});
+
+describe('a broker that refuses a topic (MQTT 5)', () => {
+  it('moves the refused records to the dead-letter table after one attempt, and the queue keeps flowing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'reject-'));
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(
+      file,
+      `agent: { id: gw, data_dir: ${dir}/data, log_level: warn }
+devices: [{ id: sim, protocol: simulator, poll: 50ms, points: [{ name: p, signal: sine }] }]
+streams:
+  - { name: allowed, from: { device: sim }, to: [broker] }
+  - { name: denied, from: { device: sim }, to: [broker] }
+upstream:
+  - { name: broker, type: mqtt, url: "${broker.url}", topic: "{stream}/{device}", protocol_version: 5 }
+`,
+    );
+    const subscriber = await Subscriber.connect(broker.url, '#');
+    const agent = await Agent.start(file, testLog);
+    await until(() => subscriber.records.length >= 40, 10_000, '40 records of the allowed stream');
+    const forwarder = agent.forwarders[0];
+    await until(() => forwarder.deadLettered >= 40, 10_000, '40 refused records');
+    await agent.stop();
+    const lastSeq = agent.outbox.lastSeq;
+    await subscriber.close();
+
+    expect(subscriber.records.every((r) => r.stream === 'allowed')).toBe(true);
+    // one attempt each: what went to the dead-letter table was sent once
+    const db = new Database(join(dir, 'data/edge-agent.db'), { readonly: true });
+    const dead = db.prepare('SELECT reason, payload FROM dead_letter').all() as { reason: string; payload: string }[];
+    const queued = (db.prepare("SELECT payload FROM outbox WHERE upstream = 'broker'").pluck().all() as string[]).map((p) => JSON.parse(p).seq as number);
+    db.close();
+    expect(dead.length).toBe(forwarder.deadLettered);
+    expect(dead.every((d) => JSON.parse(d.payload).stream === 'denied')).toBe(true);
+    expect(dead[0].reason).toMatch(/Not authorized \(reason code 0x87\) on denied\/sim/);
+    // the first was refused by the broker; the rest without being sent again
+    expect(dead.slice(1).every((d) => /refused within the last 5 min; not sent again/.test(d.reason))).toBe(true);
+    // every record is accounted for: delivered, refused, or (the last few) still queued
+    const seen = new Set([...subscriber.records.map((r) => r.seq), ...dead.map((d) => JSON.parse(d.payload).seq as number), ...queued]);
+    expect(Array.from({ length: lastSeq }, (_, i) => i + 1).filter((seq) => !seen.has(seq))).toEqual([]);
+    expect(queued.length).toBeLessThan(20);
+    // mosquitto closes the connection once, after its refusal: one failed send at most
+    expect(forwarder.errors).toBeLessThanOrEqual(1);
+  });
+});
