@@ -157,8 +157,14 @@ export class MqttUpstream implements Upstream {
     for (const fail of [...this.pending]) fail(err);
   }
 
+  /** Disconnects cleanly when the broker answers within a second, else drops the connection (the outbox keeps what was not acknowledged). */
   async close(): Promise<void> {
-    await this.client.endAsync(false).catch(() => undefined);
+    const clean = this.client.endAsync(false).then(
+      () => true,
+      () => false,
+    );
+    const ended = await Promise.race([clean, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1000).unref())]);
+    if (!ended) await this.client.endAsync(true).catch(() => undefined);
     this.failPending(new Error('upstream closed'));
   }
 }
