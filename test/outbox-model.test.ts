@@ -11,8 +11,9 @@ import { testLog } from './support/log.js';
 
 /**
  * Model-based test of the outbox: random sequences of enqueue, commit, send-and-ack, send
- * without ack (a nack: the records are sent again later), crash (close without commit),
- * reopen and expiry, each step checked against a plain in-memory model. 10,000 sequences in
+ * without ack (a nack: the records are sent again later), a refusal for good (dead letter),
+ * crash (close without commit), reopen and expiry, each step checked against a plain
+ * in-memory model; and random overflows of a small cap under either when_full policy. 10,000 sequences in
  * the suite; FAULTS_LONG=1 runs 100,000.
  */
 const UPSTREAMS = ['a', 'b'] as const;
@@ -23,6 +24,7 @@ type Action =
   | { kind: 'commit' }
   | { kind: 'ack'; up: Up; n: number }
   | { kind: 'nack'; up: Up; n: number }
+  | { kind: 'reject'; up: Up; n: number }
   | { kind: 'crash' }
   | { kind: 'reopen' }
   | { kind: 'expire' };
@@ -32,6 +34,7 @@ const action: fc.Arbitrary<Action> = fc.oneof(
   { weight: 2, arbitrary: fc.constant({ kind: 'commit' as const }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('ack' as const), up: fc.constantFrom(...UPSTREAMS), n: fc.integer({ min: 1, max: 4 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('nack' as const), up: fc.constantFrom(...UPSTREAMS), n: fc.integer({ min: 1, max: 4 }) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('reject' as const), up: fc.constantFrom(...UPSTREAMS), n: fc.integer({ min: 1, max: 3 }) }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'crash' as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'reopen' as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'expire' as const }) },
@@ -50,7 +53,14 @@ function runSequence(actions: Action[]) {
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'outbox-model-'));
   let real: ReturnType<typeof open> | undefined = open(dir);
   // the model: what is committed per upstream, what waits in the open group, the seqs
-  const model = { queue: { a: [] as number[], b: [] as number[] }, pending: [] as { seq: number; to: Up[] }[], committedSeq: 0, nextSeq: 1, expired: { a: 0, b: 0 } };
+  const model = {
+    queue: { a: [] as number[], b: [] as number[] },
+    dead: { a: [] as number[], b: [] as number[] },
+    pending: [] as { seq: number; to: Up[] }[],
+    committedSeq: 0,
+    nextSeq: 1,
+    expired: { a: 0, b: 0 },
+  };
   const delivered = { a: [] as number[], b: [] as number[] };
   try {
     for (const step of actions) {
@@ -73,6 +83,16 @@ function runSequence(actions: Action[]) {
           if (step.kind === 'ack' && rows.length) {
             real!.outbox.ack(step.up, rows[0].id, rows.at(-1)!.id);
             model.queue[step.up].splice(0, rows.length);
+          }
+          break;
+        }
+        case 'reject': {
+          // the broker refuses the first n for good, acknowledges nothing else of this send
+          const rows = real!.outbox.read(step.up, 0, step.n);
+          delivered[step.up].push(...rows.map((r) => seqOf(r.payload)));
+          if (rows.length) {
+            real!.outbox.deadLetter(step.up, rows.map((r) => r.id), 'refused');
+            model.dead[step.up].push(...model.queue[step.up].splice(0, rows.length));
           }
           break;
         }
@@ -109,6 +129,9 @@ function runSequence(actions: Action[]) {
         expect(real.outbox.read(up, 0, 1_000_000).map((r) => seqOf(r.payload))).toEqual(model.queue[up]);
         expect(real.outbox.depth(up)).toBe(model.queue[up].length);
         expect(real.outbox.drops.get(up)?.expired ?? 0).toBe(model.expired[up]);
+        // what was refused is kept aside, never sent again
+        const dead = real.db.prepare('SELECT payload FROM dead_letter WHERE upstream = ? ORDER BY id').pluck().all(up) as string[];
+        expect(dead.map(seqOf)).toEqual(model.dead[up]);
       }
     }
     // order per upstream: the first delivery of each seq comes in increasing order
@@ -131,5 +154,32 @@ describe('outbox against a model', () => {
     const started = Date.now();
     fc.assert(fc.property(fc.array(action, { maxLength: 25 }), runSequence), { numRuns });
     console.log(`outbox model: ${numRuns} sequences in ${((Date.now() - started) / 1000).toFixed(1)} s, no divergence`);
+  });
+});
+
+describe('outbox overflow', () => {
+  it('drops exactly what the policy says, whatever the sizes and counts (50 random runs)', { timeout: 120_000 }, () => {
+    fc.assert(
+      fc.property(fc.constantFrom('drop-oldest', 'reject-new'), fc.integer({ min: 200, max: 4000 }), fc.integer({ min: 100, max: 2000 }), (policy, size, total) => {
+        const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'outbox-cap-'));
+        const { db } = openDatabase(dir, { durability: 'normal', maxSize: 512 * 1024 }, testLog);
+        const outbox = new Outbox(db, { ...CONFIG, max_size: 512 * 1024, when_full: policy as OutboxConfig['when_full'], group_records: 100 }, 'gw', new StateStore(db), testLog);
+        try {
+          const pad = 'x'.repeat(size);
+          for (let i = 0; i < total; i++) outbox.add(['a'], 's', { device: 'd', ts: i, values: { pad } });
+          outbox.commit();
+          const kept = outbox.read('a', 0, total).map((r) => seqOf(r.payload));
+          const dropped = outbox.drops.get('a')?.overflow ?? 0;
+          expect(kept.length + dropped).toBe(total);
+          const expected = policy === 'drop-oldest' ? Array.from({ length: kept.length }, (_, i) => total - kept.length + i + 1) : Array.from({ length: kept.length }, (_, i) => i + 1);
+          expect(kept).toEqual(expected);
+        } finally {
+          outbox.close();
+          db.close();
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }),
+      { numRuns: 50 },
+    );
   });
 });

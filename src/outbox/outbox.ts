@@ -148,31 +148,84 @@ export class Outbox {
 
   /** The cap (or the disk) is reached: apply when_full. */
   private whenFull(group: Pending[], err: Error): void {
+    let kept: Pending[] = [];
     if (this.config.when_full === 'drop-oldest') {
       const needed = group.reduce((n, r) => n + r.upstreams.length, 0);
-      for (let attempt = 0; attempt < 8; attempt++) {
+      let fitted = false;
+      for (let attempt = 0; attempt < 8 && !fitted; attempt++) {
         const freed = this.dropOldest(Math.max(needed, 256) << attempt);
-        try {
-          this.writeGroup(group);
-          this.committed(group);
-          return;
-        } catch (retryErr) {
-          if (!isDiskFull(retryErr) || freed === 0) break;
-        }
+        fitted = this.tryWrite(group);
+        if (!fitted && freed === 0) break;
+      }
+      // Even an empty outbox cannot hold the whole group: keep its newest records that fit.
+      kept = fitted ? group : this.largestFit(group, (n) => group.slice(group.length - n));
+      this.countDrops(group.slice(0, group.length - kept.length));
+    } else {
+      // reject-new: keep the group's oldest records that still fit, reject the rest.
+      kept = this.largestFit(group, (n) => group.slice(0, n));
+      this.countDrops(group.slice(kept.length));
+    }
+    if (kept.length > 0) this.committed(kept);
+    if (kept.length < group.length) {
+      try {
+        // the rejected records' seqs and the state stay saved
+        this.db.transaction(() => {
+          this.state.save();
+          this.saveSeq.run(this.seq);
+        })();
+        this.state.saved();
+      } catch {
+        // the disk is full beyond the outbox's own cap; state is saved with the next group
       }
     }
-    // reject-new, or nothing left to drop: the new records go, their state and seq stay.
-    for (const record of group) for (const upstream of record.upstreams) this.countDrop(upstream, 'overflow', 1);
+    this.logDrops(`outbox ${this.db.name} is full (${err.message}); when_full: ${this.config.when_full}`);
+  }
+
+  private tryWrite(records: Pending[]): boolean {
+    try {
+      this.writeGroup(records);
+      return true;
+    } catch (err) {
+      if (isDiskFull(err)) return false;
+      throw err;
+    }
+  }
+
+  /** Writes the largest `part(n)` that fits (binary search on n); returns what was written. */
+  private largestFit(group: Pending[], part: (n: number) => Pending[]): Pending[] {
+    let low = 0;
+    let high = group.length;
+    let written: Pending[] = [];
+    while (low < high) {
+      const n = Math.ceil((low + high) / 2);
+      // a smaller part is tried only after a larger one failed, so nothing is written twice
+      if (this.tryWriteDry(part(n))) low = n;
+      else high = n - 1;
+    }
+    if (low > 0 && this.tryWrite((written = part(low)))) return written;
+    return [];
+  }
+
+  /** Whether the records would fit: written in a transaction that is then rolled back. */
+  private tryWriteDry(records: Pending[]): boolean {
+    const rollback = new Error('dry run');
     try {
       this.db.transaction(() => {
-        this.state.save();
-        this.saveSeq.run(this.seq);
+        for (const record of records) {
+          for (const upstream of record.upstreams) this.insert.run(upstream, record.at, record.stream, record.device, record.payload);
+        }
+        throw rollback;
       })();
-      this.state.saved();
-    } catch {
-      // the disk is full beyond the outbox's own cap; state is saved with the next group
+    } catch (err) {
+      if (err === rollback) return true;
+      if (isDiskFull(err)) return false;
+      throw err;
     }
-    this.logDrops(`outbox ${this.db.name} is full (${err.message}); when_full: ${this.config.when_full}`);
+    return false;
+  }
+
+  private countDrops(records: Pending[]): void {
+    for (const record of records) for (const upstream of record.upstreams) this.countDrop(upstream, 'overflow', 1);
   }
 
   private dropOldest(count: number): number {
