@@ -9,6 +9,7 @@ const factories: Partial<Record<DeviceConfig['protocol'], () => Promise<Connecto
   simulator: async () => (await import('./simulator/simulator.js')).createSimulator,
   'modbus-tcp': async () => (await import('./modbus/modbus.js')).createModbus,
   'modbus-rtu': async () => (await import('./modbus/modbus.js')).createModbus,
+  mqtt: async () => (await import('./mqtt/mqtt.js')).createMqttDevice,
 };
 
 export function hasConnector(protocol: string): boolean {
