@@ -122,3 +122,19 @@ describe('MQTT sensors', () => {
     await expect(connector.write('ro', 1)).rejects.toThrow('device room, point ro: the point is not writable (it needs writable: true and a command_topic)');
   });
 });
+
+describe('random and adversarial MQTT payloads (fast-check)', () => {
+  it('never crash the device: each is a reading or a counted rejection', async () => {
+    const fc = (await import('fast-check')).default;
+    const payloads = fc.sample(
+      fc.oneof(fc.string(), fc.json(), fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b).toString('latin1')), fc.constantFrom('{"temperature":', '{"temperature": NaN}', '{"__proto__": {"temperature": 1}}', '{"constructor": 1}', '\u0000', 'null', '[1,2]', '"text"', '{"temperature": "21.5"}', '{"temperature": 1e400}')),
+      300,
+    );
+    const { readings, connector } = await device({ points: [{ name: 'temperature', topic: 'fuzz/sensor', json: 'temperature' }] });
+    for (const payload of payloads) await publish('fuzz/sensor', payload);
+    await publish('fuzz/sensor', '{"temperature": 19}');
+    await until(() => readings.some((r) => r.values.temperature === 19), 10_000, 'the last, good reading');
+    expect(readings.length + connector.malformed!).toBe(payloads.length + 1);
+    expect(connector.online).toBe(true);
+  });
+});

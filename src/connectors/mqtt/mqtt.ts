@@ -3,7 +3,7 @@ import type { DeviceConfig, PointConfig, TlsConfig, Value } from '../../config/t
 import type { Reading } from '../../streams/reading.js';
 import { tlsOptions } from '../../upstream/tls.js';
 import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
-import { atPath, fillLevels, matchTopic } from './topics.js';
+import { atPath, fillLevels, matchTopic, pathParts } from './topics.js';
 
 interface MqttPoint extends PointConfig {
   topic: string;
@@ -39,7 +39,11 @@ class MqttDevice implements Connector {
   malformed = 0;
   private readonly client: MqttClient;
   private readonly points: MqttPoint[];
+  /** Per point, parsed once: the filter's levels and the field paths. */
+  private readonly compiled: { point: MqttPoint; filter: string[]; json?: string[]; ts?: string[] }[];
   private readonly template: boolean;
+  /** Device ids of a template by the wildcard levels that made them. */
+  private readonly deviceIds = new Map<string, string>();
   private readonly badTopics = new Set<string>();
   private deliver: (reading: Reading) => void = () => {};
 
@@ -49,6 +53,12 @@ class MqttDevice implements Connector {
   ) {
     this.id = config.id;
     this.points = config.points as MqttPoint[];
+    this.compiled = this.points.map((point) => ({
+      point,
+      filter: point.topic.split('/'),
+      json: point.json === undefined ? undefined : pathParts(point.json),
+      ts: point.ts === undefined ? undefined : pathParts(point.ts),
+    }));
     this.template = /\{\d+\}/.test(config.id);
     this.client = mqtt.connect(config.broker, {
       clientId: config.client_id ?? `edge-agent-${context.agentId}-${config.id.replace(/[{}]/g, '')}`,
@@ -81,8 +91,8 @@ class MqttDevice implements Connector {
     let parsed: unknown;
     let parseFailed = false;
     let reading: Reading | undefined;
-    for (const point of this.points) {
-      const levels = matchTopic(point.topic, topic);
+    for (const { point, filter, json, ts: tsPath } of this.compiled) {
+      const levels = matchTopic(filter, topic);
       if (!levels) continue;
       let value: unknown;
       let ts: number | undefined;
@@ -98,8 +108,8 @@ class MqttDevice implements Connector {
           this.reject(topic, 'the payload is not JSON');
           return;
         }
-        value = point.json === undefined ? plainValue(payload.toString()) : atPath(parsed, point.json);
-        if (point.ts !== undefined) ts = timestampOf(atPath(parsed, point.ts));
+        value = json === undefined ? plainValue(payload.toString()) : atPath(parsed, json);
+        if (tsPath !== undefined) ts = timestampOf(atPath(parsed, tsPath));
       } else {
         value = plainValue(payload.toString());
       }
@@ -107,14 +117,29 @@ class MqttDevice implements Connector {
         this.reject(topic, point.json === undefined ? 'the payload is not a value' : `no value at "${point.json}"`);
         continue;
       }
-      const device = this.template ? fillLevels(this.id, levels) : this.id;
+      const device = this.template ? this.deviceId(levels) : this.id;
       reading ??= { device, ts: ts ?? Date.now(), values: {} };
-      reading.values[point.name] = value as Value | null;
+      if (typeof value === 'number' && !Number.isFinite(value)) {
+        // 1e400 parses to Infinity: no value, and JSON upstream could not carry it anyway
+        reading.values[point.name] = null;
+        (reading.quality ??= {})[point.name] = 'bad';
+      } else reading.values[point.name] = value as Value | null;
     }
     if (reading) {
       this.badTopics.delete(topic);
       this.deliver(reading);
     }
+  }
+
+  private deviceId(levels: string[]): string {
+    const key = levels.join('/');
+    let id = this.deviceIds.get(key);
+    if (id === undefined) {
+      id = fillLevels(this.id, levels);
+      // a topic level of unbounded values must not grow this without end
+      if (this.deviceIds.size < 100_000) this.deviceIds.set(key, id);
+    }
+    return id;
   }
 
   /** Counts a payload that cannot be read; logs it once until that topic brings a good one. */

@@ -2,8 +2,8 @@
  * MQTT topic filters: `+` matches one level, `#` the rest. Returns the levels the wildcards
  * matched (for `{1}` `{2}` … in a device id template), or undefined when the topic does not match.
  */
-export function matchTopic(filter: string, topic: string): string[] | undefined {
-  const f = filter.split('/');
+export function matchTopic(filter: string | readonly string[], topic: string): string[] | undefined {
+  const f = typeof filter === 'string' ? filter.split('/') : filter;
   const t = topic.split('/');
   const captured: string[] = [];
   for (let i = 0; i < f.length; i++) {
@@ -23,10 +23,15 @@ export function fillLevels(template: string, levels: readonly string[]): string 
   return template.replace(/\{(\d+)\}/g, (whole, n: string) => levels[Number(n) - 1] ?? whole);
 }
 
-/** The value at a path such as `a.b[0].c` in parsed JSON, or undefined. */
-export function atPath(value: unknown, path: string): unknown {
+/** `a.b[0].c` → ['a', 'b', '0', 'c'] */
+export function pathParts(path: string): string[] {
+  return path.match(/[^.[\]]+/g) ?? [];
+}
+
+/** The value at a path such as `a.b[0].c` (or its parts) in parsed JSON, or undefined. */
+export function atPath(value: unknown, path: string | readonly string[]): unknown {
   let current = value;
-  for (const part of path.match(/[^.[\]]+/g) ?? []) {
+  for (const part of typeof path === 'string' ? pathParts(path) : path) {
     if (current === null || typeof current !== 'object') return undefined;
     if (!Object.hasOwn(current, part)) return undefined;
     current = (current as Record<string, unknown>)[part];
