@@ -126,41 +126,39 @@ describe('the agent as a service', () => {
   });
 });
 
+/** The receiving end of NOTIFY_SOCKET, as systemd holds it: every datagram with its arrival time. */
+async function notifyListener(socket: string) {
+  const listener = spawn('/usr/bin/python3', [
+    '-u',
+    '-c',
+    `import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(socket)})\nprint('bound')\nwhile True:\n    print(s.recv(4096).decode().replace(chr(10), ' '))`,
+  ]);
+  const messages: { at: number; text: string }[] = [];
+  listener.stdout.on('data', (chunk: Buffer) => messages.push(...chunk.toString().trim().split('\n').map((text) => ({ at: Date.now(), text }))));
+  await until(() => messages.some((m) => m.text === 'bound'), 5000, 'the notify socket');
+  return { messages, stop: () => listener.kill() };
+}
+
 describe('systemd notification', () => {
   it('reports READY, pings the watchdog at half its interval, and reports STOPPING', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'notify-'));
     const socket = join(dir, 'notify.sock');
-    // The receiving end of NOTIFY_SOCKET, as systemd holds it.
-    const listener = spawn('/usr/bin/python3', [
-      '-u',
-      '-c',
-      `import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(socket)})\nprint('bound')\nwhile True:\n    print(s.recv(4096).decode().replace(chr(10), ' '))`,
-    ]);
-    const messages: string[] = [];
-    listener.stdout.on('data', (chunk: Buffer) => messages.push(...chunk.toString().trim().split('\n')));
-    await until(() => messages.includes('bound'), 5000, 'the notify socket');
-
+    const listener = await notifyListener(socket);
+    const texts = () => listener.messages.map((m) => m.text);
     const agent = AgentProcess.start(writeConfig(dir, '1s'), { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '400000' });
-    await until(() => messages.some((m) => m.includes('READY=1')), 10_000, 'READY=1');
-    await until(() => messages.filter((m) => m.includes('WATCHDOG=1')).length >= 3, 5000, 'three watchdog pings');
-    expect(messages.find((m) => m.includes('READY=1'))).toContain(`MAINPID=${agent.child.pid}`);
+    await until(() => texts().some((m) => m.includes('READY=1')), 10_000, 'READY=1');
+    await until(() => texts().filter((m) => m.includes('WATCHDOG=1')).length >= 3, 5000, 'three watchdog pings');
+    expect(texts().find((m) => m.includes('READY=1'))).toContain(`MAINPID=${agent.child.pid}`);
     agent.kill('SIGTERM');
     await agent.exit();
-    await until(() => messages.some((m) => m.includes('STOPPING=1')), 5000, 'STOPPING=1');
-    listener.kill();
+    await until(() => texts().some((m) => m.includes('STOPPING=1')), 5000, 'STOPPING=1');
+    listener.stop();
   });
 
   it('stops the watchdog pings when a forwarding loop stalls', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stall-'));
     const socket = join(dir, 'notify.sock');
-    const listener = spawn('/usr/bin/python3', [
-      '-u',
-      '-c',
-      `import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(socket)})\nprint('bound')\nwhile True:\n    print(s.recv(4096).decode().replace(chr(10), ' '))`,
-    ]);
-    const messages: { at: number; text: string }[] = [];
-    listener.stdout.on('data', (chunk: Buffer) => messages.push(...chunk.toString().trim().split('\n').map((text) => ({ at: Date.now(), text }))));
-    await until(() => messages.some((m) => m.text === 'bound'), 5000, 'the notify socket');
+    const { messages, stop: stopListener } = await notifyListener(socket);
 
     // A broker that takes the connection and the messages but never acknowledges one.
     const silent = createServer((conn) =>
@@ -188,7 +186,7 @@ upstream: [{ name: broker, type: mqtt, url: "mqtt://127.0.0.1:${port}", topic: t
     expect(pings(stoppedAt + 200)).toBe(0);
     agent.kill('SIGKILL');
     await agent.exit();
-    listener.kill();
+    stopListener();
     silent.close();
   });
 });

@@ -3,10 +3,6 @@
 // device with a template id (`sensor-{1}`, JSON path and payload timestamp) feeding a stream
 // with a change step. Prints readings/s into the stream over BENCH_SECONDS (default 10).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
 import { createMqttDevice } from '../../dist/connectors/mqtt/mqtt.js';
 import { Stream } from '../../dist/streams/stream.js';
@@ -15,28 +11,13 @@ import { parseConfig } from '../../dist/config/load.js';
 import { StateStore } from '../../dist/streams/state.js';
 import { LatestValues } from '../../dist/streams/latest.js';
 import Database from 'better-sqlite3';
+import { startMosquitto } from './mosquitto.mjs';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const SENSORS = 1000;
 
-const port = await new Promise((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = s.address();
-    s.close(() => resolve(port));
-  });
-});
-const dir = mkdtempSync(join(tmpdir(), 'bench-mqtt-'));
-writeFileSync(join(dir, 'm.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n`);
-const broker = spawn(['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find(existsSync) ?? 'mosquitto', ['-c', join(dir, 'm.conf')], { stdio: 'ignore' });
-for (;;) {
-  const up = await new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
-    s.on('error', () => resolve(false));
-  });
-  if (up) break;
-  await new Promise((r) => setTimeout(r, 50));
-}
-const url = `mqtt://127.0.0.1:${port}`;
+const broker = await startMosquitto(['max_queued_messages 100000']);
+const { port, url } = broker;
 
 const { config, ...loaded } = parseConfig(
   `agent: { id: bench }
@@ -94,6 +75,6 @@ await new Promise((r) => setTimeout(r, SECONDS * 1000));
 const rate = ((inStream - startCount) / (performance.now() - started)) * 1000;
 for (const p of publishers) p.kill('SIGKILL');
 await device.stop();
-broker.kill('SIGKILL');
+broker.stop();
 console.log(`MQTT source, ${SENSORS} sensors publishing JSON at QoS 0 (raw MQTT from another process), over ${SECONDS} s: ${Math.round(rate).toLocaleString('en-US')} readings/s into the stream (target >= 50,000)`);
 process.exit(0);

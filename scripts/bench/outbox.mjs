@@ -6,9 +6,7 @@
 //  - drain: records/s from the outbox to a real Mosquitto at QoS 1 (batch: 100 records per
 //    message), counted when the broker has acknowledged them all.
 import Database from 'better-sqlite3';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -17,6 +15,7 @@ import { Forwarder } from '../../dist/outbox/forwarder.js';
 import { Outbox } from '../../dist/outbox/outbox.js';
 import { StateStore } from '../../dist/streams/state.js';
 import { MqttUpstream } from '../../dist/upstream/mqtt.js';
+import { startMosquitto } from './mosquitto.mjs';
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -67,32 +66,6 @@ function ingestRaw(prebuilt) {
   db.close();
   rmSync(dir, { recursive: true });
   return RECORDS / seconds;
-}
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function startMosquitto() {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'bench-mosquitto-'));
-  writeFileSync(join(dir, 'm.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
-  const binary = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find(existsSync) ?? 'mosquitto';
-  const child = spawn(binary, ['-c', join(dir, 'm.conf')], { stdio: 'ignore' });
-  for (;;) {
-    const up = await new Promise((resolve) => {
-      const s = connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
-      s.on('error', () => resolve(false));
-    });
-    if (up) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { url: `mqtt://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
 }
 
 async function drain(url, batch) {
