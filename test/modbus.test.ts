@@ -127,6 +127,8 @@ describe('Modbus TCP', () => {
     expect(readings.at(-1)).toEqual({ device: 'meter', ts: expect.any(Number), values: { ok: 7, gone: null }, quality: { gone: 'bad' } });
     expect(connector.online).toBe(true);
     expect(events).toEqual([]);
+    // every refused read is counted, though logged once
+    expect((connector as unknown as { readErrors: number }).readErrors).toBeGreaterThanOrEqual(5);
     const logged = lines.filter((l) => l.includes('address 500'));
     expect(logged).toHaveLength(1);
     expect(logged[0]).toMatch(/device meter: unit 1, function 3 \(holding\), address 500, count 1: .*Illegal data address/);

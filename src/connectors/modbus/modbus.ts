@@ -41,6 +41,8 @@ interface PollGroup {
 class ModbusDevice implements Connector {
   readonly id: string;
   online = true;
+  /** Reads that failed (exception, timeout, CRC, wrong length, no connection), counted for metrics. */
+  readErrors = 0;
   private readonly bus: ModbusBus;
   private readonly unit: number;
   private readonly timeout: number;
@@ -143,6 +145,7 @@ class ModbusDevice implements Connector {
       } catch (err) {
         const retry = attempt < this.retries && !(err instanceof BusError) && (err as { modbusCode?: number }).modbusCode === undefined;
         if (retry) continue;
+        this.readErrors++;
         this.failed(episode, `unit ${this.unit}, function ${fc} (${block.area}), address ${block.start}, count ${block.count}`, err as Error);
         throw err;
       }
