@@ -163,7 +163,7 @@ export class Agent {
         if (upstreams.length > 0) outbox.add(upstreams, 'devices', event);
       };
       try {
-        runtime.connectors.set(device.id, await createConnector(device, { log: this.log, agentId: config.agent.id, report }));
+        runtime.connectors.set(device.id, await createConnector(device, { log: this.log, agentId: config.agent.id, dataDir: config.agent.data_dir, report }));
       } catch (err) {
         this.log.error({ device: device.id }, (err as Error).message);
       }

@@ -19,6 +19,8 @@ export interface Connector {
 export interface ConnectorContext {
   log: Logger;
   agentId: string;
+  /** agent.data_dir: where a connector keeps files of its own (OPC UA certificates). */
+  dataDir?: string;
   /** Sends a device event (DEVICE_OFFLINE, DEVICE_ONLINE) to the upstreams of the device's streams. */
   report?(event: Reading): void;
 }

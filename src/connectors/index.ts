@@ -10,6 +10,7 @@ const factories: Partial<Record<DeviceConfig['protocol'], () => Promise<Connecto
   'modbus-tcp': async () => (await import('./modbus/modbus.js')).createModbus,
   'modbus-rtu': async () => (await import('./modbus/modbus.js')).createModbus,
   mqtt: async () => (await import('./mqtt/mqtt.js')).createMqttDevice,
+  opcua: async () => (await import('./opcua/opcua.js')).createOpcuaDevice,
 };
 
 export function hasConnector(protocol: string): boolean {

@@ -1,0 +1,228 @@
+import { join } from 'node:path';
+import {
+  AttributeIds,
+  ClientMonitoredItem,
+  ClientSubscription,
+  DataType,
+  MessageSecurityMode,
+  OPCUACertificateManager,
+  OPCUAClient,
+  SecurityPolicy,
+  StatusCodes,
+  TimestampsToReturn,
+  UserTokenType,
+  Variant,
+  type ClientSession,
+  type DataValue,
+} from 'node-opcua';
+import type { DeviceConfig, PointConfig, Value } from '../../config/types.js';
+import type { Quality, Reading } from '../../streams/reading.js';
+import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
+
+interface OpcuaPoint extends PointConfig {
+  node: string;
+  /** with it the point is a monitored item of a subscription; without it, read at each poll */
+  sampling?: number;
+  queue_size?: number;
+  deadband?: { type: 'absolute' | 'percent'; value: number };
+}
+
+interface OpcuaDeviceConfig extends DeviceConfig {
+  endpoint: string;
+  security?: { mode?: 'None' | 'Sign' | 'SignAndEncrypt'; policy?: string };
+  user?: string;
+  password?: string;
+  trust_on_first_use?: boolean;
+  timeout?: number;
+}
+
+export const createOpcuaDevice: ConnectorFactory = async (device, context) => new OpcuaDevice(device as OpcuaDeviceConfig, context);
+
+/**
+ * An OPC UA server: points with `sampling` are monitored items of one subscription, the others
+ * are read at the device's `poll`. The reading's ts is the value's source timestamp (else the
+ * server's, else arrival); status codes map to quality (Bad → bad with no value, Uncertain →
+ * estimated). node-opcua reconnects by itself with backoff and restores the session and its
+ * subscription (or recreates them after a server restart); the device is offline meanwhile.
+ * The agent's application certificate lives in data_dir/opcua/pki, created on first start.
+ */
+class OpcuaDevice implements Connector {
+  readonly id: string;
+  online = false;
+  /** Whether the device was ever reached or found unreachable. */
+  private known = false;
+  private readonly client: OPCUAClient;
+  private session: ClientSession | undefined;
+  private subscription: ClientSubscription | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private readonly points: OpcuaPoint[];
+  private deliver: (reading: Reading) => void = () => {};
+  private stopped = false;
+  private readonly dataTypes = new Map<string, DataType>();
+
+  constructor(
+    private readonly config: OpcuaDeviceConfig,
+    private readonly context: ConnectorContext,
+  ) {
+    this.id = config.id;
+    this.points = config.points as OpcuaPoint[];
+    const mode = config.security?.mode ?? 'None';
+    const policy = config.security?.policy ?? (mode === 'None' ? 'None' : 'Basic256Sha256');
+    this.client = OPCUAClient.create({
+      applicationName: `edge-agent ${context.agentId}`,
+      securityMode: MessageSecurityMode[mode],
+      securityPolicy: SecurityPolicy[policy as keyof typeof SecurityPolicy],
+      endpointMustExist: false,
+      keepSessionAlive: true,
+      requestedSessionTimeout: 60_000,
+      connectionStrategy: { initialDelay: 500, maxDelay: 10_000, maxRetry: Number.MAX_SAFE_INTEGER, randomisationFactor: 0.2 },
+      clientCertificateManager: new OPCUACertificateManager({
+        rootFolder: join(context.dataDir ?? '.', 'opcua', 'pki'),
+        automaticallyAcceptUnknownCertificate: config.trust_on_first_use ?? false,
+      }),
+    });
+    this.client.on('connection_lost', () => this.setOnline(false, 'connection lost'));
+    this.client.on('connection_reestablished', () => this.setOnline(true));
+    this.client.on('backoff', (count, delay) => {
+      if (count === 1) context.log.warn({ device: this.id }, `device ${this.id}: cannot reach ${config.endpoint}; retrying (next in ${delay} ms)`);
+    });
+  }
+
+  start(deliver: (reading: Reading) => void): void {
+    this.deliver = deliver;
+    void this.open();
+  }
+
+  private async open(): Promise<void> {
+    try {
+      await this.client.connect(this.config.endpoint);
+      const identity = this.config.user
+        ? { type: UserTokenType.UserName as const, userName: this.config.user, password: this.config.password ?? '' }
+        : { type: UserTokenType.Anonymous as const };
+      this.session = await this.client.createSession(identity);
+      if (this.stopped) return;
+      this.setOnline(true);
+      this.subscribe(this.session);
+      this.schedulePolls();
+    } catch (err) {
+      if (this.stopped) return;
+      this.context.log.error({ device: this.id, err: (err as Error).message }, `device ${this.id}: cannot open ${this.config.endpoint}: ${(err as Error).message}; trying again`);
+      setTimeout(() => void this.open(), 2000).unref();
+    }
+  }
+
+  private subscribe(session: ClientSession): void {
+    const monitored = this.points.filter((p) => p.sampling !== undefined);
+    if (monitored.length === 0) return;
+    const fastest = Math.min(...monitored.map((p) => p.sampling!));
+    this.subscription = ClientSubscription.create(session, {
+      requestedPublishingInterval: fastest,
+      requestedLifetimeCount: 600,
+      requestedMaxKeepAliveCount: 20,
+      maxNotificationsPerPublish: 1000,
+      publishingEnabled: true,
+      priority: 10,
+    });
+    for (const point of monitored) {
+      const item = ClientMonitoredItem.create(
+        this.subscription,
+        { nodeId: point.node, attributeId: AttributeIds.Value },
+        {
+          samplingInterval: point.sampling,
+          queueSize: point.queue_size ?? 10,
+          discardOldest: true,
+          filter: point.deadband ? deadbandFilter(point.deadband) : undefined,
+        },
+        TimestampsToReturn.Both,
+      );
+      item.on('changed', (dataValue: DataValue) => this.deliver(readingOf(this.id, [[point, dataValue]])));
+      item.on('err', (message: string) => this.context.log.warn({ device: this.id, node: point.node }, `device ${this.id}: monitoring ${point.node} failed: ${message}`));
+    }
+  }
+
+  private schedulePolls(): void {
+    const polled = this.points.filter((p) => p.sampling === undefined);
+    if (polled.length === 0) return;
+    const every = this.config.poll ?? 1000;
+    const tick = async () => {
+      if (this.stopped) return;
+      this.pollTimer = setTimeout(tick, every - (Date.now() % every));
+      if (!this.session || !this.online) return;
+      try {
+        const values = await this.session.read(polled.map((p) => ({ nodeId: p.node, attributeId: AttributeIds.Value })));
+        this.deliver(readingOf(this.id, polled.map((p, i) => [p, values[i]])));
+      } catch (err) {
+        this.context.log.warn({ device: this.id, err: (err as Error).message }, `device ${this.id}: read failed: ${(err as Error).message}`);
+      }
+    };
+    this.pollTimer = setTimeout(tick, every - (Date.now() % every));
+  }
+
+  private setOnline(online: boolean, why?: string): void {
+    if (online === this.online && this.known) return;
+    // the first connection is the expected state, not news: no event for it
+    const first = !this.known && online;
+    this.known = true;
+    this.online = online;
+    if (first) return;
+    const description = online ? `device ${this.id}: ${this.config.endpoint} answers` : `device ${this.id}: ${this.config.endpoint} ${why}`;
+    if (online) this.context.log.info({ device: this.id }, description);
+    else this.context.log.warn({ device: this.id }, description);
+    this.context.report?.({
+      device: this.id,
+      ts: Date.now(),
+      values: {},
+      event: { code: online ? 'DEVICE_ONLINE' : 'DEVICE_OFFLINE', severity: online ? 'info' : 'major', description, state: online ? 'cleared' : 'raised' },
+    });
+  }
+
+  async write(name: string, value: Value): Promise<void> {
+    const point = this.points.find((p) => p.name === name);
+    if (!point) throw new WriteError(this.id, name, 'no such point');
+    if (!point.writable) throw new WriteError(this.id, name, 'the point is not writable');
+    if (!this.session || !this.online) throw new WriteError(this.id, name, `not connected to ${this.config.endpoint}`);
+    let dataType = this.dataTypes.get(point.node);
+    if (dataType === undefined) {
+      // the node's own data type, so that 1 goes to a Double as a Double and to an Int16 as one
+      const type = await this.session.read({ nodeId: point.node, attributeId: AttributeIds.DataType });
+      dataType = (type.value.value?.value as DataType | undefined) ?? DataType.Null;
+      this.dataTypes.set(point.node, dataType);
+    }
+    const status = await this.session.write({ nodeId: point.node, attributeId: AttributeIds.Value, value: { value: new Variant({ dataType, value }) } });
+    if (status !== StatusCodes.Good) throw new WriteError(this.id, name, `node ${point.node}: ${status.name} (${status.description})`);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.pollTimer);
+    await this.subscription?.terminate().catch(() => undefined);
+    await this.session?.close().catch(() => undefined);
+    await this.client.disconnect().catch(() => undefined);
+  }
+}
+
+function readingOf(device: string, values: [OpcuaPoint, DataValue][]): Reading {
+  const reading: Reading = { device, ts: 0, values: {} };
+  for (const [point, dataValue] of values) {
+    const ts = dataValue.sourceTimestamp?.getTime() ?? dataValue.serverTimestamp?.getTime() ?? Date.now();
+    if (ts > reading.ts) reading.ts = ts;
+    const quality = qualityOf(dataValue);
+    const raw = dataValue.value?.value;
+    const usable = quality !== 'bad' && (typeof raw === 'number' || typeof raw === 'boolean' || typeof raw === 'string');
+    reading.values[point.name] = usable ? (raw as Value) : typeof raw === 'bigint' ? Number(raw) : null;
+    if (quality !== 'good' || !usable) (reading.quality ??= {})[point.name] = usable ? quality : 'bad';
+  }
+  return reading;
+}
+
+function qualityOf(dataValue: DataValue): Quality {
+  const name = dataValue.statusCode.name;
+  if (name.startsWith('Bad')) return 'bad';
+  if (name.startsWith('Uncertain')) return 'estimated';
+  return 'good';
+}
+
+function deadbandFilter(deadband: { type: 'absolute' | 'percent'; value: number }) {
+  // DataChangeFilter: trigger StatusValue (1), deadband type Absolute (1) or Percent (2)
+  return { trigger: 1, deadbandType: deadband.type === 'absolute' ? 1 : 2, deadbandValue: deadband.value } as never;
+}

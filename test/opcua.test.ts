@@ -1,0 +1,98 @@
+import pino from 'pino';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { DeviceConfig } from '../src/config/types.js';
+import type { Connector } from '../src/connectors/connector.js';
+import { createOpcuaDevice } from '../src/connectors/opcua/opcua.js';
+import type { Reading } from '../src/streams/reading.js';
+import { OpcuaTestServer } from './support/opcua-server.js';
+import { until } from './support/ports.js';
+
+let server: OpcuaTestServer;
+beforeAll(async () => {
+  server = await OpcuaTestServer.start();
+}, 120_000);
+afterAll(async () => {
+  await server?.stop();
+});
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+async function device(config: Partial<DeviceConfig> & { points: DeviceConfig['points'] }) {
+  const readings: Reading[] = [];
+  const events: Reading[] = [];
+  const lines: string[] = [];
+  const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+  const dataDir = mkdtempSync(join(tmpdir(), 'opcua-client-'));
+  const connector: Connector = await createOpcuaDevice({ id: 'press-7', protocol: 'opcua', endpoint: server.endpoint, ...config }, { log, agentId: 'gw', dataDir, report: (e) => events.push(e) });
+  cleanups.push(() => connector.stop());
+  connector.start((r) => readings.push(r));
+  await until(() => connector.online, 30_000, 'the OPC UA session');
+  return { connector, readings, events, lines };
+}
+
+describe('OPC UA', () => {
+  it('delivers monitored values with the source timestamp, and reads polled points', async () => {
+    const before = Date.now();
+    const { readings } = await device({
+      poll: 200,
+      points: [
+        { name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 },
+        { name: 'setpoint', node: 'ns=1;s=Motor.Setpoint' },
+      ],
+    });
+    await until(() => readings.some((r) => r.values.rpm === 100), 10_000, 'the first rpm');
+    server.setRpm(123.5);
+    await until(() => readings.some((r) => r.values.rpm === 123.5), 10_000, 'the changed rpm');
+    await until(() => readings.some((r) => 'setpoint' in r.values), 10_000, 'a polled read');
+    const rpm = readings.find((r) => r.values.rpm === 123.5)!;
+    expect(rpm.ts).toBeGreaterThanOrEqual(before);
+    expect(rpm.quality).toBeUndefined();
+  }, 60_000);
+
+  it('maps a Bad status code to bad quality with no value', async () => {
+    const { readings } = await device({ points: [{ name: 'broken', node: 'ns=1;s=Motor.Broken', sampling: 100 }] });
+    await until(() => readings.length > 0, 10_000, 'a reading');
+    expect(readings[0]).toMatchObject({ values: { broken: null }, quality: { broken: 'bad' } });
+  }, 60_000);
+
+  it('writes with the node data type and reports a refused write', async () => {
+    const { connector } = await device({
+      points: [
+        { name: 'setpoint', node: 'ns=1;s=Motor.Setpoint', writable: true },
+        { name: 'count', node: 'ns=1;s=Motor.Count', writable: true },
+        { name: 'rpm', node: 'ns=1;s=Motor.RPM', writable: true },
+      ],
+    });
+    await connector.write('setpoint', 42.5);
+    await connector.write('count', 7);
+    expect([server.setpoint, server.count]).toEqual([42.5, 7]);
+    await expect(connector.write('rpm', 1)).rejects.toThrow(/device press-7, point rpm: node ns=1;s=Motor.RPM: Bad(NotWritable|UserAccessDenied)/);
+  }, 60_000);
+
+  it('logs in with a user name and password', async () => {
+    const { readings } = await device({ user: 'operator', password: 's3cret', points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] });
+    await until(() => readings.length > 0, 10_000, 'a reading');
+  }, 60_000);
+
+  it('comes back by itself when the server restarts in the middle of a subscription', async () => {
+    const { readings, events, connector } = await device({ points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] });
+    server.setRpm(200);
+    await until(() => readings.some((r) => r.values.rpm === 200), 10_000, 'rpm 200');
+    await server.stop();
+    await until(() => !connector.online, 20_000, 'the device offline');
+    await server.resume();
+    await until(() => connector.online, 60_000, 'the device online again');
+    server.setRpm(321);
+    await until(() => readings.some((r) => r.values.rpm === 321), 30_000, 'values after the restart');
+    await new Promise((r) => setTimeout(r, 500));
+    // one monitored item after the restart, not one more per reconnection
+    expect(readings.filter((r) => r.values.rpm === 321)).toHaveLength(1);
+    expect(events.map((e) => e.event!.code)).toEqual(['DEVICE_OFFLINE', 'DEVICE_ONLINE']);
+  }, 120_000);
+});

@@ -1,0 +1,110 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DataType, DataValue, OPCUACertificateManager, OPCUAServer, StatusCodes, Variant, type UAVariable } from 'node-opcua';
+import { freePort } from './ports.js';
+
+/**
+ * A node-opcua server on a free loopback port with a few nodes of a motor, which the test can
+ * change, stop and start again on the same port (and the same certificate).
+ */
+export class OpcuaTestServer {
+  rpm = 100;
+  setpoint = 0;
+  count = 0;
+  private server: OPCUAServer | undefined;
+  private rpmNode: UAVariable | undefined;
+  private readonly pki: string;
+
+  private constructor(readonly port: number) {
+    this.pki = mkdtempSync(join(tmpdir(), 'opcua-server-pki-'));
+  }
+
+  get endpoint(): string {
+    return `opc.tcp://127.0.0.1:${this.port}/UA/Test`;
+  }
+
+  static async start(): Promise<OpcuaTestServer> {
+    const server = new OpcuaTestServer(await freePort());
+    await server.resume();
+    return server;
+  }
+
+  async resume(): Promise<void> {
+    const server = new OPCUAServer({
+      port: this.port,
+      hostname: '127.0.0.1',
+      resourcePath: '/UA/Test',
+      alternateHostname: ['127.0.0.1'],
+      serverCertificateManager: new OPCUACertificateManager({ rootFolder: join(this.pki, 'server'), automaticallyAcceptUnknownCertificate: true }),
+      userManager: { isValidUser: (user: string, password: string) => user === 'operator' && password === 's3cret' },
+    });
+    await server.initialize();
+    const addressSpace = server.engine.addressSpace!;
+    const ns = addressSpace.getOwnNamespace();
+    const motor = ns.addObject({ organizedBy: addressSpace.rootFolder.objects, browseName: 'Motor' });
+    this.rpmNode = ns.addVariable({
+      componentOf: motor,
+      browseName: 'RPM',
+      nodeId: 's=Motor.RPM',
+      dataType: 'Double',
+      accessLevel: 'CurrentRead',
+      userAccessLevel: 'CurrentRead',
+      value: { get: () => new Variant({ dataType: DataType.Double, value: this.rpm }) },
+    });
+    ns.addVariable({
+      componentOf: motor,
+      browseName: 'Setpoint',
+      nodeId: 's=Motor.Setpoint',
+      dataType: 'Double',
+      accessLevel: 'CurrentRead | CurrentWrite',
+      userAccessLevel: 'CurrentRead | CurrentWrite',
+      value: {
+        get: () => new Variant({ dataType: DataType.Double, value: this.setpoint }),
+        set: (v: Variant) => {
+          this.setpoint = v.value as number;
+          return StatusCodes.Good;
+        },
+      },
+    });
+    ns.addVariable({
+      componentOf: motor,
+      browseName: 'Count',
+      nodeId: 's=Motor.Count',
+      dataType: 'Int16',
+      accessLevel: 'CurrentRead | CurrentWrite',
+      userAccessLevel: 'CurrentRead | CurrentWrite',
+      value: {
+        get: () => new Variant({ dataType: DataType.Int16, value: this.count }),
+        set: (v: Variant) => {
+          this.count = v.value as number;
+          return StatusCodes.Good;
+        },
+      },
+    });
+    ns.addVariable({
+      componentOf: motor,
+      browseName: 'Broken',
+      nodeId: 's=Motor.Broken',
+      dataType: 'Double',
+      value: {
+        timestamped_get: () =>
+          new DataValue({ value: new Variant({ dataType: DataType.Double, value: 0 }), statusCode: StatusCodes.BadSensorFailure, sourceTimestamp: new Date(), serverTimestamp: new Date() }),
+      },
+    });
+    await server.start();
+    this.server = server;
+  }
+
+  /** Changes RPM and tells subscribers. */
+  setRpm(value: number): void {
+    this.rpm = value;
+    this.rpmNode?.touchValue();
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    await server?.shutdown(0);
+  }
+}
