@@ -23,7 +23,7 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
 
-async function device(config: Partial<DeviceConfig> & { points: DeviceConfig['points'] }) {
+async function device(config: Partial<DeviceConfig> & { points: DeviceConfig['points'] }, expectOnline = true) {
   const readings: Reading[] = [];
   const events: Reading[] = [];
   const lines: string[] = [];
@@ -32,7 +32,7 @@ async function device(config: Partial<DeviceConfig> & { points: DeviceConfig['po
   const connector: Connector = await createOpcuaDevice({ id: 'press-7', protocol: 'opcua', endpoint: server.endpoint, ...config }, { log, agentId: 'gw', dataDir, report: (e) => events.push(e) });
   cleanups.push(() => connector.stop());
   connector.start((r) => readings.push(r));
-  await until(() => connector.online, 30_000, 'the OPC UA session');
+  if (expectOnline) await until(() => connector.online, 30_000, 'the OPC UA session');
   return { connector, readings, events, lines };
 }
 
@@ -79,6 +79,45 @@ describe('OPC UA', () => {
     const { readings } = await device({ user: 'operator', password: 's3cret', points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] });
     await until(() => readings.length > 0, 10_000, 'a reading');
   }, 60_000);
+
+  it('talks SignAndEncrypt with its own certificate, trusting the server on first use', async () => {
+    const { readings, connector } = await device({
+      security: { mode: 'SignAndEncrypt', policy: 'Basic256Sha256' },
+      trust_on_first_use: true,
+      points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }],
+    });
+    await until(() => readings.length > 0, 10_000, 'a reading over an encrypted channel');
+    expect(connector.online).toBe(true);
+  }, 60_000);
+
+  it('refuses a server certificate it does not trust, with Sign', async () => {
+    const { lines, connector } = await device({ security: { mode: 'Sign', policy: 'Basic256Sha256' }, points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] }, false);
+    await until(() => lines.some((l) => /BadCertificateUntrusted/.test(l)), 30_000, 'the refusal');
+    expect(connector.online).toBe(false);
+  }, 60_000);
+
+  it('on first use trusts the server certificate it sees, and refuses a changed one', async () => {
+    const own = await OpcuaTestServer.start();
+    cleanups.push(() => own.stop());
+    const readings: Reading[] = [];
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    const dataDir = mkdtempSync(join(tmpdir(), 'opcua-tofu-'));
+    const config = { id: 'tofu', protocol: 'opcua' as const, endpoint: own.endpoint, security: { mode: 'Sign' as const }, trust_on_first_use: true, points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] };
+    const first = await createOpcuaDevice(config, { log, agentId: 'gw', dataDir });
+    first.start((r) => readings.push(r));
+    await until(() => first.online, 30_000, 'the first connection');
+    await first.stop();
+    await own.stop();
+    own.renewCertificate();
+    await own.resume();
+    // a restart of the agent: the certificate trusted on first use is kept in data_dir
+    const again = await createOpcuaDevice(config, { log, agentId: 'gw', dataDir });
+    cleanups.push(() => again.stop());
+    again.start(() => {});
+    await until(() => lines.filter((l) => /BadCertificateUntrusted/.test(l)).length > 0, 30_000, 'the changed certificate refused');
+    expect(again.online).toBe(false);
+  }, 120_000);
 
   it('comes back by itself when the server restarts in the middle of a subscription', async () => {
     const { readings, events, connector } = await device({ points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] });

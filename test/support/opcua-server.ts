@@ -14,7 +14,7 @@ export class OpcuaTestServer {
   count = 0;
   private server: OPCUAServer | undefined;
   private rpmNode: UAVariable | undefined;
-  private readonly pki: string;
+  private pki: string;
 
   private constructor(readonly port: number) {
     this.pki = mkdtempSync(join(tmpdir(), 'opcua-server-pki-'));
@@ -94,6 +94,11 @@ export class OpcuaTestServer {
     });
     await server.start();
     this.server = server;
+  }
+
+  /** The next resume() makes the server a new certificate (a replaced or impostor server). */
+  renewCertificate(): void {
+    this.pki = mkdtempSync(join(tmpdir(), 'opcua-server-pki-'));
   }
 
   /** Changes RPM and tells subscribers. */

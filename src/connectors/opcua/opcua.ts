@@ -1,3 +1,4 @@
+import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   AttributeIds,
@@ -33,6 +34,8 @@ interface OpcuaDeviceConfig extends DeviceConfig {
   user?: string;
   password?: string;
   trust_on_first_use?: boolean;
+  /** a folder of server certificates to trust */
+  trust_dir?: string;
   timeout?: number;
 }
 
@@ -59,6 +62,7 @@ class OpcuaDevice implements Connector {
   private deliver: (reading: Reading) => void = () => {};
   private stopped = false;
   private readonly dataTypes = new Map<string, DataType>();
+  private readonly certificates: OPCUACertificateManager;
 
   constructor(
     private readonly config: OpcuaDeviceConfig,
@@ -68,6 +72,17 @@ class OpcuaDevice implements Connector {
     this.points = config.points as OpcuaPoint[];
     const mode = config.security?.mode ?? 'None';
     const policy = config.security?.policy ?? (mode === 'None' ? 'None' : 'Basic256Sha256');
+    const pki = join(context.dataDir ?? '.', 'opcua', 'pki');
+    const trusted = join(pki, 'trusted', 'certs');
+    mkdirSync(trusted, { recursive: true });
+    // Server certificates the operator put in trust_dir are trusted as they are.
+    if (config.trust_dir) for (const file of readdirSync(config.trust_dir)) copyFileSync(join(config.trust_dir, file), join(trusted, file));
+    // Trust on first use: accept a server certificate only while none is trusted yet; once one
+    // is (it is kept in the PKI), a different one is refused, even after a restart.
+    this.certificates = new OPCUACertificateManager({
+      rootFolder: pki,
+      automaticallyAcceptUnknownCertificate: (config.trust_on_first_use ?? false) && readdirSync(trusted).length === 0,
+    });
     this.client = OPCUAClient.create({
       applicationName: `edge-agent ${context.agentId}`,
       securityMode: MessageSecurityMode[mode],
@@ -76,10 +91,7 @@ class OpcuaDevice implements Connector {
       keepSessionAlive: true,
       requestedSessionTimeout: 60_000,
       connectionStrategy: { initialDelay: 500, maxDelay: 10_000, maxRetry: Number.MAX_SAFE_INTEGER, randomisationFactor: 0.2 },
-      clientCertificateManager: new OPCUACertificateManager({
-        rootFolder: join(context.dataDir ?? '.', 'opcua', 'pki'),
-        automaticallyAcceptUnknownCertificate: config.trust_on_first_use ?? false,
-      }),
+      clientCertificateManager: this.certificates,
     });
     this.client.on('connection_lost', () => this.setOnline(false, 'connection lost'));
     this.client.on('connection_reestablished', () => this.setOnline(true));
@@ -100,6 +112,8 @@ class OpcuaDevice implements Connector {
         ? { type: UserTokenType.UserName as const, userName: this.config.user, password: this.config.password ?? '' }
         : { type: UserTokenType.Anonymous as const };
       this.session = await this.client.createSession(identity);
+      // the first server certificate is now trusted: no other will be accepted by itself
+      this.certificates.automaticallyAcceptUnknownCertificate = false;
       if (this.stopped) return;
       this.setOnline(true);
       this.subscribe(this.session);
