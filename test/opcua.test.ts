@@ -8,6 +8,7 @@ import type { Connector } from '../src/connectors/connector.js';
 import { createOpcuaDevice } from '../src/connectors/opcua/opcua.js';
 import type { Reading } from '../src/streams/reading.js';
 import { OpcuaTestServer } from './support/opcua-server.js';
+import { makePki } from './support/pki.js';
 import { until } from './support/ports.js';
 
 let server: OpcuaTestServer;
@@ -55,10 +56,10 @@ describe('OPC UA', () => {
     expect(rpm.quality).toBeUndefined();
   }, 60_000);
 
-  it('maps a Bad status code to bad quality with no value', async () => {
-    const { readings } = await device({ points: [{ name: 'broken', node: 'ns=1;s=Motor.Broken', sampling: 100 }] });
+  it('maps Bad status codes to bad quality with no value, and Uncertain ones to estimated', async () => {
+    const { readings } = await device({ poll: 200, points: [{ name: 'broken', node: 'ns=1;s=Motor.Broken' }, { name: 'guess', node: 'ns=1;s=Motor.Guess' }] });
     await until(() => readings.length > 0, 10_000, 'a reading');
-    expect(readings[0]).toMatchObject({ values: { broken: null }, quality: { broken: 'bad' } });
+    expect(readings[0]).toMatchObject({ values: { broken: null, guess: 9.5 }, quality: { broken: 'bad', guess: 'estimated' } });
   }, 60_000);
 
   it('writes with the node data type and reports a refused write', async () => {
@@ -77,6 +78,12 @@ describe('OPC UA', () => {
 
   it('logs in with a user name and password', async () => {
     const { readings } = await device({ user: 'operator', password: 's3cret', points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] });
+    await until(() => readings.length > 0, 10_000, 'a reading');
+  }, 60_000);
+
+  it('logs in with a user certificate', async () => {
+    const pki = makePki(mkdtempSync(join(tmpdir(), 'opcua-user-')));
+    const { readings } = await device({ certificate: pki.clientCert, private_key: pki.clientKey, points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] });
     await until(() => readings.length > 0, 10_000, 'a reading');
   }, 60_000);
 

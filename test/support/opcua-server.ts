@@ -38,6 +38,7 @@ export class OpcuaTestServer {
       alternateHostname: ['127.0.0.1'],
       serverCertificateManager: new OPCUACertificateManager({ rootFolder: join(this.pki, 'server'), automaticallyAcceptUnknownCertificate: true }),
       userManager: { isValidUser: (user: string, password: string) => user === 'operator' && password === 's3cret' },
+      userCertificateManager: new OPCUACertificateManager({ rootFolder: join(this.pki, 'users'), automaticallyAcceptUnknownCertificate: true }),
     });
     await server.initialize();
     const addressSpace = server.engine.addressSpace!;
@@ -90,6 +91,16 @@ export class OpcuaTestServer {
       value: {
         timestamped_get: () =>
           new DataValue({ value: new Variant({ dataType: DataType.Double, value: 0 }), statusCode: StatusCodes.BadSensorFailure, sourceTimestamp: new Date(), serverTimestamp: new Date() }),
+      },
+    });
+    ns.addVariable({
+      componentOf: motor,
+      browseName: 'Guess',
+      nodeId: 's=Motor.Guess',
+      dataType: 'Double',
+      value: {
+        timestamped_get: () =>
+          new DataValue({ value: new Variant({ dataType: DataType.Double, value: 9.5 }), statusCode: StatusCodes.UncertainLastUsableValue, sourceTimestamp: new Date(), serverTimestamp: new Date() }),
       },
     });
     await server.start();

@@ -4,7 +4,10 @@ import { join } from 'node:path';
 
 /** A throwaway CA with a server certificate for 127.0.0.1 and a client certificate, made by openssl. */
 export function makePki(dir: string): { ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string } {
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  // node-opcua sets OPENSSL_CONF to a file of its own that need not exist: openssl gets the default
+  const env = { ...process.env };
+  delete env.OPENSSL_CONF;
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe', env });
   openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=edge-agent test CA');
   writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\n');
   for (const [name, cn, ext] of [

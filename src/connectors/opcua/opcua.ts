@@ -1,4 +1,5 @@
-import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   AttributeIds,
@@ -33,6 +34,8 @@ interface OpcuaDeviceConfig extends DeviceConfig {
   security?: { mode?: 'None' | 'Sign' | 'SignAndEncrypt'; policy?: string };
   user?: string;
   password?: string;
+  certificate?: string;
+  private_key?: string;
   trust_on_first_use?: boolean;
   /** a folder of server certificates to trust */
   trust_dir?: string;
@@ -108,10 +111,7 @@ class OpcuaDevice implements Connector {
   private async open(): Promise<void> {
     try {
       await this.client.connect(this.config.endpoint);
-      const identity = this.config.user
-        ? { type: UserTokenType.UserName as const, userName: this.config.user, password: this.config.password ?? '' }
-        : { type: UserTokenType.Anonymous as const };
-      this.session = await this.client.createSession(identity);
+      this.session = await this.client.createSession(this.identity());
       // the first server certificate is now trusted: no other will be accepted by itself
       this.certificates.automaticallyAcceptUnknownCertificate = false;
       if (this.stopped) return;
@@ -123,6 +123,20 @@ class OpcuaDevice implements Connector {
       this.context.log.error({ device: this.id, err: (err as Error).message }, `device ${this.id}: cannot open ${this.config.endpoint}: ${(err as Error).message}; trying again`);
       setTimeout(() => void this.open(), 2000).unref();
     }
+  }
+
+  /** Anonymous, user name and password, or a user certificate (`certificate`, `private_key`: PEM files). */
+  private identity() {
+    const { user, password, certificate, private_key } = this.config;
+    if (certificate && private_key) {
+      return {
+        type: UserTokenType.Certificate as const,
+        certificateData: new X509Certificate(readFileSync(certificate)).raw,
+        privateKey: readFileSync(private_key, 'utf8'),
+      };
+    }
+    if (user) return { type: UserTokenType.UserName as const, userName: user, password: password ?? '' };
+    return { type: UserTokenType.Anonymous as const };
   }
 
   private subscribe(session: ClientSession): void {
