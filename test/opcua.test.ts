@@ -97,6 +97,11 @@ describe('OPC UA', () => {
     expect(connector.online).toBe(true);
   }, 60_000);
 
+  it('trusts the server certificates of trust_dir', async () => {
+    const { readings } = await device({ security: { mode: 'Sign', policy: 'Basic256Sha256' }, trust_dir: server.certificateFolder, points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] });
+    await until(() => readings.length > 0, 10_000, 'a reading over a signed channel');
+  }, 60_000);
+
   it('refuses a server certificate it does not trust, with Sign', async () => {
     const { lines, connector } = await device({ security: { mode: 'Sign', policy: 'Basic256Sha256' }, points: [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }] }, false);
     await until(() => lines.some((l) => /BadCertificateUntrusted/.test(l)), 30_000, 'the refusal');

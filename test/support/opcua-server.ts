@@ -107,6 +107,11 @@ export class OpcuaTestServer {
     this.server = server;
   }
 
+  /** The folder of the server's own certificate (PEM), to be trusted by a client. */
+  get certificateFolder(): string {
+    return join(this.pki, 'server', 'own', 'certs');
+  }
+
   /** The next resume() makes the server a new certificate (a replaced or impostor server). */
   renewCertificate(): void {
     this.pki = mkdtempSync(join(tmpdir(), 'opcua-server-pki-'));

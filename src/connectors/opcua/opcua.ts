@@ -79,7 +79,9 @@ class OpcuaDevice implements Connector {
     const trusted = join(pki, 'trusted', 'certs');
     mkdirSync(trusted, { recursive: true });
     // Server certificates the operator put in trust_dir are trusted as they are.
-    if (config.trust_dir) for (const file of readdirSync(config.trust_dir)) copyFileSync(join(config.trust_dir, file), join(trusted, file));
+    if (config.trust_dir) {
+      for (const file of readdirSync(config.trust_dir)) if (/\.(pem|der|crt|cer)$/i.test(file)) copyFileSync(join(config.trust_dir, file), join(trusted, file));
+    }
     // Trust on first use: accept a server certificate only while none is trusted yet; once one
     // is (it is kept in the PKI), a different one is refused, even after a restart.
     this.certificates = new OPCUACertificateManager({
