@@ -294,7 +294,6 @@ export const configSchema = object(
         data_dir: text,
         log_level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
         http: text,
-        http_token: text,
         timezone: text,
       },
       ['id'],

@@ -7,7 +7,6 @@ export interface AgentSection {
   data_dir: string;
   log_level: string;
   http: string;
-  http_token?: string;
   timezone: string;
 }
 

@@ -27,6 +27,16 @@ export interface ConnectorContext {
 
 export type ConnectorFactory = (device: DeviceConfig, context: ConnectorContext) => Promise<Connector>;
 
+/** The DEVICE_ONLINE or DEVICE_OFFLINE event of a device, as connectors report it upstream. */
+export function deviceStatusEvent(device: string, online: boolean, description: string): Reading {
+  return {
+    device,
+    ts: Date.now(),
+    values: {},
+    event: { code: online ? 'DEVICE_ONLINE' : 'DEVICE_OFFLINE', severity: online ? 'info' : 'major', description, state: online ? 'cleared' : 'raised' },
+  };
+}
+
 export class WriteError extends Error {
   constructor(device: string, point: string, reason: string) {
     super(`device ${device}, point ${point}: ${reason}`);

@@ -126,10 +126,6 @@ export class Forwarder {
     }, delay);
   }
 
-  get busy(): boolean {
-    return this.inFlight > 0;
-  }
-
   /** How long sends have been in flight without any of them settling (0 when none is). */
   stalledFor(now = Date.now()): number {
     return this.inFlight > 0 ? now - this.lastProgress : 0;

@@ -45,6 +45,8 @@ export class Outbox {
   private readonly selectAfter: Statement;
   private readonly deleteRange: Statement;
   private readonly oldest: Statement;
+  private readonly moveToDeadLetter: Statement;
+  private readonly deleteOne: Statement;
   private readonly writeGroup: (group: Pending[]) => void;
 
   constructor(
@@ -78,6 +80,10 @@ export class Outbox {
     this.selectAfter = db.prepare('SELECT id, stream, device, payload FROM outbox WHERE upstream = ? AND id > ? ORDER BY id LIMIT ?');
     this.deleteRange = db.prepare('DELETE FROM outbox WHERE upstream = ? AND id BETWEEN ? AND ?');
     this.oldest = db.prepare('SELECT at FROM outbox WHERE upstream = ? ORDER BY id LIMIT 1').pluck();
+    this.moveToDeadLetter = db.prepare(
+      'INSERT INTO dead_letter (upstream, at, rejected_at, reason, stream, device, payload) SELECT upstream, at, ?, ?, stream, device, payload FROM outbox WHERE upstream = ? AND id = ?',
+    );
+    this.deleteOne = db.prepare('DELETE FROM outbox WHERE upstream = ? AND id = ?');
     this.seq = (db.prepare("SELECT value FROM meta WHERE key = 'seq'").pluck().get() as number | undefined) ?? 0;
     for (const row of db.prepare('SELECT upstream, count(*) AS n FROM outbox GROUP BY upstream').all() as { upstream: string; n: number }[]) {
       this.depths.set(row.upstream, row.n);
@@ -290,16 +296,12 @@ export class Outbox {
    * a person to look at, never sent again) so that the queue behind them keeps flowing.
    */
   deadLetter(upstream: string, ids: readonly number[], reason: string): void {
-    const move = this.db.prepare(
-      'INSERT INTO dead_letter (upstream, at, rejected_at, reason, stream, device, payload) SELECT upstream, at, ?, ?, stream, device, payload FROM outbox WHERE upstream = ? AND id = ?',
-    );
-    const remove = this.db.prepare('DELETE FROM outbox WHERE upstream = ? AND id = ?');
     const now = Date.now();
     let moved = 0;
     this.db.transaction(() => {
       for (const id of ids) {
-        move.run(now, reason, upstream, id);
-        moved += remove.run(upstream, id).changes;
+        this.moveToDeadLetter.run(now, reason, upstream, id);
+        moved += this.deleteOne.run(upstream, id).changes;
       }
     })();
     this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - moved);

@@ -1,6 +1,6 @@
 import type { DeviceConfig, Value } from '../../config/types.js';
 import type { Quality, Reading } from '../../streams/reading.js';
-import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
+import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 import { acquireBus, BusError, isTimeout, releaseBus, type Client, type ModbusBus } from './bus.js';
 import { decode, encode, EncodeError } from './codec.js';
 import { DEFAULT_LIMITS, plan, type Block } from './planner.js';
@@ -171,16 +171,10 @@ class ModbusDevice implements Connector {
   private setOnline(online: boolean, err?: Error): void {
     if (online === this.online) return;
     this.online = online;
-    const code = online ? 'DEVICE_ONLINE' : 'DEVICE_OFFLINE';
     const description = online ? `device ${this.id} answers again` : `device ${this.id} does not answer: ${err?.message}`;
     if (online) this.context.log.info({ device: this.id }, description);
     else this.context.log.warn({ device: this.id }, description);
-    this.context.report?.({
-      device: this.id,
-      ts: Date.now(),
-      values: {},
-      event: { code, severity: online ? 'info' : 'major', description, state: online ? 'cleared' : 'raised' },
-    });
+    this.context.report?.(deviceStatusEvent(this.id, online, description));
   }
 
   async write(name: string, value: Value): Promise<void> {

@@ -2,7 +2,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import type { DeviceConfig, PointConfig, TlsConfig, Value } from '../../config/types.js';
 import type { Reading } from '../../streams/reading.js';
 import { tlsOptions } from '../../upstream/tls.js';
-import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
+import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 import { atPath, fillLevels, matchTopic, pathParts } from './topics.js';
 
 interface MqttPoint extends PointConfig {
@@ -154,17 +154,7 @@ class MqttDevice implements Connector {
     if (online === this.online) return;
     this.online = online;
     if (online) this.badTopics.delete('connection');
-    this.context.report?.({
-      device: this.id,
-      ts: Date.now(),
-      values: {},
-      event: {
-        code: online ? 'DEVICE_ONLINE' : 'DEVICE_OFFLINE',
-        severity: online ? 'info' : 'major',
-        description: online ? `MQTT broker ${this.config.broker} reached` : `MQTT broker ${this.config.broker} unreachable`,
-        state: online ? 'cleared' : 'raised',
-      },
-    });
+    this.context.report?.(deviceStatusEvent(this.id, online, `MQTT broker ${this.config.broker} ${online ? 'reached' : 'unreachable'}`));
   }
 
   async write(name: string, value: Value): Promise<void> {

@@ -19,7 +19,7 @@ import {
 } from 'node-opcua';
 import type { DeviceConfig, PointConfig, Value } from '../../config/types.js';
 import type { Quality, Reading } from '../../streams/reading.js';
-import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
+import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 
 interface OpcuaPoint extends PointConfig {
   node: string;
@@ -198,12 +198,7 @@ class OpcuaDevice implements Connector {
     const description = online ? `device ${this.id}: ${this.config.endpoint} answers` : `device ${this.id}: ${this.config.endpoint} ${why}`;
     if (online) this.context.log.info({ device: this.id }, description);
     else this.context.log.warn({ device: this.id }, description);
-    this.context.report?.({
-      device: this.id,
-      ts: Date.now(),
-      values: {},
-      event: { code: online ? 'DEVICE_ONLINE' : 'DEVICE_OFFLINE', severity: online ? 'info' : 'major', description, state: online ? 'cleared' : 'raised' },
-    });
+    this.context.report?.(deviceStatusEvent(this.id, online, description));
   }
 
   async write(name: string, value: Value): Promise<void> {
