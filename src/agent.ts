@@ -103,6 +103,14 @@ export class Agent {
     this.log.info({ version: loaded.config.version }, `config ${loaded.file} reloaded`);
   }
 
+  /** Stops reading devices and timers and commits what was accepted; forwarding goes on. */
+  async stopSources(): Promise<void> {
+    const { runtime } = this;
+    for (const stop of runtime.stopTimers) stop();
+    await Promise.all([...runtime.connectors.values()].map((c) => c.stop().catch((err) => this.log.warn({ device: c.id, err }, 'connector stop failed'))));
+    this.store.outbox.commit();
+  }
+
   /** Stops reading, commits what was accepted, lets sends in flight finish, closes. */
   async stop(): Promise<void> {
     await this.teardown(this.runtime);
@@ -234,9 +242,7 @@ export class Agent {
 
   private async teardown(runtime: Runtime): Promise<void> {
     for (const timer of runtime.timers) clearInterval(timer);
-    for (const stop of runtime.stopTimers) stop();
-    await Promise.all([...runtime.connectors.values()].map((c) => c.stop().catch((err) => this.log.warn({ device: c.id, err }, 'connector stop failed'))));
-    this.store.outbox.commit();
+    await this.stopSources();
     this.store.outbox.removeCommitListeners();
     await Promise.all(runtime.forwarders.map((f) => f.stop()));
     await Promise.all(runtime.upstreams.map((u) => u.close()));

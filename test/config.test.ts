@@ -68,13 +68,28 @@ describe('config loading', () => {
     expect(issuesOf(BASE)).toEqual([]);
   });
 
-  it('accepts the whole contract, naming only the parts this build cannot run yet', () => {
+  it('accepts the whole contract, every part of which this build runs', () => {
     const loaded = loadConfigFile(CONTRACT, { OPCUA_PASSWORD: 'secret' });
     expect(loaded.config.devices.map((d) => d.protocol)).toEqual(['modbus-tcp', 'modbus-rtu', 'opcua', 'mqtt', 'simulator']);
     expect(loaded.config.devices[0].poll).toBe(1000);
     expect(loaded.config.devices[2].password).toBe('secret');
     const { unavailable } = buildProcessors(loaded, new StateStore(new Database(':memory:')));
-    expect(unavailable.every((i) => /not available in this build yet/.test(i.message))).toBe(true);
+    expect(unavailable).toEqual([]);
+  });
+
+  it('fills the Kafka defaults and refuses an idempotent producer without acks: all', () => {
+    const kafka = (extra: string) => BASE.replace('    type: file\n    path: out.jsonl', `    type: kafka\n    brokers: [k:9092]\n    topic: t\n${extra}`);
+    const { config } = parseConfig(kafka(''), 'test.yaml', {});
+    expect(config.upstream[0]).toEqual({
+      name: 'out', type: 'kafka', brokers: ['k:9092'], topic: 't', key: '{device}', acks: 'all', idempotent: true, compression: 'none',
+      batch: { max_records: 1000, max_wait: 10 },
+    });
+    // acks 1 alone turns idempotence off, as the Java client does; asking for both is an error
+    expect(parseConfig(kafka('    acks: 1\n'), 'test.yaml', {}).config.upstream[0]).toMatchObject({ acks: 1, idempotent: false });
+    expect(issuesOf(kafka('    acks: 1\n    idempotent: true\n'))).toEqual([
+      '20:17 upstream[0].idempotent: upstream out: an idempotent producer needs acks: all (set idempotent: false to use acks: 1)',
+    ]);
+    expect(issuesOf(kafka('    compression: brotli\n'))[0]).toMatch(/upstream\[0\]\.compression: must be one of: none, gzip, snappy, lz4, zstd/);
   });
 
   it('reports invalid YAML with its line and column', () => {

@@ -116,9 +116,7 @@ outbox: { max_size: 1MB, when_full: drop-oldest }
       return Subscriber.connect(broker.url, 'cap/#');
     })();
     // stop producing, let the backlog drain, then count
-    const connector = (agent as unknown as { runtime: { connectors: Map<string, { stop(): Promise<void> }> } }).runtime.connectors.get('sim')!;
-    await connector.stop();
-    agent.outbox.commit();
+    await agent.stopSources();
     await until(() => agent.outbox.depth('broker') === 0, 30_000, 'the backlog to drain');
     const lastSeq = agent.outbox.lastSeq;
     const dropped = agent.outbox.drops.get('broker')!.overflow;

@@ -169,7 +169,7 @@ const upstreamByType: Record<string, object> = {
       acks: { enum: ['all', 1, 0, -1] },
       idempotent: { type: 'boolean' },
       compression: { enum: ['none', 'gzip', 'snappy', 'lz4', 'zstd'] },
-      batch: object({ max_records: { type: 'integer', minimum: 1 }, max_wait: duration }),
+      batch: object({ max_records: { type: 'integer', minimum: 1, maximum: 100000 }, max_wait: duration }),
       client_id: text,
       tls,
       sasl: object(

@@ -85,7 +85,16 @@ export interface FileUpstreamConfig {
 export interface KafkaUpstreamConfig {
   name: string;
   type: 'kafka';
-  [key: string]: unknown;
+  brokers: string[];
+  topic: string;
+  key: string;
+  acks: 'all' | 0 | 1 | -1;
+  idempotent: boolean;
+  compression: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd';
+  batch: { max_records: number; max_wait: number };
+  client_id?: string;
+  tls?: TlsConfig;
+  sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
 }
 
 export type UpstreamConfig = MqttUpstreamConfig | FileUpstreamConfig | KafkaUpstreamConfig;

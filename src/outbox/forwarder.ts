@@ -7,11 +7,13 @@ export interface ForwarderOptions {
   batch: number;
   /** Sends awaiting acknowledgement at once; by default the upstream's own `window`. */
   window: number;
+  /** How long a batch shorter than `batch` may wait for more records while nothing is in flight. */
+  linger: number;
   minBackoff: number;
   maxBackoff: number;
 }
 
-const DEFAULTS = { batch: 1000, minBackoff: 500, maxBackoff: 30_000 };
+const DEFAULTS = { batch: 1000, linger: 0, minBackoff: 500, maxBackoff: 30_000 };
 
 /**
  * Moves one upstream's queue from the outbox to the upstream, in order: reads a batch, sends
@@ -26,6 +28,8 @@ export class Forwarder {
   private failed = false;
   private failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private lingered = false;
   private stopped = false;
   /** When a send last settled, or the first send went out after an idle spell. */
   private lastProgress = Date.now();
@@ -40,7 +44,7 @@ export class Forwarder {
     private readonly log: Logger,
     options: Partial<ForwarderOptions> = {},
   ) {
-    this.options = { ...DEFAULTS, window: upstream.window, ...options };
+    this.options = { ...DEFAULTS, window: upstream.window, batch: upstream.batch ?? DEFAULTS.batch, linger: upstream.linger ?? DEFAULTS.linger, ...options };
   }
 
   start(): void {
@@ -61,10 +65,21 @@ export class Forwarder {
 
   private pump(): void {
     if (this.stopped || this.failed || this.retryTimer || !this.upstream.connected) return;
-    const { batch, window } = this.options;
+    const { batch, window, linger } = this.options;
     while (this.inFlight < window) {
       const rows = this.outbox.read(this.upstream.name, this.cursor, batch);
       if (rows.length === 0) return;
+      if (rows.length < batch && linger > 0 && this.inFlight === 0 && !this.lingered) {
+        this.lingerTimer ??= setTimeout(() => {
+          this.lingerTimer = undefined;
+          this.lingered = true;
+          this.pump();
+        }, linger);
+        return;
+      }
+      clearTimeout(this.lingerTimer);
+      this.lingerTimer = undefined;
+      this.lingered = false;
       const first = rows[0].id;
       const last = rows[rows.length - 1].id;
       this.cursor = last;
@@ -81,8 +96,17 @@ export class Forwarder {
               this.log.warn({ upstream: this.upstream.name, total: this.deadLettered, reason }, `upstream ${this.upstream.name} refused records for good (${reason}); ${this.deadLettered} moved to the dead-letter table so far`);
             }
           }
-          this.outbox.ack(this.upstream.name, first, last);
-          this.sent += rows.length;
+          const retry = result?.retry;
+          if (retry?.ids.length) {
+            const unacknowledged = new Set(retry.ids);
+            this.outbox.ackIds(this.upstream.name, rows.filter((r) => !unacknowledged.has(r.id)).map((r) => r.id));
+            this.sent += rows.length - unacknowledged.size;
+            this.errors++;
+            if (!this.failed) this.onFailure(new Error(`${unacknowledged.size} of ${rows.length} records not acknowledged: ${retry.reason}`));
+          } else {
+            this.outbox.ack(this.upstream.name, first, last);
+            this.sent += rows.length;
+          }
           this.settle();
         },
         (err: Error) => {
@@ -135,6 +159,7 @@ export class Forwarder {
   async stop(timeout = 2000): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.lingerTimer);
     const deadline = Date.now() + timeout;
     while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }

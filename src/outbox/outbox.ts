@@ -317,6 +317,15 @@ export class Outbox {
     this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - changes);
   }
 
+  /** Acknowledges single records (an upstream that answered for part of a send). */
+  ackIds(upstream: string, ids: readonly number[]): void {
+    let changes = 0;
+    this.db.transaction(() => {
+      for (const id of ids) changes += this.deleteOne.run(upstream, id).changes;
+    })();
+    this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - changes);
+  }
+
   depth(upstream: string): number {
     return this.depths.get(upstream) ?? 0;
   }

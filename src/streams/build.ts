@@ -153,6 +153,9 @@ function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIss
     if (!hasUpstream(upstream.type)) {
       unavailable.push(issueAt(['upstream', u, 'type'], `upstream ${upstream.name}: type ${upstream.type} is not available in this build yet; its records wait in the outbox`));
     }
+    if (upstream.type === 'kafka' && upstream.idempotent && upstream.acks !== 'all' && upstream.acks !== -1) {
+      issues.push(issueAt(['upstream', u, 'idempotent'], `upstream ${upstream.name}: an idempotent producer needs acks: all (set idempotent: false to use acks: ${upstream.acks})`));
+    }
   });
   return { issues, unavailable };
 }

@@ -6,6 +6,7 @@ import type { Upstream } from './upstream.js';
 const factories: Record<string, (config: any, agentId: string, log: Logger) => Promise<Upstream>> = {
   mqtt: async (config, agentId, log) => new (await import('./mqtt.js')).MqttUpstream(config, agentId, log),
   file: async (config) => new (await import('./file.js')).FileUpstream(config),
+  kafka: async (config, agentId, log) => new (await import('./kafka.js')).KafkaUpstream(config, agentId, log),
 };
 
 export function hasUpstream(type: string): boolean {

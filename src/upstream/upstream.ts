@@ -8,14 +8,18 @@ export interface Upstream {
    * one only where a later send cannot succeed after an earlier one failed.
    */
   readonly window: number;
+  /** Records per send (default 1000), and how long a short batch may wait to fill (default 0). */
+  readonly batch?: number;
+  readonly linger?: number;
   /** False while the upstream cannot take records (broker unreachable); the forwarder waits. */
   readonly connected: boolean;
   /** Called each time the upstream becomes able to take records again. */
   onConnect(listener: () => void): void;
   /**
-   * Resolves once the upstream answered for every row: acknowledged, or refused for good
-   * (listed in `rejected`; they go to the dead-letter table). Rejects when the rows should be
-   * sent again (connection lost, timeout, a refusal the upstream calls temporary).
+   * Resolves once the upstream answered for every row: acknowledged, refused for good (listed
+   * in `rejected`; they go to the dead-letter table), or not acknowledged (listed in `retry`).
+   * Rejects when all the rows should be sent again (connection lost, timeout, a refusal the
+   * upstream calls temporary).
    */
   send(rows: OutboxRow[]): Promise<SendResult | void>;
   close(): Promise<void>;
@@ -24,6 +28,11 @@ export interface Upstream {
 export interface SendResult {
   /** Rows the upstream will never accept, with its reason. */
   rejected: { ids: number[]; reason: string }[];
+  /**
+   * Rows the upstream did not acknowledge (a partial failure): they stay in the outbox and are
+   * sent again, after a backoff, with everything behind them; the other rows count as delivered.
+   */
+  retry?: { ids: number[]; reason: string };
 }
 
 /** Fills `{agent} {stream} {device}` in a topic or key template. */

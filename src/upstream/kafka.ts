@@ -1,0 +1,217 @@
+import { compatibilityPartitioner, Producer, protocolErrorsCodesById, stringSerializers, type MessageToProduce } from '@platformatic/kafka';
+import type { Logger } from 'pino';
+import type { KafkaUpstreamConfig } from '../config/types.js';
+import type { OutboxRow } from '../outbox/outbox.js';
+import { tlsOptions } from './tls.js';
+import { fillTemplate, type SendResult, type Upstream } from './upstream.js';
+
+type Message = MessageToProduce<string, string, string, string>;
+
+/** Kafka errors a broker will give again however often the records are sent. */
+const FOR_GOOD = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION', 'INVALID_RECORD', 'UNSUPPORTED_COMPRESSION_TYPE', 'UNKNOWN_TOPIC_OR_PARTITION']);
+const TOO_LARGE = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE']);
+const REFUSAL_MEMORY = 5 * 60_000;
+
+interface KafkaError extends Error {
+  apiId?: string;
+  errors?: KafkaError[];
+  response?: { responses?: { name: string; partitionResponses: { index: number; errorCode: number }[] }[] };
+  produced?: { offsets?: { topic: string; partition: number }[] };
+}
+
+/** Where each row goes, and what Kafka said of that topic-partition. */
+interface Outcome {
+  acknowledged: Set<string>;
+  refused: Map<string, string>;
+}
+
+/**
+ * Produces records to Kafka with @platformatic/kafka (pure JavaScript: nothing to build or
+ * download at install). One record per outbox row: key from the `key` template (default
+ * `{device}`, so a device's records stay in one partition and in order), the record JSON as
+ * the value, `agent`, `stream` and `device` as headers. Partitions are chosen as the Java
+ * client does (murmur2 of the key), so keys land where other producers put them.
+ *
+ * One send is in flight at a time: the client re-initialises an idempotent producer after
+ * an error, so a second send in flight could overtake a failed first one and break the order
+ * per key. Idempotence still makes the client's own retries of a send exactly-once.
+ */
+export class KafkaUpstream implements Upstream {
+  readonly name: string;
+  readonly window = 1;
+  readonly batch: number;
+  readonly linger: number;
+  readonly connected = true;
+  private readonly producer: Producer<string, string, string, string>;
+  /** Topics Kafka refused for good lately: their records are dead-lettered without a send. */
+  private readonly refusedTopics = new Map<string, { until: number; reason: string }>();
+
+  constructor(
+    private readonly config: KafkaUpstreamConfig,
+    private readonly agentId: string,
+    private readonly log: Logger,
+  ) {
+    this.name = config.name;
+    this.batch = config.batch.max_records;
+    this.linger = config.batch.max_wait;
+    const tls = config.tls ? tlsOptions(config.tls) : undefined;
+    this.producer = new Producer({
+      clientId: config.client_id ?? `edge-agent-${agentId}-${config.name}`,
+      bootstrapBrokers: config.brokers,
+      serializers: stringSerializers,
+      acks: config.acks === 'all' ? -1 : config.acks,
+      idempotent: config.idempotent,
+      compression: config.compression,
+      autocreateTopics: true,
+      connectTimeout: 5000,
+      timeout: 10_000,
+      retries: 3,
+      retryDelay: 250,
+      tls,
+      sasl: config.sasl && {
+        mechanism: config.sasl.mechanism.toUpperCase() as 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512',
+        username: config.sasl.username,
+        password: config.sasl.password,
+      },
+    });
+  }
+
+  onConnect(): void {
+    // The client connects on demand; a failed send is retried by the forwarder's backoff.
+  }
+
+  async send(rows: OutboxRow[]): Promise<SendResult> {
+    const rejected: SendResult['rejected'] = [];
+    const messages: Message[] = [];
+    const sent: OutboxRow[] = [];
+    const partitions = await this.partitionCounts(rows);
+    for (const row of rows) {
+      const topic = fillTemplate(this.config.topic, this.agentId, row.stream, row.device);
+      const count = partitions.get(topic)!;
+      if (typeof count === 'string') {
+        rejected.push({ ids: [row.id], reason: count });
+        continue;
+      }
+      const key = fillTemplate(this.config.key, this.agentId, row.stream, row.device);
+      const partition = compatibilityPartitioner(undefined as never, Buffer.from(key)) % count;
+      messages.push({ topic, key, value: row.payload, partition, headers: { agent: this.agentId, stream: row.stream, device: row.device } });
+      sent.push(row);
+    }
+    if (messages.length === 0) return { rejected };
+    const retry: number[] = [];
+    let retryReason = '';
+    await this.produce(messages, sent, rejected, (ids, reason) => {
+      retry.push(...ids);
+      retryReason ||= reason;
+    });
+    return retry.length ? { rejected, retry: { ids: retry, reason: retryReason } } : { rejected };
+  }
+
+  /**
+   * Sends and sorts the rows by what Kafka said of their partition. A batch too large is split
+   * in halves until the record Kafka cannot take is alone; only that one is refused.
+   */
+  private async produce(messages: Message[], rows: OutboxRow[], rejected: SendResult['rejected'], retry: (ids: number[], reason: string) => void): Promise<void> {
+    let outcome: Outcome;
+    try {
+      await this.producer.send({ messages });
+      return;
+    } catch (err) {
+      outcome = outcomeOf(err as KafkaError);
+      if (outcome.acknowledged.size === 0 && outcome.refused.size === 0) throw err;
+      const unacknowledged = rows.filter((_, i) => !outcome.acknowledged.has(where(messages[i])));
+      const refusals = [...new Set(outcome.refused.values())];
+      const retriable = refusals.filter((r) => !FOR_GOOD.has(r));
+      if (unacknowledged.length === rows.length && retriable.length === refusals.length) throw err;
+    }
+    const tooLarge: [Message[], OutboxRow[]] = [[], []];
+    rows.forEach((row, i) => {
+      const at = where(messages[i]);
+      if (outcome.acknowledged.has(at)) return;
+      const refusal = outcome.refused.get(at);
+      if (refusal && TOO_LARGE.has(refusal) && messages.length > 1) {
+        tooLarge[0].push(messages[i]);
+        tooLarge[1].push(row);
+      } else if (refusal && FOR_GOOD.has(refusal)) {
+        const reason = `Kafka refused the record: ${refusal} on ${at}`;
+        if (!TOO_LARGE.has(refusal)) this.refusedTopics.set(messages[i].topic, { until: Date.now() + REFUSAL_MEMORY, reason });
+        rejected.push({ ids: [row.id], reason });
+      } else retry([row.id], refusal ?? 'no answer for its partition');
+    });
+    const [large, largeRows] = tooLarge;
+    if (large.length > 1 || (large.length === 1 && messages.length > 1)) {
+      const half = Math.ceil(large.length / 2);
+      for (const [part, partRows] of [
+        [large.slice(0, half), largeRows.slice(0, half)],
+        [large.slice(half), largeRows.slice(half)],
+      ] as const) {
+        if (part.length) await this.produce(part, partRows, rejected, retry).catch((err: Error) => retry(partRows.map((r) => r.id), err.message));
+      }
+    }
+  }
+
+  /** Partitions of each topic of the rows, or why Kafka will not take records for it. */
+  private async partitionCounts(rows: OutboxRow[]): Promise<Map<string, number | string>> {
+    const counts = new Map<string, number | string>();
+    for (const row of rows) counts.set(fillTemplate(this.config.topic, this.agentId, row.stream, row.device), 0);
+    for (const topic of counts.keys()) {
+      const refused = this.refusedTopics.get(topic);
+      if (refused && refused.until > Date.now()) {
+        counts.set(topic, `${refused.reason} (refused within the last ${REFUSAL_MEMORY / 60_000} min; not sent again)`);
+        continue;
+      }
+      try {
+        const metadata = await this.producer.metadata({ topics: [topic], autocreateTopics: true });
+        counts.set(topic, metadata.topics.get(topic)!.partitionsCount);
+      } catch (err) {
+        const refusal = refusalOf(err as KafkaError);
+        if (!refusal) throw err;
+        const reason = `Kafka refused topic ${topic}: ${refusal}`;
+        this.refusedTopics.set(topic, { until: Date.now() + REFUSAL_MEMORY, reason });
+        this.log.warn({ upstream: this.name, topic }, `upstream ${this.name}: ${reason}; its records go to the dead-letter table`);
+        counts.set(topic, reason);
+      }
+    }
+    return counts;
+  }
+
+  /** Disconnects; gives up after a second on a broker that does not answer. */
+  async close(): Promise<void> {
+    const closed = this.producer.close(true).then(
+      () => true,
+      () => false,
+    );
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+  }
+}
+
+function where(message: Message): string {
+  return `${message.topic}/${message.partition}`;
+}
+
+/** A metadata error that will not go away: the topic does not exist (and is not created) or is not ours. */
+function refusalOf(err: KafkaError): string | undefined {
+  if (/^Unknown topic /.test(err.message)) return 'UNKNOWN_TOPIC_OR_PARTITION (the topic does not exist and the broker does not create it)';
+  const forGood = flatten(err).find((e) => e.apiId && FOR_GOOD.has(e.apiId));
+  return forGood?.apiId;
+}
+
+/** The partitions Kafka acknowledged and the ones it refused, from every answer inside an error. */
+function outcomeOf(err: KafkaError): Outcome {
+  const acknowledged = new Set<string>();
+  const refused = new Map<string, string>();
+  for (const { topic, partition } of err.produced?.offsets ?? []) acknowledged.add(`${topic}/${partition}`);
+  for (const e of flatten(err)) {
+    for (const { name, partitionResponses } of e.response?.responses ?? []) {
+      for (const { index, errorCode } of partitionResponses) {
+        if (errorCode === 0) acknowledged.add(`${name}/${index}`);
+        else refused.set(`${name}/${index}`, protocolErrorsCodesById[errorCode] ?? `error ${errorCode}`);
+      }
+    }
+  }
+  return { acknowledged, refused };
+}
+
+function flatten(err: KafkaError): KafkaError[] {
+  return [err, ...(err.errors ?? []).flatMap(flatten), ...((err as { cause?: KafkaError }).cause ? flatten((err as { cause: KafkaError }).cause) : [])];
+}

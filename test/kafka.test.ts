@@ -1,0 +1,317 @@
+import Database from 'better-sqlite3';
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Agent } from '../src/agent.js';
+import { ErrorCode, KafkaTestBroker } from './support/kafka-broker.js';
+import { kcatConsume, type ConsumedRecord } from './support/kcat.js';
+import { testLog } from './support/log.js';
+import { makePki } from './support/pki.js';
+import { until } from './support/ports.js';
+
+// With KAFKA_BROKERS (host:port,…) the delivery tests run against that cluster; the fault
+// tests always use the test broker, which they stop and tell to fail.
+const external = process.env.KAFKA_BROKERS;
+const ROOT = resolve(import.meta.dirname, '..');
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+async function testBroker(options: ConstructorParameters<typeof KafkaTestBroker>[0] = {}): Promise<KafkaTestBroker> {
+  const broker = await KafkaTestBroker.start(options);
+  cleanup.push(() => broker.stop());
+  return broker;
+}
+
+/** An agent with three simulated meters, each on its own stream(s), forwarding to Kafka. */
+async function startAgent(upstream: string, streams = ['readings'], poll = '20ms'): Promise<{ agent: Agent; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'kafka-'));
+  const file = join(dir, 'agent.yaml');
+  const devices = ['meter-1', 'meter-2', 'meter-3'];
+  writeFileSync(
+    file,
+    `agent: { id: gw-1, data_dir: ${dir}/data, log_level: warn, http: off }
+devices:
+${devices.map((d) => `  - { id: ${d}, protocol: simulator, poll: ${poll}, points: [{ name: power_kw, signal: sine, min: 0, max: 10 }] }`).join('\n')}
+streams:
+${streams.flatMap((s) => devices.map((d) => `  - { name: ${s}-${d}, from: { device: ${d} }, to: [lake] }`)).join('\n')}
+upstream:
+  - { name: lake, type: kafka, ${upstream} }
+`,
+  );
+  const agent = await Agent.start(file, testLog);
+  cleanup.push(() => agent.stop());
+  return { agent, dir };
+}
+
+async function drained(agent: Agent, atLeast: number): Promise<number> {
+  await until(() => agent.outbox.lastSeq >= atLeast, 20_000, `${atLeast} records`);
+  await agent.stopSources();
+  const last = agent.outbox.lastSeq;
+  await until(() => agent.outbox.depth('lake') === 0, 30_000, 'the outbox drained to Kafka');
+  return last;
+}
+
+/** Sequence numbers 1..last each seen, and per key in order (a record sent again may repeat). */
+function checkDelivery(records: ConsumedRecord[], last: number): { duplicates: number } {
+  const seqs = records.map((r) => JSON.parse(r.payload!).seq as number);
+  const missing = Array.from({ length: last }, (_, i) => i + 1).filter((seq) => !seqs.includes(seq));
+  expect(missing).toEqual([]);
+  const byKey = new Map<string, ConsumedRecord[]>();
+  for (const r of records) byKey.set(r.key!, [...(byKey.get(r.key!) ?? []), r]);
+  for (const [key, list] of byKey) {
+    // one partition per key, and the first time each record appears is in seq order
+    expect(new Set(list.map((r) => r.partition)).size, `partitions of ${key}`).toBe(1);
+    const firsts: number[] = [];
+    const seen = new Set<number>();
+    for (const r of [...list].sort((a, b) => a.offset - b.offset)) {
+      const seq = JSON.parse(r.payload!).seq as number;
+      if (!seen.has(seq)) firsts.push(seq);
+      seen.add(seq);
+    }
+    expect(firsts, `order of ${key}`).toEqual([...firsts].sort((a, b) => a - b));
+  }
+  return { duplicates: seqs.length - new Set(seqs).size };
+}
+
+function deadLetters(dir: string): { reason: string; payload: string }[] {
+  const db = new Database(join(dir, 'data/edge-agent.db'), { readonly: true });
+  try {
+    return db.prepare('SELECT reason, payload FROM dead_letter').all() as { reason: string; payload: string }[];
+  } finally {
+    db.close();
+  }
+}
+
+describe('Kafka upstream: delivery, read back by kcat', () => {
+  for (const compression of ['none', 'gzip', 'snappy', 'lz4', 'zstd']) {
+    it(`delivers each record once, in order per key, with key, headers and the record JSON (compression ${compression})`, async () => {
+      const broker = external ? undefined : await testBroker();
+      const brokers = external ?? broker!.address;
+      const topic = `edge-${compression}-${randomUUID().slice(0, 8)}`;
+      const { agent } = await startAgent(`brokers: [${brokers}], topic: ${topic}, compression: ${compression}, batch: { max_records: 50, max_wait: 5ms }`);
+      const last = await drained(agent, 300);
+      const records = await kcatConsume(brokers, topic);
+
+      expect(records.length).toBe(last);
+      expect(checkDelivery(records, last).duplicates).toBe(0);
+      for (const record of records) {
+        const value = JSON.parse(record.payload!);
+        expect(record.key).toBe(value.device);
+        expect(record.headers).toEqual({ agent: 'gw-1', stream: value.stream, device: value.device });
+        expect(Object.keys(value).sort()).toEqual(['agent', 'device', 'seq', 'stream', 'ts', 'values']);
+        expect(value.agent).toBe('gw-1');
+        expect(value.stream).toBe(`readings-${value.device}`);
+        expect(typeof value.values.power_kw).toBe('number');
+      }
+      // the three keys spread over the partitions as the Java client would put them
+      expect(new Set(records.map((r) => r.partition)).size).toBeGreaterThan(1);
+      if (broker && ['none', 'gzip', 'zstd'].includes(compression)) {
+        // what the test broker decoded itself agrees with what kcat read
+        const stored = broker.records(topic).map((r) => `${r.partition}/${r.offset}/${r.key}/${r.value}`);
+        expect(stored.sort()).toEqual(records.map((r) => `${r.partition}/${r.offset}/${r.key}/${r.payload}`).sort());
+      }
+    });
+  }
+
+  it('a second send of the same batch is stored once (idempotent producer)', async () => {
+    const broker = await testBroker();
+    const topic = `edge-${randomUUID().slice(0, 8)}`;
+    // the first answer is lost: the client sends the batch again with the same sequence number
+    broker.failNext('Produce', ErrorCode.NOT_ENOUGH_REPLICAS, 1);
+    const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}`);
+    const last = await drained(agent, 100);
+    const records = await kcatConsume(broker.address, topic);
+    expect(checkDelivery(records, last).duplicates).toBe(0);
+    expect(records.length).toBe(last);
+  });
+});
+
+describe('Kafka upstream: faults (test broker)', () => {
+  it('keeps every record while the broker is down and delivers them, in order per key, once it is back', async () => {
+    const broker = await testBroker();
+    const topic = `edge-${randomUUID().slice(0, 8)}`;
+    const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}, compression: zstd`);
+    await until(() => broker.count(topic) >= 50, 10_000, 'first records');
+    await broker.stop();
+    const stoppedAt = agent.outbox.lastSeq;
+    await until(() => agent.outbox.lastSeq >= stoppedAt + 300, 20_000, 'records while the broker is down');
+    expect(agent.outbox.depth('lake')).toBeGreaterThan(200);
+    await broker.listen();
+    const last = await drained(agent, stoppedAt + 300);
+    const records = await kcatConsume(broker.address, topic);
+    const { duplicates } = checkDelivery(records, last);
+    console.log(`broker outage: ${last} records, ${records.length} delivered, ${duplicates} duplicates, ${agent.forwarders[0].errors} failed sends`);
+    expect(duplicates).toBeLessThanOrEqual(50);
+  });
+
+  it('sends again what a retriable error refused, until the broker takes it', async () => {
+    const broker = await testBroker();
+    const topic = `edge-${randomUUID().slice(0, 8)}`;
+    const { agent, dir } = await startAgent(`brokers: [${broker.address}], topic: ${topic}`);
+    await until(() => broker.count(topic) >= 20, 10_000, 'first records');
+    // more failures than the client retries on its own: the forwarder backs off and retries
+    broker.failNext('Produce', ErrorCode.NOT_LEADER_OR_FOLLOWER, 12);
+    const before = agent.forwarders[0].errors;
+    await until(() => agent.forwarders[0].errors > before, 10_000, 'a failed send');
+    const last = await drained(agent, agent.outbox.lastSeq + 50);
+    const records = await kcatConsume(broker.address, topic);
+    checkDelivery(records, last);
+    expect(deadLetters(dir)).toEqual([]);
+  });
+
+  it('dead-letters the records of a topic it may not write, and the queue behind them keeps flowing', async () => {
+    const broker = await testBroker({ deniedTopics: ['denied-meter-2'] });
+    const { agent, dir } = await startAgent(`brokers: [${broker.address}], topic: "{stream}"`, ['allowed', 'denied'], '50ms');
+    const last = await drained(agent, 200);
+    const dead = deadLetters(dir);
+    const delivered = ['allowed-meter-1', 'allowed-meter-2', 'allowed-meter-3', 'denied-meter-1', 'denied-meter-3'].flatMap((t) => broker.records(t));
+    // every record is delivered or dead-lettered, and only those of the denied topic are dead
+    expect(dead.length + delivered.length).toBe(last);
+    expect(dead.length).toBeGreaterThan(10);
+    expect(dead.every((d) => JSON.parse(d.payload).stream === 'denied-meter-2')).toBe(true);
+    expect(dead[0].reason).toMatch(/TOPIC_AUTHORIZATION_FAILED on denied-meter-2\/\d/);
+    expect(agent.forwarders[0].deadLettered).toBe(dead.length);
+    // refused once; later records of that topic are dead-lettered without a send
+    expect(broker.records('denied-meter-2')).toEqual([]);
+    expect(dead.slice(1).every((d) => /not sent again/.test(d.reason))).toBe(true);
+  });
+
+  it('dead-letters the records of a topic that does not exist when the broker does not create topics', async () => {
+    const broker = await testBroker({ autoCreate: false });
+    for (const device of ['meter-1', 'meter-2', 'meter-3']) broker.createTopic(`present-${device}`);
+    const { agent, dir } = await startAgent(`brokers: [${broker.address}], topic: "{stream}"`, ['present', 'missing'], '50ms');
+    const last = await drained(agent, 200);
+    const dead = deadLetters(dir);
+    const delivered = ['meter-1', 'meter-2', 'meter-3'].flatMap((d) => broker.records(`present-${d}`));
+    expect(dead.length + delivered.length).toBe(last);
+    expect(dead.every((d) => JSON.parse(d.payload).stream.startsWith('missing-'))).toBe(true);
+    expect(dead.some((d) => /UNKNOWN_TOPIC_OR_PARTITION/.test(d.reason))).toBe(true);
+    expect(delivered.length).toBeGreaterThan(50);
+  });
+
+  it('splits a batch the broker finds too large, and dead-letters only the record too large on its own', async () => {
+    // 700 bytes a batch: two or three small records fit, a record with a long event text does not
+    const broker = await testBroker({ maxMessageBytes: 700 });
+    const dir = mkdtempSync(join(tmpdir(), 'kafka-large-'));
+    const file = join(dir, 'agent.yaml');
+    const topic = `edge-${randomUUID().slice(0, 8)}`;
+    writeFileSync(
+      file,
+      `agent: { id: gw-1, data_dir: ${dir}/data, log_level: warn, http: off }
+devices: [{ id: meter-1, protocol: simulator, poll: 20ms, points: [{ name: n, signal: counter }] }]
+streams:
+  - { name: small, from: { device: meter-1 }, to: [lake] }
+  - name: large
+    from: { device: meter-1 }
+    steps:
+      - sampler: { interval: 200ms }
+      - event: { code: BIG, severity: info, description: "${'x'.repeat(800)} {n}" }
+    to: [lake]
+upstream:
+  - { name: lake, type: kafka, brokers: [${broker.address}], topic: ${topic}, batch: { max_records: 100, max_wait: 50ms } }
+`,
+    );
+    const agent = await Agent.start(file, testLog);
+    cleanup.push(() => agent.stop());
+    const last = await drained(agent, 300);
+    const dead = deadLetters(dir);
+    const records = await kcatConsume(broker.address, topic);
+    expect(records.length + dead.length).toBe(last);
+    expect(dead.length).toBeGreaterThan(5);
+    expect(dead.every((d) => JSON.parse(d.payload).stream === 'large' && /MESSAGE_TOO_LARGE/.test(d.reason))).toBe(true);
+    expect(records.every((r) => JSON.parse(r.payload!).stream === 'small')).toBe(true);
+    checkDelivery(records, 0);
+  });
+
+  it('sends again only what was not acknowledged when one partition of a send fails', async () => {
+    const broker = await testBroker();
+    const topic = `edge-${randomUUID().slice(0, 8)}`;
+    const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}, batch: { max_records: 300, max_wait: 200ms }`);
+    await until(() => broker.count(topic) >= 30, 10_000, 'first records');
+    const partition = broker.records(topic)[0].partition;
+    const errorsBefore = agent.forwarders[0].errors;
+    // one partition refuses more often than the client retries on its own; the others take the
+    // records at once (and the client's retries of them are deduplicated by sequence number)
+    broker.failNext('Produce', ErrorCode.NOT_ENOUGH_REPLICAS, 6, topic, partition);
+    await until(() => agent.forwarders[0].errors > errorsBefore, 10_000, 'a partly failed send');
+    const last = await drained(agent, agent.outbox.lastSeq + 100);
+    const records = await kcatConsume(broker.address, topic);
+    // sending the acknowledged partitions again would store them twice (a new producer id)
+    expect(checkDelivery(records, last).duplicates).toBe(0);
+    expect(records.length).toBe(last);
+  });
+});
+
+describe('Kafka upstream: TLS and SASL', () => {
+  for (const mechanism of ['plain', 'scram-sha-256', 'scram-sha-512'] as const) {
+    it(`authenticates with SASL ${mechanism} over TLS`, async () => {
+      const pki = makePki(mkdtempSync(join(tmpdir(), 'kafka-pki-')));
+      const broker = await testBroker({
+        tls: { key: readFileSync(pki.serverKey), cert: readFileSync(pki.serverCert) },
+        sasl: { mechanism: mechanism.toUpperCase() as 'PLAIN', users: { edge: 's3cret' } },
+      });
+      const topic = `edge-${randomUUID().slice(0, 8)}`;
+      const { agent } = await startAgent(
+        `brokers: [${broker.address}], topic: ${topic}, tls: { ca: ${pki.ca} }, sasl: { mechanism: ${mechanism}, username: edge, password: s3cret }`,
+      );
+      const last = await drained(agent, 60);
+      // the agent's client follows RFC 5802 to the letter (Kafka 4 refuses anything else)
+      if (mechanism !== 'plain') expect(broker.scramLogins).toEqual({ rfc: 1, legacyNonce: 0 });
+      const records = await kcatConsume(broker.address, topic, [
+        '-X', 'security.protocol=SASL_SSL', '-X', `ssl.ca.location=${pki.ca}`,
+        '-X', `sasl.mechanisms=${mechanism.toUpperCase()}`, '-X', 'sasl.username=edge', '-X', 'sasl.password=s3cret',
+      ]);
+      expect(records.length).toBe(last);
+    });
+  }
+
+  it('keeps the records when the password is wrong', async () => {
+    const pki = makePki(mkdtempSync(join(tmpdir(), 'kafka-pki-')));
+    const broker = await testBroker({
+      tls: { key: readFileSync(pki.serverKey), cert: readFileSync(pki.serverCert) },
+      sasl: { mechanism: 'SCRAM-SHA-256', users: { edge: 's3cret' } },
+    });
+    const topic = `edge-${randomUUID().slice(0, 8)}`;
+    const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}, tls: { ca: ${pki.ca} }, sasl: { mechanism: scram-sha-256, username: edge, password: wrong }`);
+    await until(() => agent.forwarders[0].errors >= 1, 15_000, 'a refused send');
+    expect(broker.records(topic)).toEqual([]);
+    expect(agent.outbox.depth('lake')).toBe(agent.outbox.lastSeq);
+  });
+});
+
+describe('Kafka upstream: memory', () => {
+  /** Whether starting the agent on `upstream` loaded any module of the Kafka client. */
+  function loadsKafkaClient(upstream: string): boolean {
+    const dir = mkdtempSync(join(tmpdir(), 'kafka-lazy-'));
+    writeFileSync(
+      join(dir, 'agent.yaml'),
+      `agent: { id: gw-1, data_dir: ${dir}/data, log_level: warn, http: off }
+devices: [{ id: sim, protocol: simulator, points: [{ name: p, signal: sine }] }]
+streams: [{ name: s, from: { device: sim }, to: [out] }]
+upstream: [{ name: out, ${upstream} }]
+`,
+    );
+    const script = `
+      import { registerHooks } from 'node:module';
+      let loaded = false;
+      registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); if (r.url.includes('@platformatic/kafka')) loaded = true; return r; } });
+      const { Agent } = await import(${JSON.stringify(join(ROOT, 'dist/agent.js'))});
+      const { default: pino } = await import('pino');
+      const agent = await Agent.start(${JSON.stringify(join(dir, 'agent.yaml'))}, pino({ level: 'silent' }));
+      await agent.stop();
+      console.log(JSON.stringify({ loaded }));`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    return JSON.parse(out.trim().split('\n').pop()!).loaded;
+  }
+
+  it('loads the Kafka client only when a config has a Kafka upstream', () => {
+    expect(loadsKafkaClient(`type: file, path: ${tmpdir()}/lazy.jsonl`)).toBe(false);
+    expect(loadsKafkaClient('type: kafka, brokers: ["127.0.0.1:1"], topic: t')).toBe(true);
+  });
+});
