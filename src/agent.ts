@@ -1,18 +1,21 @@
 import Database from 'better-sqlite3';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { formatIssue } from './config/errors.js';
+import { ConfigError, formatIssue } from './config/errors.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
-import type { AgentConfig } from './config/types.js';
+import type { AgentConfig, DeviceConfig, StreamConfig, UpstreamConfig, Value } from './config/types.js';
 import type { Connector } from './connectors/connector.js';
 import { createConnector } from './connectors/index.js';
 import { startTimer, TimerSchedule } from './connectors/timer/timer.js';
+import { startManagement, type Management } from './manage/index.js';
 import { openDatabase } from './outbox/database.js';
 import { Forwarder } from './outbox/forwarder.js';
 import { Outbox } from './outbox/outbox.js';
 import { ActionSink } from './streams/action.js';
 import { buildProcessors } from './streams/build.js';
-import type { Reading } from './streams/reading.js';
 import { LatestValues } from './streams/latest.js';
+import type { Reading } from './streams/reading.js';
 import { StateStore } from './streams/state.js';
 import { Stream } from './streams/stream.js';
 import { createUpstream } from './upstream/index.js';
@@ -26,44 +29,97 @@ interface Store {
   key: string;
 }
 
-/** What one config builds: torn down and built anew on reload. */
-interface Runtime {
-  connectors: Map<string, Connector>;
-  streams: Stream[];
-  upstreams: Upstream[];
-  forwarders: Forwarder[];
-  timers: NodeJS.Timeout[];
-  /** Stops the timer sources. */
-  stopTimers: (() => void)[];
+export interface RunningUpstream {
+  config: UpstreamConfig;
+  upstream: Upstream;
+  forwarder: Forwarder;
+}
+
+export interface RunningDevice {
+  config: DeviceConfig;
+  connector: Connector;
+}
+
+export interface RunningStream {
+  config: StreamConfig;
+  stream: Stream;
+  deployed: boolean;
+  stopTimer?: () => void;
+}
+
+/** What an apply restarted, added or removed, by name. */
+export interface ConfigChange {
+  upstreams: string[];
+  devices: string[];
+  streams: string[];
+}
+
+/** A config that passed validation but failed to start: the previous one runs again. */
+export class RolledBack extends Error {
+  constructor(message: string, cause: Error) {
+    super(message, { cause });
+    this.name = 'RolledBack';
+  }
 }
 
 const TICK_MS = 1000;
 const EXPIRE_MS = 60_000;
+const RECENT_EVENTS = 50;
 
-/** Builds the runtime from a config file, reloads it, and shuts it down. */
+/**
+ * Runs a config: devices, streams, upstreams, and the management API. A new config (the file
+ * changed, SIGHUP, a signed push, the API) is validated, then only what differs is restarted:
+ * a stream whose definition is unchanged keeps running, with its counters and state, while
+ * the device or upstream beside it is replaced. A config that fails to start gives way to the
+ * previous one.
+ */
 export class Agent {
   private store!: Store;
-  private runtime!: Runtime;
+  readonly latest = new LatestValues();
+  readonly upstreams = new Map<string, RunningUpstream>();
+  readonly devices = new Map<string, RunningDevice>();
+  readonly streamsByName = new Map<string, RunningStream>();
+  /** The streams each device feeds, and the upstreams its status events go to. */
+  private routes = new Map<string, Stream[]>();
+  private deviceUpstreams = new Map<string, string[]>();
+  private timers: NodeJS.Timeout[] = [];
+  private management: Management | undefined;
+  private watcher: FSWatcher | undefined;
+  private applying: Promise<unknown> = Promise.resolve();
+  /** The time zone the running streams were built with (windows and timers depend on it). */
+  private timezone = '';
+  /** Events that went upstream lately, newest last (for the status page). */
+  readonly recentEvents: Reading[] = [];
+  appliedAt = Date.now();
 
   private constructor(
     private loaded: LoadedConfig,
     readonly log: Logger,
+    private readonly env: NodeJS.ProcessEnv,
   ) {}
 
   get config(): AgentConfig {
     return this.loaded.config;
   }
 
+  get file(): string {
+    return this.loaded.file;
+  }
+
+  get text(): string {
+    return this.loaded.text;
+  }
+
   get outbox(): Outbox {
     return this.store.outbox;
   }
 
-  get streams(): readonly Stream[] {
-    return this.runtime.streams;
+  get streams(): Stream[] {
+    return [...this.streamsByName.values()].map((s) => s.stream);
   }
 
-  get forwarders(): readonly Forwarder[] {
-    return this.runtime.forwarders;
+  get forwarders(): Forwarder[] {
+    return [...this.upstreams.values()].map((u) => u.forwarder);
   }
 
   /**
@@ -72,49 +128,294 @@ export class Agent {
    * and systemd restarts the agent; the outbox keeps what was not acknowledged.
    */
   healthy(maxStall: number, now = Date.now()): boolean {
-    return this.runtime.forwarders.every((f) => f.stalledFor(now) < maxStall);
+    return this.forwarders.every((f) => f.stalledFor(now) < maxStall);
   }
 
   /** Loads `file` and starts everything it describes. Throws ConfigError for a bad file. */
   static async start(file: string, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Agent> {
-    const agent = new Agent(loadConfigFile(file, env), log);
+    const agent = new Agent(loadConfigFile(file, env), log, env);
+    check(agent.loaded);
     log.level = agent.config.agent.log_level;
     agent.store = agent.openStore(agent.config);
-    agent.runtime = await agent.build(agent.loaded);
+    // At start there is nothing to go back to: a device that cannot be built is logged and left out.
+    await agent.reconcile(agent.loaded, false);
+    agent.timers.push(
+      setInterval(() => {
+        const now = Date.now();
+        for (const stream of agent.streamsByName.values()) if (stream.deployed) stream.stream.tick(now);
+      }, TICK_MS),
+      setInterval(() => agent.outbox.expire(), EXPIRE_MS),
+    );
+    agent.outbox.expire();
+    agent.watchConfigFile();
+    log.info({ devices: agent.devices.size, streams: agent.streamsByName.size, upstreams: agent.upstreams.size }, `agent ${agent.config.agent.id} running`);
     return agent;
   }
 
+  /** Reads the config file again and applies it (see `apply`). */
+  async reload(): Promise<ConfigChange> {
+    return this.apply(loadConfigFile(this.loaded.file, this.env), `file ${this.loaded.file}`);
+  }
+
   /**
-   * Reads the config file again. A bad file throws (ConfigError) and the running config
-   * stays; a good one replaces the running one. The outbox and stream state carry over.
+   * SIGHUP and a change of the config file: reload, and when the file is rejected or fails to
+   * start, say why in the log while the running config goes on. Resolves false then.
    */
-  async reload(env: NodeJS.ProcessEnv = process.env): Promise<void> {
-    const loaded = loadConfigFile(this.loaded.file, env);
-    // Checked against a scratch state store before anything running is touched.
-    buildProcessors(loaded, new StateStore(new Database(':memory:')));
-    await this.teardown(this.runtime);
-    if (storeKey(loaded.config) !== this.store.key) {
-      this.closeStore();
-      this.store = this.openStore(loaded.config);
+  async reloadLogged(why: string): Promise<boolean> {
+    try {
+      await this.reload();
+      return true;
+    } catch (err) {
+      if (err instanceof ConfigError) this.log.error({ file: this.file }, `${why}: config ${this.file} rejected; the running config stays:\n${err.message}`);
+      else if (err instanceof RolledBack) this.log.error({ file: this.file }, `${why}: ${err.message}`);
+      else throw err;
+      return false;
     }
-    this.loaded = loaded;
-    this.log.level = loaded.config.agent.log_level;
-    this.runtime = await this.build(loaded);
-    this.log.info({ version: loaded.config.version }, `config ${loaded.file} reloaded`);
+  }
+
+  /** Applies the config file when it changes on disk (after it has been quiet for 300 ms). */
+  private watchConfigFile(): void {
+    const file = this.loaded.file;
+    let quiet: NodeJS.Timeout | undefined;
+    try {
+      this.watcher = watch(dirname(file), (_event, name) => {
+        if (name !== basename(file)) return;
+        clearTimeout(quiet);
+        quiet = setTimeout(async () => {
+          await this.applying;
+          let text: string;
+          try {
+            text = readFileSync(file, 'utf8');
+          } catch {
+            return; // being replaced: the rename will be seen too
+          }
+          // the file as it runs already (a push writes it before applying it)
+          if (text !== this.loaded.text) await this.reloadLogged('the config file changed');
+        }, 300);
+      });
+      this.watcher.on('error', (err) => this.log.warn({ err: err.message }, `cannot watch ${file} for changes: ${err.message}; SIGHUP reloads it`));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, `cannot watch ${file} for changes: ${(err as Error).message}; SIGHUP reloads it`);
+    }
+  }
+
+  /**
+   * Applies a loaded config: validates it (ConfigError, and nothing changes), restarts what
+   * differs, and when that fails (a connector or upstream that cannot be built) goes back to
+   * the running config and throws RolledBack. One apply at a time.
+   */
+  apply(loaded: LoadedConfig, source: string): Promise<ConfigChange> {
+    const run = this.applying.then(async () => {
+      check(loaded);
+      const previous = this.loaded;
+      try {
+        const change = await this.reconcile(loaded, true);
+        this.loaded = loaded;
+        this.log.level = loaded.config.agent.log_level;
+        this.appliedAt = Date.now();
+        this.log.info({ version: loaded.config.version, ...change }, `config from ${source} applied (restarted: ${describe(change)})`);
+        return change;
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, `config from ${source} failed to start (${(err as Error).message}); going back to the running config`);
+        await this.reconcile(previous, false);
+        throw new RolledBack(`the config failed to start (${(err as Error).message}); the previous config${previous.config.version === undefined ? '' : ` (version ${previous.config.version})`} runs again`, err as Error);
+      }
+    });
+    this.applying = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Stops feeding a stream (its definition and state stay); `deploy` starts it again. */
+  setDeployed(name: string, deployed: boolean): RunningStream | undefined {
+    const running = this.streamsByName.get(name);
+    if (!running) return undefined;
+    if (running.deployed !== deployed) {
+      running.deployed = deployed;
+      if (deployed) this.startTimer(running);
+      else running.stopTimer?.();
+      this.route(this.config);
+      this.log.info({ stream: name }, `stream ${name} ${deployed ? 'deployed' : 'undeployed'}`);
+    }
+    return running;
   }
 
   /** Stops reading devices and timers and commits what was accepted; forwarding goes on. */
   async stopSources(): Promise<void> {
-    const { runtime } = this;
-    for (const stop of runtime.stopTimers) stop();
-    await Promise.all([...runtime.connectors.values()].map((c) => c.stop().catch((err) => this.log.warn({ device: c.id, err }, 'connector stop failed'))));
+    for (const stream of this.streamsByName.values()) stream.stopTimer?.();
+    await Promise.all([...this.devices.values()].map(({ connector: c }) => c.stop().catch((err) => this.log.warn({ device: c.id, err }, 'connector stop failed'))));
     this.store.outbox.commit();
   }
 
   /** Stops reading, commits what was accepted, lets sends in flight finish, closes. */
   async stop(): Promise<void> {
-    await this.teardown(this.runtime);
+    this.watcher?.close();
+    await this.applying;
+    for (const timer of this.timers) clearInterval(timer);
+    await this.management?.close();
+    this.management = undefined;
+    await this.stopAll();
     this.closeStore();
+  }
+
+  private async stopAll(): Promise<void> {
+    await this.stopSources();
+    this.devices.clear();
+    this.streamsByName.clear();
+    this.routes = new Map();
+    await Promise.all([...this.upstreams.values()].map((u) => u.forwarder.stop()));
+    await Promise.all([...this.upstreams.values()].map((u) => u.upstream.close()));
+    this.upstreams.clear();
+  }
+
+  /**
+   * Makes the running parts match `loaded`: each device, upstream and stream whose config
+   * differs from the one it runs with is stopped and built again; the rest are left alone.
+   * `strict`: a part that cannot be built throws (at start it is logged and left out).
+   */
+  private async reconcile(loaded: LoadedConfig, strict: boolean): Promise<ConfigChange> {
+    const { config } = loaded;
+    const change: ConfigChange = { upstreams: [], devices: [], streams: [] };
+    if (storeKey(config) !== this.store.key || config.agent.timezone !== this.timezone) {
+      // another database, agent id or clock: everything starts again
+      await this.stopAll();
+      if (storeKey(config) !== this.store.key) {
+        this.closeStore();
+        this.store = this.openStore(config);
+      }
+    }
+    const { outbox } = this.store;
+
+    const wantedUpstreams = new Map(config.upstream.map((u) => [u.name, u]));
+    for (const [name, running] of this.upstreams) {
+      if (same(running.config, wantedUpstreams.get(name))) continue;
+      await running.forwarder.stop();
+      await running.upstream.close();
+      this.upstreams.delete(name);
+      change.upstreams.push(name);
+    }
+    for (const upstreamConfig of config.upstream) {
+      if (this.upstreams.has(upstreamConfig.name)) continue;
+      const upstream = await createUpstream(upstreamConfig, config.agent.id, this.log);
+      if (!upstream) continue;
+      const forwarder = new Forwarder(outbox, upstream, this.log);
+      this.upstreams.set(upstreamConfig.name, { config: upstreamConfig, upstream, forwarder });
+      forwarder.start();
+      if (!change.upstreams.includes(upstreamConfig.name)) change.upstreams.push(upstreamConfig.name);
+    }
+    outbox.removeCommitListeners();
+    outbox.onCommitted(() => {
+      for (const { forwarder } of this.upstreams.values()) forwarder.wake();
+    });
+
+    const wantedDevices = new Map(config.devices.map((d) => [d.id, d]));
+    for (const [id, running] of this.devices) {
+      if (same(running.config, wantedDevices.get(id))) continue;
+      await running.connector.stop().catch((err) => this.log.warn({ device: id, err }, 'connector stop failed'));
+      this.devices.delete(id);
+      change.devices.push(id);
+    }
+    for (const device of config.devices) {
+      if (this.devices.has(device.id)) continue;
+      const report = (event: Reading) => {
+        const upstreams = this.deviceUpstreams.get(device.id);
+        if (upstreams?.length) this.send(upstreams, 'devices', event);
+      };
+      let connector: Connector;
+      try {
+        connector = await createConnector(device, { log: this.log, agentId: config.agent.id, dataDir: config.agent.data_dir, report });
+      } catch (err) {
+        if (strict) throw new Error(`device ${device.id}: ${(err as Error).message}`, { cause: err });
+        this.log.error({ device: device.id }, (err as Error).message);
+        continue;
+      }
+      this.devices.set(device.id, { config: device, connector });
+      connector.start((reading) => {
+        this.latest.update(reading);
+        const streams = this.routes.get(device.id);
+        if (streams) for (const stream of streams) stream.push(reading);
+      });
+      if (!change.devices.includes(device.id)) change.devices.push(device.id);
+    }
+
+    const wantedStreams = new Map(config.streams.map((s) => [s.name, s]));
+    for (const [name, running] of this.streamsByName) {
+      if (same(running.config, wantedStreams.get(name))) continue;
+      running.stopTimer?.();
+      this.streamsByName.delete(name);
+      change.streams.push(name);
+    }
+    this.timezone = config.agent.timezone;
+    const toBuild = new Set(config.streams.filter((s) => !this.streamsByName.has(s.name)).map((s) => s.name));
+    const { streams: processors, unavailable } = buildProcessors(loaded, this.store.state, { now: Date.now, latest: this.latest }, toBuild);
+    for (const issue of unavailable) this.log.error(formatIssue(issue));
+    for (const streamConfig of config.streams) {
+      const built = processors.get(streamConfig.name);
+      if (!toBuild.has(streamConfig.name) || !built) continue;
+      const upstreams = streamConfig.to.filter((sink): sink is string => typeof sink === 'string');
+      const toUpstreams = (reading: Reading) => {
+        if (upstreams.length > 0) this.send(upstreams, streamConfig.name, reading);
+      };
+      const actions = streamConfig.to.flatMap((sink) =>
+        typeof sink === 'string' ? [] : [new ActionSink(sink.action, (point, value) => this.write(sink.action.device, point, value), toUpstreams, this.log)],
+      );
+      const stream = new Stream(
+        streamConfig,
+        built.steps,
+        (reading) => {
+          toUpstreams(reading);
+          for (const action of actions) action.handle(reading);
+        },
+        built.counters,
+      );
+      const running: RunningStream = { config: streamConfig, stream, deployed: true };
+      this.streamsByName.set(streamConfig.name, running);
+      this.startTimer(running);
+      if (!change.streams.includes(streamConfig.name)) change.streams.push(streamConfig.name);
+    }
+    this.route(config);
+
+    const orphans = outbox.orphans(config.upstream.map((u) => u.name));
+    if (orphans.length) this.log.warn({ upstreams: orphans }, `the outbox holds records for upstreams no longer configured (${orphans.join(', ')}); they are kept`);
+    this.management = await startManagement(this, config, this.management, strict, this.log);
+    return change;
+  }
+
+  private startTimer(running: RunningStream): void {
+    const { timer } = running.config.from;
+    if (!timer || !running.deployed) return;
+    const schedule = new TimerSchedule(timer, this.config.agent.timezone);
+    running.stopTimer = startTimer(schedule, (ts) => running.stream.push({ device: 'timer', ts, values: {} }));
+  }
+
+  /** Which deployed streams each device feeds, and where its status events go. */
+  private route(config: AgentConfig): void {
+    const routes = new Map<string, Stream[]>();
+    const deviceUpstreams = new Map<string, string[]>();
+    for (const { config: streamConfig, stream, deployed } of this.streamsByName.values()) {
+      const device = streamConfig.from.device;
+      if (!device) continue;
+      if (deployed) routes.set(device, [...(routes.get(device) ?? []), stream]);
+      const upstreams = streamConfig.to.filter((t): t is string => typeof t === 'string');
+      deviceUpstreams.set(device, [...new Set([...(deviceUpstreams.get(device) ?? []), ...upstreams])]);
+    }
+    for (const device of config.devices) if (!deviceUpstreams.has(device.id)) deviceUpstreams.set(device.id, []);
+    this.routes = routes;
+    this.deviceUpstreams = deviceUpstreams;
+  }
+
+  private send(upstreams: readonly string[], stream: string, reading: Reading): void {
+    this.store.outbox.add(upstreams, stream, reading);
+    if (reading.event) {
+      this.recentEvents.push({ ...reading, stream } as Reading);
+      if (this.recentEvents.length > RECENT_EVENTS) this.recentEvents.shift();
+    }
+  }
+
+  /** Writes through the device's connector as it runs now (it may have been replaced since the action was built). */
+  private write(device: string, point: string, value: Value): Promise<void> {
+    const running = this.devices.get(device);
+    if (!running) return Promise.reject(new Error(`device ${device} is not running`));
+    return running.connector.write(point, value);
   }
 
   private openStore(config: AgentConfig): Store {
@@ -140,116 +441,31 @@ export class Agent {
   }
 
   private closeStore(): void {
+    this.store.outbox.removeCommitListeners();
     this.store.outbox.close();
     this.store.db.close();
   }
+}
 
-  private async build(loaded: LoadedConfig): Promise<Runtime> {
-    const { config } = loaded;
-    const { outbox } = this.store;
-    const latest = new LatestValues();
-    const { streams: processors, unavailable } = buildProcessors(loaded, this.store.state, { now: Date.now, latest });
-    for (const issue of unavailable) this.log.error(formatIssue(issue));
-    const orphans = outbox.orphans(config.upstream.map((u) => u.name));
-    if (orphans.length) this.log.warn({ upstreams: orphans }, `the outbox holds records for upstreams no longer configured (${orphans.join(', ')}); they are kept`);
+/** Everything the schema cannot see, checked against a scratch state store: throws ConfigError. */
+function check(loaded: LoadedConfig): void {
+  buildProcessors(loaded, new StateStore(new Database(':memory:')));
+}
 
-    const runtime: Runtime = { connectors: new Map(), streams: [], upstreams: [], forwarders: [], timers: [], stopTimers: [] };
-    for (const upstreamConfig of config.upstream) {
-      const upstream = await createUpstream(upstreamConfig, config.agent.id, this.log);
-      if (!upstream) continue;
-      const forwarder = new Forwarder(outbox, upstream, this.log);
-      runtime.upstreams.push(upstream);
-      runtime.forwarders.push(forwarder);
-    }
+function same(a: unknown, b: unknown): boolean {
+  return b !== undefined && JSON.stringify(a) === JSON.stringify(b);
+}
 
-    for (const device of config.devices) {
-      // Device events go to the upstreams of the streams that read the device.
-      const upstreams = [
-        ...new Set(config.streams.filter((s) => s.from.device === device.id).flatMap((s) => s.to.filter((t): t is string => typeof t === 'string'))),
-      ];
-      const report = (event: Reading) => {
-        if (upstreams.length > 0) outbox.add(upstreams, 'devices', event);
-      };
-      try {
-        runtime.connectors.set(device.id, await createConnector(device, { log: this.log, agentId: config.agent.id, dataDir: config.agent.data_dir, report }));
-      } catch (err) {
-        this.log.error({ device: device.id }, (err as Error).message);
-      }
-    }
-
-    for (const streamConfig of config.streams) {
-      const built = processors.get(streamConfig.name);
-      if (!built) continue;
-      const upstreams = streamConfig.to.filter((sink): sink is string => typeof sink === 'string');
-      const toUpstreams = (reading: Reading) => {
-        if (upstreams.length > 0) outbox.add(upstreams, streamConfig.name, reading);
-      };
-      const actions: ActionSink[] = [];
-      for (const sink of streamConfig.to) {
-        if (typeof sink === 'string') continue;
-        const connector = runtime.connectors.get(sink.action.device);
-        if (connector) actions.push(new ActionSink(sink.action, (point, value) => connector.write(point, value), toUpstreams, this.log));
-        else this.log.error(`stream ${streamConfig.name}: action on device ${sink.action.device}, which is not running`);
-      }
-      const stream = new Stream(
-        streamConfig,
-        built.steps,
-        (reading) => {
-          toUpstreams(reading);
-          for (const action of actions) action.handle(reading);
-        },
-        built.counters,
-      );
-      runtime.streams.push(stream);
-      const { timer } = streamConfig.from;
-      if (timer) {
-        const schedule = new TimerSchedule(timer, config.agent.timezone);
-        runtime.stopTimers.push(startTimer(schedule, (ts) => stream.push({ device: 'timer', ts, values: {} })));
-      }
-    }
-
-    const byDevice = new Map<string, Stream[]>();
-    for (const stream of runtime.streams) {
-      if (!stream.device) continue;
-      byDevice.set(stream.device, [...(byDevice.get(stream.device) ?? []), stream]);
-    }
-    const wakeForwarders = () => {
-      for (const forwarder of runtime.forwarders) forwarder.wake();
-    };
-    outbox.onCommitted(wakeForwarders);
-    for (const forwarder of runtime.forwarders) forwarder.start();
-    for (const [id, connector] of runtime.connectors) {
-      const streams = byDevice.get(id) ?? [];
-      connector.start((reading) => {
-        latest.update(reading);
-        for (const stream of streams) stream.push(reading);
-      });
-    }
-    outbox.expire();
-    runtime.timers.push(
-      setInterval(() => {
-        const now = Date.now();
-        for (const stream of runtime.streams) stream.tick(now);
-      }, TICK_MS),
-      setInterval(() => outbox.expire(), EXPIRE_MS),
-    );
-    this.log.info(
-      { devices: runtime.connectors.size, streams: runtime.streams.length, upstreams: runtime.upstreams.length },
-      `agent ${config.agent.id} running`,
-    );
-    return runtime;
-  }
-
-  private async teardown(runtime: Runtime): Promise<void> {
-    for (const timer of runtime.timers) clearInterval(timer);
-    await this.stopSources();
-    this.store.outbox.removeCommitListeners();
-    await Promise.all(runtime.forwarders.map((f) => f.stop()));
-    await Promise.all(runtime.upstreams.map((u) => u.close()));
-  }
+function describe(change: ConfigChange): string {
+  const parts = Object.entries(change)
+    .filter(([, names]) => names.length)
+    .map(([kind, names]) => `${kind} ${names.join(', ')}`);
+  return parts.join('; ') || 'nothing';
 }
 
 /** A reload that changes these needs the database reopened. */
 function storeKey(config: AgentConfig): string {
   return JSON.stringify([config.agent.data_dir, config.agent.id, config.outbox]);
 }
+
+export { ConfigError };

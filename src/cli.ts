@@ -1,5 +1,9 @@
 #!/usr/bin/env node
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { readEd25519Key, signedPush } from './manage/signing.js';
 import pino from 'pino';
 import { Agent } from './agent.js';
 import { ConfigError, formatIssue } from './config/errors.js';
@@ -20,6 +24,10 @@ commands:
                              run the config's streams over recorded data (CSV: ts,device,point,value)
                              and print the upstream records as JSON lines; actions are printed,
                              not performed
+  sign-config --key PRIVATE.pem FILE
+                             print FILE as a signed config push (JSON) for remote_config
+  keygen DIR                 write an Ed25519 key pair for config pushes:
+                             DIR/config-signing.key (keep it safe) and DIR/config-signing.pub
   help                       this text`;
 
 const DEFAULT_CONFIG = 'config/agent.yaml';
@@ -28,7 +36,7 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, input: { type: 'string', short: 'i' }, help: { type: 'boolean', short: 'h' } },
+    options: { config: { type: 'string', short: 'c' }, input: { type: 'string', short: 'i' }, key: { type: 'string', short: 'k' }, help: { type: 'boolean', short: 'h' } },
   });
   const [command, ...rest] = positionals;
   if (values.help || !command || command === 'help') {
@@ -43,6 +51,10 @@ async function main(argv: string[]): Promise<number> {
       return run(file);
     case 'replay':
       return replayCommand(file, values.input);
+    case 'sign-config':
+      return signConfig(rest[0], values.key);
+    case 'keygen':
+      return keygen(rest[0]);
     default:
       console.error(`edge-agent: unknown command "${command}"\n\n${USAGE}`);
       return 2;
@@ -94,6 +106,30 @@ async function replayCommand(file: string, input: string | undefined): Promise<n
   }
 }
 
+function signConfig(file: string | undefined, keyFile: string | undefined): number {
+  if (!file || !keyFile) {
+    console.error('usage: edge-agent sign-config --key PRIVATE.pem FILE');
+    return 2;
+  }
+  // The push carries the bytes as they are: what was validated is what was signed.
+  const text = readFileSync(file, 'utf8');
+  loadConfigFile(file, {});
+  console.log(signedPush(text, readEd25519Key(keyFile, 'private')));
+  return 0;
+}
+
+function keygen(dir: string | undefined): number {
+  if (!dir) {
+    console.error('usage: edge-agent keygen DIR');
+    return 2;
+  }
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  writeFileSync(join(dir, 'config-signing.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+  writeFileSync(join(dir, 'config-signing.pub'), publicKey.export({ type: 'spki', format: 'pem' }), { flag: 'wx' });
+  console.log(`${join(dir, 'config-signing.key')}: the private key (sign-config --key); ${join(dir, 'config-signing.pub')}: remote_config.public_key`);
+  return 0;
+}
+
 async function run(file: string): Promise<number> {
   const log = pino({ base: { pid: process.pid } });
   const stopped = new Promise<number>((resolve) => {
@@ -141,12 +177,7 @@ async function run(file: string): Promise<number> {
   process.on('SIGHUP', () => {
     reloading = reloading.then(async () => {
       notifySystemd('RELOADING=1', log);
-      try {
-        await agent.reload();
-      } catch (err) {
-        if (!(err instanceof ConfigError)) throw err;
-        log.error({ file }, `config ${file} rejected; the running config stays:\n${err.message}`);
-      }
+      await agent.reloadLogged('SIGHUP');
       notifySystemd('READY=1', log);
     });
   });

@@ -6,7 +6,10 @@ export interface AgentSection {
   id: string;
   data_dir: string;
   log_level: string;
+  /** host:port of the management API, metrics and status page, or `off`. */
   http: string;
+  /** Bearer token the API requires; needed when `http` is not on loopback. */
+  http_token?: string;
   timezone: string;
 }
 
@@ -117,5 +120,5 @@ export interface AgentConfig {
   streams: StreamConfig[];
   upstream: UpstreamConfig[];
   outbox: OutboxConfig;
-  remote_config?: { broker: string; topic: string; public_key: string; [key: string]: unknown };
+  remote_config?: { broker: string; topic: string; public_key: string; username?: string; password?: string; tls?: TlsConfig };
 }

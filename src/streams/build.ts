@@ -39,10 +39,13 @@ export function buildProcessors(
   loaded: LoadedConfig,
   state: StateStore,
   runtime: StepRuntime = { now: Date.now, latest: new LatestValues() },
+  /** Builds only these streams (a reload that leaves the others running); all are checked. */
+  only?: ReadonlySet<string>,
 ): BuiltProcessors {
   const { issues, unavailable } = checkReferences(loaded);
   const built = new Map<string, BuiltStream>();
   loaded.config.streams.forEach((stream, s) => {
+    if (only && !only.has(stream.name)) return;
     let runnable = true;
     const steps: Processor[] = [];
     const counters = new Map<string, number>();
@@ -149,6 +152,11 @@ function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIss
     });
   });
 
+  const { http, http_token } = config.agent;
+  if (http !== 'off' && !http_token && !isLoopback(http)) {
+    issues.push(issueAt(['agent', 'http'], `the management API on ${http} is reachable from the network: set agent.http_token (16 characters or more), which clients send as "Authorization: Bearer <token>"`));
+  }
+
   config.upstream.forEach((upstream, u) => {
     if (!hasUpstream(upstream.type)) {
       unavailable.push(issueAt(['upstream', u, 'type'], `upstream ${upstream.name}: type ${upstream.type} is not available in this build yet; its records wait in the outbox`));
@@ -158,4 +166,10 @@ function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIss
     }
   });
   return { issues, unavailable };
+}
+
+/** True for an address only this machine can reach: 127.0.0.0/8, ::1, localhost. */
+export function isLoopback(hostPort: string): boolean {
+  const host = hostPort.slice(0, hostPort.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

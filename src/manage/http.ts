@@ -1,0 +1,126 @@
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { Agent } from '../agent.js';
+import { createMetrics } from './metrics.js';
+
+const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
+
+/** The JSON views of the REST API, one function each (README lists them). */
+export function streamsView(agent: Agent) {
+  return [...agent.streamsByName.values()].map(({ config, stream, deployed }) => ({
+    name: config.name,
+    from: config.from,
+    steps: config.steps.map((step) => Object.keys(step)[0]),
+    to: config.to.map((sink) => (typeof sink === 'string' ? sink : `action:${sink.action.device}.${sink.action.point}`)),
+    deployed,
+    readings_in: stream.readingsIn,
+    readings_out: stream.readingsOut,
+    counters: Object.fromEntries(stream.counters),
+  }));
+}
+
+export function devicesView(agent: Agent) {
+  return [...agent.devices.values()].map(({ config, connector }) => ({
+    id: config.id,
+    protocol: config.protocol,
+    online: connector.online,
+    read_errors: (connector as { readErrors?: number }).readErrors ?? (connector as { malformed?: number }).malformed,
+    points: Object.fromEntries(agent.latest.samplesOf(config.id)),
+  }));
+}
+
+export function outboxView(agent: Agent) {
+  const now = Date.now();
+  return {
+    upstreams: [...agent.upstreams.entries()].map(([name, { config, upstream, forwarder }]) => ({
+      name,
+      type: config.type,
+      connected: upstream.connected,
+      depth: agent.outbox.depth(name),
+      oldest_age_ms: agent.outbox.oldestAge(name, now),
+      drops: agent.outbox.drops.get(name) ?? { overflow: 0, expired: 0 },
+      dead_lettered: agent.outbox.deadLettered.get(name) ?? 0,
+      sent: forwarder.sent,
+      errors: forwarder.errors,
+    })),
+    last_seq: agent.outbox.lastSeq,
+  };
+}
+
+export function configView(agent: Agent) {
+  return { agent: agent.config.agent.id, version: agent.config.version ?? null, file: agent.file, applied_at: agent.appliedAt };
+}
+
+/**
+ * The management API on `agent.http`: the REST API under /api, Prometheus metrics at /metrics
+ * and the status page at /. With a token, /api and /metrics require `Authorization: Bearer`.
+ */
+export async function startHttp(agent: Agent, hostPort: string, token: string | undefined, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
+  const page = readFileSync(STATUS_PAGE);
+  const metrics = createMetrics(agent);
+  const expected = token ? Buffer.from(`Bearer ${token}`) : undefined;
+  const authorized = (req: IncomingMessage) => {
+    if (!expected) return true;
+    const given = Buffer.from(req.headers.authorization ?? '');
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  };
+  const json = (res: ServerResponse, status: number, body: unknown) => {
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(body));
+  };
+
+  const server: Server = createServer(async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://agent');
+    const path = url.pathname;
+    try {
+      if (req.method === 'GET' && (path === '/' || path === '/index.html')) {
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+        return void res.end(page);
+      }
+      if (!authorized(req)) {
+        res.setHeader('www-authenticate', 'Bearer');
+        return json(res, 401, { error: 'this API needs "Authorization: Bearer <agent.http_token>"' });
+      }
+      if (req.method === 'GET' && path === '/metrics') {
+        res.writeHead(200, { 'content-type': metrics.contentType });
+        return void res.end(await metrics.metrics());
+      }
+      const deploy = /^\/api\/streams\/([^/]+)\/(deploy|undeploy)$/.exec(path);
+      if (deploy) {
+        if (req.method !== 'POST') return json(res, 405, { error: `${path} takes POST` });
+        const name = decodeURIComponent(deploy[1]);
+        const running = agent.setDeployed(name, deploy[2] === 'deploy');
+        if (!running) return json(res, 404, { error: `no stream "${name}" (streams: ${[...agent.streamsByName.keys()].join(', ')})` });
+        return json(res, 200, { name, deployed: running.deployed });
+      }
+      if (req.method !== 'GET') return json(res, 405, { error: `${req.method} is not allowed on ${path}` });
+      if (path === '/api/streams') return json(res, 200, streamsView(agent));
+      if (path === '/api/devices') return json(res, 200, devicesView(agent));
+      if (path === '/api/outbox') return json(res, 200, outboxView(agent));
+      if (path === '/api/config') return json(res, 200, configView(agent));
+      if (path === '/api/events') return json(res, 200, agent.recentEvents);
+      return json(res, 404, { error: `nothing at ${path} (see /api/streams, /api/devices, /api/outbox, /api/config, /api/events, /metrics)` });
+    } catch (err) {
+      log.error({ err: (err as Error).message, path }, `management API: ${path} failed`);
+      json(res, 500, { error: (err as Error).message });
+    }
+  });
+  const at = hostPort.lastIndexOf(':');
+  const host = hostPort.slice(0, at).replace(/^\[|\]$/g, '');
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(hostPort.slice(at + 1)), host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  log.info({ http: hostPort }, `management API, metrics and status page on http://${hostPort.slice(0, at)}:${port}/`);
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

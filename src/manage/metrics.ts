@@ -1,0 +1,87 @@
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { Agent } from '../agent.js';
+
+/**
+ * Prometheus metrics, read from the agent's own counters when scraped (nothing is counted
+ * twice on the hot path). Process memory, CPU and event-loop lag come from prom-client's
+ * default metrics (`process_resident_memory_bytes`, `nodejs_eventloop_lag_seconds`, …).
+ */
+export function createMetrics(agent: Agent): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
+
+  /** A counter whose value is read from the agent at scrape time. */
+  const counter = (name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, value: number) => void) => void) =>
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        read((labels, value) => this.inc(labels, value));
+      },
+    });
+  const gauge = (name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, value: number) => void) => void) =>
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        read((labels, value) => this.set(labels, value));
+      },
+    });
+
+  counter('edge_stream_readings_in_total', 'Readings that entered a stream', ['stream'], (set) => {
+    for (const { stream } of agent.streamsByName.values()) set({ stream: stream.name }, stream.readingsIn);
+  });
+  counter('edge_stream_readings_out_total', 'Readings a stream passed to its sinks', ['stream'], (set) => {
+    for (const { stream } of agent.streamsByName.values()) set({ stream: stream.name }, stream.readingsOut);
+  });
+  counter('edge_stream_step_events_total', 'What a step counted (drops, missing values, late readings), by step', ['stream', 'step', 'operator', 'kind'], (set) => {
+    for (const { stream } of agent.streamsByName.values()) {
+      for (const [key, value] of stream.counters) {
+        const [step, operator, kind] = key.split('.');
+        set({ stream: stream.name, step, operator, kind }, value);
+      }
+    }
+  });
+  gauge('edge_stream_deployed', '1 while a stream is deployed', ['stream'], (set) => {
+    for (const { stream, deployed } of agent.streamsByName.values()) set({ stream: stream.name }, deployed ? 1 : 0);
+  });
+  gauge('edge_device_online', '1 while a device answers', ['device', 'protocol'], (set) => {
+    for (const { config, connector } of agent.devices.values()) set({ device: config.id, protocol: config.protocol }, connector.online ? 1 : 0);
+  });
+  counter('edge_device_read_errors_total', 'Failed reads (Modbus) and malformed payloads (MQTT) of a device', ['device'], (set) => {
+    for (const { config, connector } of agent.devices.values()) {
+      const errors = (connector as { readErrors?: number; malformed?: number }).readErrors ?? (connector as { malformed?: number }).malformed;
+      if (errors !== undefined) set({ device: config.id }, errors);
+    }
+  });
+  gauge('edge_outbox_depth', 'Records waiting for an upstream', ['upstream'], (set) => {
+    for (const name of agent.upstreams.keys()) set({ upstream: name }, agent.outbox.depth(name));
+  });
+  gauge('edge_outbox_oldest_age_seconds', 'Age of the oldest record waiting for an upstream', ['upstream'], (set) => {
+    const now = Date.now();
+    for (const name of agent.upstreams.keys()) set({ upstream: name }, agent.outbox.oldestAge(name, now) / 1000);
+  });
+  counter('edge_outbox_dropped_total', 'Records dropped before delivery (outbox full, too old)', ['upstream', 'reason'], (set) => {
+    for (const [upstream, drops] of agent.outbox.drops) for (const [reason, value] of Object.entries(drops)) set({ upstream, reason }, value);
+  });
+  counter('edge_outbox_dead_lettered_total', 'Records an upstream refused for good (moved to the dead-letter table)', ['upstream'], (set) => {
+    for (const [upstream, value] of agent.outbox.deadLettered) set({ upstream }, value);
+  });
+  counter('edge_upstream_sent_total', 'Records an upstream acknowledged', ['upstream'], (set) => {
+    for (const [name, { forwarder }] of agent.upstreams) set({ upstream: name }, forwarder.sent);
+  });
+  counter('edge_upstream_errors_total', 'Failed sends to an upstream (retried)', ['upstream'], (set) => {
+    for (const [name, { forwarder }] of agent.upstreams) set({ upstream: name }, forwarder.errors);
+  });
+  gauge('edge_upstream_connected', '1 while an upstream can take records', ['upstream'], (set) => {
+    for (const [name, { upstream }] of agent.upstreams) set({ upstream: name }, upstream.connected ? 1 : 0);
+  });
+  gauge('edge_config_info', 'The running config version', ['version'], (set) => set({ version: String(agent.config.version ?? '') }, 1));
+  return registry;
+}

@@ -1,0 +1,297 @@
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import mqtt from 'mqtt';
+import { chromium } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Agent, RolledBack } from '../src/agent.js';
+import { ConfigError } from '../src/config/errors.js';
+import { parseConfig } from '../src/config/load.js';
+import { testLog } from './support/log.js';
+import { Mosquitto } from './support/mosquitto.js';
+import { freePort, until } from './support/ports.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+let broker: Mosquitto;
+beforeAll(async () => {
+  broker = await Mosquitto.start();
+});
+afterAll(async () => {
+  await broker?.stop('SIGKILL');
+});
+
+/** Two simulated devices, a stream on each, a file upstream; `extra` goes under `agent:`. */
+function configText(dir: string, options: { version?: number; agent?: string; poll2?: string; stepsB?: string; more?: string } = {}): string {
+  return `version: ${options.version ?? 1}
+agent: { id: gw-1, data_dir: ${dir}/data, log_level: warn${options.agent ?? ', http: off'} }
+devices:
+  - { id: sim, protocol: simulator, poll: 20ms, points: [{ name: p, signal: sine, min: 0, max: 100, period: 2s }] }
+  - { id: sim2, protocol: simulator, poll: ${options.poll2 ?? '20ms'}, points: [{ name: q, signal: counter, rate: 3600000 }] }
+streams:
+  - { name: a, from: { device: sim }, to: [out] }
+  - name: b
+    from: { device: sim2 }
+    steps: [${options.stepsB ?? '{ change: { point: q } }'}]
+    to: [out]
+upstream:
+  - { name: out, type: file, path: ${dir}/out.jsonl }
+${options.more ?? ''}`;
+}
+
+async function startAgent(text: string): Promise<{ agent: Agent; dir: string; file: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'manage-'));
+  const file = join(dir, 'agent.yaml');
+  writeFileSync(file, text.replaceAll('$DIR', dir));
+  const agent = await Agent.start(file, testLog);
+  cleanup.push(() => agent.stop());
+  return { agent, dir, file };
+}
+
+const configOf = (agent: Agent, dir: string, options: Parameters<typeof configText>[1]) => parseConfig(configText(dir, options), agent.file, {});
+
+describe('applying a new config', () => {
+  it('restarts only what changed: an unchanged stream keeps running with its counters', async () => {
+    const { agent, dir } = await startAgent(configText('$DIR'));
+    await until(() => agent.streamsByName.get('a')!.stream.readingsIn > 20 && agent.streamsByName.get('b')!.stream.readingsIn > 20, 5000, 'readings');
+    const streamA = agent.streamsByName.get('a')!.stream;
+    const streamB = agent.streamsByName.get('b')!.stream;
+    const sim = agent.devices.get('sim')!.connector;
+    const sim2 = agent.devices.get('sim2')!.connector;
+    const upstream = agent.upstreams.get('out')!.upstream;
+
+    // stream b's steps change: b restarts, a and both devices keep running
+    const change = await agent.apply(configOf(agent, dir, { version: 2, stepsB: '{ change: { point: q, deadband: 1 } }' }), 'test');
+    expect(change).toEqual({ upstreams: [], devices: [], streams: ['b'] });
+    expect(agent.streamsByName.get('a')!.stream).toBe(streamA);
+    expect(agent.streamsByName.get('b')!.stream).not.toBe(streamB);
+    expect(agent.devices.get('sim')!.connector).toBe(sim);
+    expect(agent.upstreams.get('out')!.upstream).toBe(upstream);
+    const before = streamA.readingsIn;
+    await until(() => streamA.readingsIn > before + 10, 5000, 'stream a still fed');
+
+    // device sim2's poll changes: the device restarts, stream b (unchanged now) keeps running
+    const streamB2 = agent.streamsByName.get('b')!.stream;
+    expect(await agent.apply(configOf(agent, dir, { version: 3, poll2: '30ms', stepsB: '{ change: { point: q, deadband: 1 } }' }), 'test')).toEqual({
+      upstreams: [],
+      devices: ['sim2'],
+      streams: [],
+    });
+    expect(agent.devices.get('sim2')!.connector).not.toBe(sim2);
+    expect(agent.streamsByName.get('b')!.stream).toBe(streamB2);
+    const inB = streamB2.readingsIn;
+    await until(() => streamB2.readingsIn > inB + 5, 5000, 'stream b fed by the new device');
+    expect(agent.config.version).toBe(3);
+  });
+
+  it('rejects an invalid config and keeps the running one', async () => {
+    const { agent, dir } = await startAgent(configText('$DIR'));
+    const streamA = agent.streamsByName.get('a')!.stream;
+    const invalid = parseConfig(configText(dir, { version: 2, stepsB: '{ threshold: { point: q, min: 5, max: 1 } }' }), agent.file, {});
+    await expect(agent.apply(invalid, 'test')).rejects.toThrow(/stream b, step 1 \(threshold\)/);
+    expect(agent.streamsByName.get('a')!.stream).toBe(streamA);
+    expect(agent.config.version).toBe(1);
+  });
+
+  it('goes back to the running config when the new one fails to start', async () => {
+    const { agent, dir } = await startAgent(configText('$DIR'));
+    const streamB = agent.streamsByName.get('b')!.stream;
+    // upstream out changes (and is replaced), then upstream cloud cannot be built
+    const broken = parseConfig(
+      configText(dir, {
+        version: 2,
+        stepsB: '{ change: { point: q, deadband: 1 } }',
+        more: `  - { name: cloud, type: mqtt, url: "${broker.url}", topic: t, tls: { ca: ${dir}/missing-ca.pem } }`,
+      }).replace(`path: ${dir}/out.jsonl`, `path: ${dir}/other.jsonl`),
+      agent.file,
+      {},
+    );
+    const failed = await agent.apply(broken, 'test').catch((err: Error) => err);
+    expect(failed).toBeInstanceOf(RolledBack);
+    expect((failed as Error).message).toMatch(/missing-ca\.pem.*the previous config \(version 1\) runs again/);
+    expect(agent.config.version).toBe(1);
+    expect([...agent.upstreams.keys()]).toEqual(['out']);
+    expect(agent.upstreams.get('out')!.config).toMatchObject({ path: `${dir}/out.jsonl` });
+    expect(agent.streamsByName.get('b')!.stream).toBe(streamB);
+    const sent = agent.upstreams.get('out')!.forwarder.sent;
+    await until(() => agent.upstreams.get('out')!.forwarder.sent > sent + 5, 5000, 'records to out.jsonl again');
+  });
+
+  it('applies the config file when it changes, without a signal', async () => {
+    const { agent, file } = await startAgent(configText('$DIR'));
+    const text = readFileSync(file, 'utf8');
+    writeFileSync(file, text.replace('version: 1', 'version: 2').replace('poll: 20ms, points: [{ name: q', 'poll: 40ms, points: [{ name: q'));
+    await until(() => agent.config.version === 2, 5000, 'the file change applied');
+    expect(agent.devices.get('sim2')!.config.poll).toBe(40);
+  });
+});
+
+describe('management API', () => {
+  async function withApi(extra = '') {
+    const port = await freePort();
+    const started = await startAgent(configText('$DIR', { agent: `, http: "127.0.0.1:${port}"${extra}` }));
+    return { ...started, url: `http://127.0.0.1:${port}` };
+  }
+
+  it('lists streams, devices with latest values, the outbox and the config version; deploys and undeploys a stream', async () => {
+    const { agent, url } = await withApi();
+    await until(() => agent.streamsByName.get('a')!.stream.readingsIn > 5, 5000, 'readings');
+    const get = async (path: string) => (await fetch(url + path)).json();
+
+    const streams = await get('/api/streams');
+    expect(streams.map((s: { name: string }) => s.name)).toEqual(['a', 'b']);
+    expect(streams[1]).toMatchObject({ name: 'b', from: { device: 'sim2' }, steps: ['change'], to: ['out'], deployed: true });
+    expect(streams[0].readings_in).toBeGreaterThan(5);
+
+    const devices = await get('/api/devices');
+    expect(devices[0]).toMatchObject({ id: 'sim', protocol: 'simulator', online: true });
+    expect(devices[0].points.p).toMatchObject({ quality: 'good' });
+    expect(typeof devices[0].points.p.value).toBe('number');
+
+    const outbox = await get('/api/outbox');
+    expect(outbox.upstreams[0]).toMatchObject({ name: 'out', type: 'file', connected: true, drops: { overflow: 0, expired: 0 }, dead_lettered: 0 });
+    expect(outbox.upstreams[0].sent).toBeGreaterThan(0);
+    expect(await get('/api/config')).toMatchObject({ agent: 'gw-1', version: 1 });
+
+    const undeploy = await fetch(`${url}/api/streams/a/undeploy`, { method: 'POST' });
+    expect(await undeploy.json()).toEqual({ name: 'a', deployed: false });
+    const stopped = agent.streamsByName.get('a')!.stream.readingsIn;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(agent.streamsByName.get('a')!.stream.readingsIn).toBe(stopped);
+    expect((await get('/api/streams'))[0].deployed).toBe(false);
+    await fetch(`${url}/api/streams/a/deploy`, { method: 'POST' });
+    await until(() => agent.streamsByName.get('a')!.stream.readingsIn > stopped + 5, 5000, 'stream a deployed again');
+
+    const missing = await fetch(`${url}/api/streams/nope/deploy`, { method: 'POST' });
+    expect(missing.status).toBe(404);
+    expect((await missing.json()).error).toMatch(/no stream "nope" \(streams: a, b\)/);
+  });
+
+  it('exports Prometheus metrics', async () => {
+    const { agent, url } = await withApi();
+    await until(() => agent.streamsByName.get('b')!.stream.readingsIn > 5, 5000, 'readings');
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const value = (line: RegExp) => Number(text.split('\n').find((l) => line.test(l))?.split(' ').pop());
+    expect(value(/^edge_stream_readings_in_total\{stream="a"\}/)).toBeGreaterThan(5);
+    expect(value(/^edge_stream_readings_out_total\{stream="b"\}/)).toBeGreaterThan(0);
+    expect(value(/^edge_device_online\{device="sim",protocol="simulator"\}/)).toBe(1);
+    expect(value(/^edge_outbox_depth\{upstream="out"\}/)).toBeGreaterThanOrEqual(0);
+    expect(value(/^edge_upstream_sent_total\{upstream="out"\}/)).toBeGreaterThan(0);
+    expect(value(/^edge_upstream_errors_total\{upstream="out"\}/)).toBe(0);
+    expect(value(/^edge_config_info\{version="1"\}/)).toBe(1);
+    expect(value(/^process_resident_memory_bytes /)).toBeGreaterThan(10e6);
+    expect(text).toMatch(/^nodejs_eventloop_lag_seconds \d/m);
+  });
+
+  it('needs a token when it listens beyond loopback, and then checks it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'manage-'));
+    writeFileSync(join(dir, 'open.yaml'), configText(dir, { agent: ', http: "0.0.0.0:8080"' }));
+    await expect(Agent.start(join(dir, 'open.yaml'), testLog)).rejects.toThrow(/agent\.http: the management API on 0\.0\.0\.0:8080 is reachable from the network: set agent\.http_token/);
+
+    const token = 'a-token-of-24-characters';
+    const { url } = await withApi(`, http_token: ${token}`);
+    expect((await fetch(`${url}/api/streams`)).status).toBe(401);
+    expect((await fetch(`${url}/metrics`, { headers: { authorization: 'Bearer wrong-token-of-24-chars!' } })).status).toBe(401);
+    expect((await fetch(`${url}/api/streams`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+    expect((await fetch(`${url}/`)).status).toBe(200); // the page itself; its data needs the token
+  });
+});
+
+describe('status page in Chromium', () => {
+  it('shows a simulated value with its quality and updates it', async () => {
+    const port = await freePort();
+    const { agent } = await startAgent(configText('$DIR', { agent: `, http: "127.0.0.1:${port}"` }));
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    cleanup.push(() => browser.close());
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${port}/`);
+    const cell = page.locator('tr[data-point="sim.p"] td:nth-child(5)');
+    await cell.waitFor({ timeout: 10_000 });
+    const first = await cell.textContent();
+    expect(Number(first)).not.toBeNaN();
+    expect(await page.locator('tr[data-point="sim.p"] td:nth-child(6)').textContent()).toBe('good');
+    expect(await page.locator('tr[data-stream="a"] td:nth-child(5)').textContent()).toBe('yes');
+    expect(await page.locator('tr[data-upstream="out"] td:first-child').textContent()).toBe('out');
+    // the sine moves; the page reads the API again every 2 s
+    await page.waitForFunction((before) => document.querySelector('tr[data-point="sim.p"] td:nth-child(5)')?.textContent !== before, first, { timeout: 10_000 });
+    expect(await page.locator('#status').getAttribute('class')).toBe('');
+    expect(agent.streamsByName.get('a')!.deployed).toBe(true);
+  });
+});
+
+describe('remote config over MQTT', () => {
+  it('applies a signed, newer, valid push and refuses the others, each with a state message', async () => {
+    const keys = mkdtempSync(join(tmpdir(), 'keys-'));
+    // the key pair and the signature come from the CLI an operator uses
+    execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'keygen', keys]);
+    const { privateKey: otherKey } = generateKeyPairSync('ed25519');
+    const remote = `remote_config: { broker: "${broker.url}", topic: "plant/{agent}/config", public_key: ${keys}/config-signing.pub }`;
+    const { agent, dir, file } = await startAgent(configText('$DIR', { more: remote }));
+    const original = readFileSync(file, 'utf8');
+
+    const states: { status: string; version: number; reason?: string; pushed_version?: number; changed?: object }[] = [];
+    const client = await mqtt.connectAsync(broker.url);
+    cleanup.push(() => client.endAsync());
+    client.on('message', (_t, payload) => states.push(JSON.parse(String(payload))));
+    await client.subscribeAsync('plant/gw-1/config/state', { qos: 1 });
+    await until(() => states.some((s) => s.status === 'running'), 5000, 'the agent says which version runs');
+
+    const sign = (text: string) => {
+      const path = join(keys, `push-${states.length}.yaml`);
+      writeFileSync(path, text);
+      return execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'sign-config', '--key', join(keys, 'config-signing.key'), path], { encoding: 'utf8' }).trim();
+    };
+    const push = async (payload: string) => {
+      const count = states.length;
+      await client.publishAsync('plant/gw-1/config/set', payload, { qos: 1 });
+      await until(() => states.length > count, 10_000, 'a state message');
+      return states[states.length - 1];
+    };
+    const v2 = configText(dir, { version: 2, stepsB: '{ change: { point: q, deadband: 1 } }', more: remote });
+    const streamA = agent.streamsByName.get('a')!.stream;
+
+    expect(await push(JSON.stringify({ config: v2 }))).toMatchObject({ status: 'rejected', version: 1, reason: 'unsigned push: no "signature"' });
+    const forged = JSON.stringify({ config: v2, signature: (await import('node:crypto')).sign(null, Buffer.from(v2), otherKey).toString('base64') });
+    expect(await push(forged)).toMatchObject({ status: 'rejected', reason: 'bad signature: it does not verify against the configured public key' });
+    const tampered = JSON.parse(sign(v2));
+    tampered.config = tampered.config.replace('deadband: 1', 'deadband: 2');
+    expect((await push(JSON.stringify(tampered))).reason).toMatch(/^bad signature/);
+    expect((await push(sign(v2.replace('{ change: { point: q, deadband: 1 } }', '{ threshold: { point: q, min: 5, max: 1 } }')))).reason).toMatch(/^invalid config: .*stream b, step 1 \(threshold\)/);
+    expect(agent.config.version).toBe(1);
+    expect(readFileSync(file, 'utf8')).toBe(original);
+
+    const good = sign(v2);
+    expect(await push(good)).toMatchObject({ status: 'applied', version: 2, changed: { upstreams: [], devices: [], streams: ['b'] } });
+    expect(agent.config.version).toBe(2);
+    expect(agent.streamsByName.get('a')!.stream).toBe(streamA);
+    expect(readFileSync(file, 'utf8')).toBe(v2);
+    expect(readFileSync(`${file}.bak`, 'utf8')).toBe(original);
+
+    // the same push again (a replay), and an older version
+    expect(await push(good)).toMatchObject({ status: 'rejected', version: 2, pushed_version: 2, reason: 'version 2 is not newer than the running version 2' });
+
+    // valid, but an upstream that cannot be built: back to version 2, file included
+    const v3 = configText(dir, {
+      version: 3,
+      stepsB: '{ change: { point: q, deadband: 1 } }',
+      more: `  - { name: cloud, type: mqtt, url: "${broker.url}", topic: t, tls: { ca: ${dir}/missing-ca.pem } }\n${remote}`,
+    });
+    const rolled = await push(sign(v3));
+    expect(rolled).toMatchObject({ status: 'rolled-back', version: 2, pushed_version: 3 });
+    expect(rolled.reason).toMatch(/missing-ca\.pem/);
+    expect(agent.config.version).toBe(2);
+    expect(readFileSync(file, 'utf8')).toBe(v2);
+    expect(existsSync(`${file}.tmp-${process.pid}`)).toBe(false);
+    // the outbox and the stream that did not change ran through all of it
+    expect(agent.streamsByName.get('a')!.stream).toBe(streamA);
+  });
+});
