@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent.js';
 import { ErrorCode, KafkaTestBroker } from './support/kafka-broker.js';
@@ -29,13 +30,13 @@ async function testBroker(options: ConstructorParameters<typeof KafkaTestBroker>
 }
 
 /** An agent with three simulated meters, each on its own stream(s), forwarding to Kafka. */
-async function startAgent(upstream: string, streams = ['readings'], poll = '20ms'): Promise<{ agent: Agent; dir: string }> {
+async function startAgent(upstream: string, streams = ['readings'], poll = '20ms', log = testLog): Promise<{ agent: Agent; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'kafka-'));
   const file = join(dir, 'agent.yaml');
   const devices = ['meter-1', 'meter-2', 'meter-3'];
   writeFileSync(
     file,
-    `agent: { id: gw-1, data_dir: ${dir}/data, log_level: warn, http: off }
+    `agent: { id: gw-1, data_dir: ${dir}/data, log_level: ${log === testLog ? 'error' : 'warn'}, http: off }
 devices:
 ${devices.map((d) => `  - { id: ${d}, protocol: simulator, poll: ${poll}, points: [{ name: power_kw, signal: sine, min: 0, max: 10 }] }`).join('\n')}
 streams:
@@ -44,7 +45,7 @@ upstream:
   - { name: lake, type: kafka, ${upstream} }
 `,
   );
-  const agent = await Agent.start(file, testLog);
+  const agent = await Agent.start(file, log);
   cleanup.push(() => agent.stop());
   return { agent, dir };
 }
@@ -203,7 +204,7 @@ describe('Kafka upstream: faults (test broker)', () => {
     const topic = `edge-${randomUUID().slice(0, 8)}`;
     writeFileSync(
       file,
-      `agent: { id: gw-1, data_dir: ${dir}/data, log_level: warn, http: off }
+      `agent: { id: gw-1, data_dir: ${dir}/data, log_level: error, http: off }
 devices: [{ id: meter-1, protocol: simulator, poll: 20ms, points: [{ name: n, signal: counter }] }]
 streams:
   - { name: small, from: { device: meter-1 }, to: [lake] }
@@ -278,10 +279,15 @@ describe('Kafka upstream: TLS and SASL', () => {
       sasl: { mechanism: 'SCRAM-SHA-256', users: { edge: 's3cret' } },
     });
     const topic = `edge-${randomUUID().slice(0, 8)}`;
-    const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}, tls: { ca: ${pki.ca} }, sasl: { mechanism: scram-sha-256, username: edge, password: wrong }`);
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+    const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}, tls: { ca: ${pki.ca} }, sasl: { mechanism: scram-sha-256, username: edge, password: wrong }`, ['readings'], '20ms', log);
     await until(() => agent.forwarders[0].errors >= 1, 15_000, 'a refused send');
+    await agent.stopSources();
     expect(broker.records(topic)).toEqual([]);
     expect(agent.outbox.depth('lake')).toBe(agent.outbox.lastSeq);
+    // the log names the upstream, the broker and why
+    expect(lines.join('\n')).toMatch(new RegExp(`upstream lake: send failed \\(Kafka ${broker.address}: .*authentication failed for edge`));
   });
 });
 
@@ -291,7 +297,7 @@ describe('Kafka upstream: memory', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kafka-lazy-'));
     writeFileSync(
       join(dir, 'agent.yaml'),
-      `agent: { id: gw-1, data_dir: ${dir}/data, log_level: warn, http: off }
+      `agent: { id: gw-1, data_dir: ${dir}/data, log_level: error, http: off }
 devices: [{ id: sim, protocol: simulator, points: [{ name: p, signal: sine }] }]
 streams: [{ name: s, from: { device: sim }, to: [out] }]
 upstream: [{ name: out, ${upstream} }]

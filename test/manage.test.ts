@@ -30,7 +30,7 @@ afterAll(async () => {
 /** Two simulated devices, a stream on each, a file upstream; `extra` goes under `agent:`. */
 function configText(dir: string, options: { version?: number; agent?: string; poll2?: string; stepsB?: string; more?: string } = {}): string {
   return `version: ${options.version ?? 1}
-agent: { id: gw-1, data_dir: ${dir}/data, log_level: warn${options.agent ?? ', http: off'} }
+agent: { id: gw-1, data_dir: ${dir}/data, log_level: error${options.agent ?? ', http: off'} }
 devices:
   - { id: sim, protocol: simulator, poll: 20ms, points: [{ name: p, signal: sine, min: 0, max: 100, period: 2s }] }
   - { id: sim2, protocol: simulator, poll: ${options.poll2 ?? '20ms'}, points: [{ name: q, signal: counter, rate: 3600000 }] }
@@ -155,7 +155,7 @@ describe('management API', () => {
     expect(typeof devices[0].points.p.value).toBe('number');
 
     const outbox = await get('/api/outbox');
-    expect(outbox.upstreams[0]).toMatchObject({ name: 'out', type: 'file', connected: true, drops: { overflow: 0, expired: 0 }, dead_lettered: 0 });
+    expect(outbox.upstreams[0]).toMatchObject({ name: 'out', type: 'file', connected: true, retrying: false, drops: { overflow: 0, expired: 0 }, dead_lettered: 0 });
     expect(outbox.upstreams[0].sent).toBeGreaterThan(0);
     expect(await get('/api/config')).toMatchObject({ agent: 'gw-1', version: 1 });
 

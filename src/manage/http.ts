@@ -38,6 +38,7 @@ export function outboxView(agent: Agent) {
       name,
       type: config.type,
       connected: upstream.connected,
+      retrying: forwarder.retrying,
       depth: agent.outbox.depth(name),
       oldest_age_ms: agent.outbox.oldestAge(name, now),
       drops: agent.outbox.drops.get(name) ?? { overflow: 0, expired: 0 },

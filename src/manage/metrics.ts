@@ -82,6 +82,9 @@ export function createMetrics(agent: Agent): Registry {
   gauge('edge_upstream_connected', '1 while an upstream can take records', ['upstream'], (set) => {
     for (const [name, { upstream }] of agent.upstreams) set({ upstream: name }, upstream.connected ? 1 : 0);
   });
+  gauge('edge_upstream_retrying', '1 from a failed send until a send succeeds again', ['upstream'], (set) => {
+    for (const [name, { forwarder }] of agent.upstreams) set({ upstream: name }, forwarder.retrying ? 1 : 0);
+  });
   gauge('edge_config_info', 'The running config version', ['version'], (set) => set({ version: String(agent.config.version ?? '') }, 1));
   return registry;
 }

@@ -77,7 +77,13 @@ export class RemoteConfigClient {
   }
 
   private async handle(payload: Buffer): Promise<void> {
-    const result = await this.apply(payload);
+    let result: PushResult;
+    try {
+      result = await this.apply(payload);
+    } catch (err) {
+      const { config } = this.agent;
+      result = { agent: config.agent.id, status: 'rejected', version: config.version, reason: `the push could not be handled: ${(err as Error).message}`, at: Date.now() };
+    }
     this.last = result;
     if (result.status === 'applied') this.log.info({ version: result.version }, `remote config: version ${result.version} applied`);
     else this.log.warn({ reason: result.reason }, `remote config: push ${result.status}: ${result.reason}`);
@@ -112,7 +118,11 @@ export class RemoteConfigClient {
     if (running !== undefined && compareVersions(pushed, running) <= 0) return refuse(`version ${pushed} is not newer than the running version ${running}`, pushed);
 
     const backup = `${file}.bak`;
-    writeAtomically(file, push.config, backup);
+    try {
+      writeAtomically(file, push.config, backup);
+    } catch (err) {
+      return refuse(`cannot write ${file} (the agent needs write access to its directory): ${(err as Error).message}`, pushed);
+    }
     try {
       const changed = await this.agent.apply(loaded, `a push (version ${pushed})`);
       return { agent: agentId, status: 'applied', version: pushed, changed, at: Date.now() };

@@ -150,6 +150,11 @@ export class Forwarder {
     }, delay);
   }
 
+  /** True from a failed send until a send succeeds again. */
+  get retrying(): boolean {
+    return this.failures > 0;
+  }
+
   /** How long sends have been in flight without any of them settling (0 when none is). */
   stalledFor(now = Date.now()): number {
     return this.inFlight > 0 ? now - this.lastProgress : 0;

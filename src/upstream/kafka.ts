@@ -118,11 +118,12 @@ export class KafkaUpstream implements Upstream {
       return;
     } catch (err) {
       outcome = outcomeOf(err as KafkaError);
-      if (outcome.acknowledged.size === 0 && outcome.refused.size === 0) throw err;
+      const failed = this.failure(err as KafkaError);
+      if (outcome.acknowledged.size === 0 && outcome.refused.size === 0) throw failed;
       const unacknowledged = rows.filter((_, i) => !outcome.acknowledged.has(where(messages[i])));
       const refusals = [...new Set(outcome.refused.values())];
       const retriable = refusals.filter((r) => !FOR_GOOD.has(r));
-      if (unacknowledged.length === rows.length && retriable.length === refusals.length) throw err;
+      if (unacknowledged.length === rows.length && retriable.length === refusals.length) throw failed;
     }
     const tooLarge: [Message[], OutboxRow[]] = [[], []];
     rows.forEach((row, i) => {
@@ -165,7 +166,7 @@ export class KafkaUpstream implements Upstream {
         counts.set(topic, metadata.topics.get(topic)!.partitionsCount);
       } catch (err) {
         const refusal = refusalOf(err as KafkaError);
-        if (!refusal) throw err;
+        if (!refusal) throw this.failure(err as KafkaError);
         const reason = `Kafka refused topic ${topic}: ${refusal}`;
         this.refusedTopics.set(topic, { until: Date.now() + REFUSAL_MEMORY, reason });
         this.log.warn({ upstream: this.name, topic }, `upstream ${this.name}: ${reason}; its records go to the dead-letter table`);
@@ -173,6 +174,11 @@ export class KafkaUpstream implements Upstream {
       }
     }
     return counts;
+  }
+
+  /** An error that says which cluster and what went wrong inside the client's nested errors. */
+  private failure(err: KafkaError): Error {
+    return new Error(`Kafka ${this.config.brokers.join(',')}: ${describe(err)}`, { cause: err });
   }
 
   /** Disconnects; gives up after a second on a broker that does not answer. */
@@ -210,6 +216,13 @@ function outcomeOf(err: KafkaError): Outcome {
     }
   }
   return { acknowledged, refused };
+}
+
+/** What went wrong, from the innermost errors: `NOT_ENOUGH_REPLICAS; connect ECONNREFUSED 127.0.0.1:9092`. */
+function describe(err: KafkaError): string {
+  const leaves = flatten(err).filter((e) => !e.errors?.length && !(e as { cause?: unknown }).cause);
+  const text = (e: KafkaError & { serverErrorMessage?: string | null }) => (e.apiId ? `${e.apiId}${e.serverErrorMessage ? ` (${e.serverErrorMessage})` : ''}` : e.message);
+  return [...new Set(leaves.map(text))].join('; ') || err.message;
 }
 
 function flatten(err: KafkaError): KafkaError[] {
