@@ -85,6 +85,7 @@ export class Agent {
   private timers: NodeJS.Timeout[] = [];
   private management: Management | undefined;
   private watcher: FSWatcher | undefined;
+  private stopped = false;
   private applying: Promise<unknown> = Promise.resolve();
   /** The time zone the running streams were built with (windows and timers depend on it). */
   private timezone = '';
@@ -248,6 +249,8 @@ export class Agent {
 
   /** Stops reading, commits what was accepted, lets sends in flight finish, closes. */
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
     this.watcher?.close();
     await this.applying;
     for (const timer of this.timers) clearInterval(timer);

@@ -272,6 +272,20 @@ describe('Kafka upstream: TLS and SASL', () => {
     });
   }
 
+  it('presents a client certificate to a broker that requires one (mutual TLS)', async () => {
+    const pki = makePki(mkdtempSync(join(tmpdir(), 'kafka-pki-')));
+    const broker = await testBroker({
+      tls: { key: readFileSync(pki.serverKey), cert: readFileSync(pki.serverCert), ca: readFileSync(pki.ca), requestCert: true, rejectUnauthorized: true },
+    });
+    const topic = `edge-${randomUUID().slice(0, 8)}`;
+    const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}, tls: { ca: ${pki.ca}, cert: ${pki.clientCert}, key: ${pki.clientKey} }`);
+    const last = await drained(agent, 60);
+    const records = await kcatConsume(broker.address, topic, [
+      '-X', 'security.protocol=SSL', '-X', `ssl.ca.location=${pki.ca}`, '-X', `ssl.certificate.location=${pki.clientCert}`, '-X', `ssl.key.location=${pki.clientKey}`,
+    ]);
+    expect(records.length).toBe(last);
+  });
+
   it('keeps the records when the password is wrong', async () => {
     const pki = makePki(mkdtempSync(join(tmpdir(), 'kafka-pki-')));
     const broker = await testBroker({

@@ -133,9 +133,9 @@ describe('applying a new config', () => {
 });
 
 describe('management API', () => {
-  async function withApi(extra = '') {
+  async function withApi(extra = '', stepsB?: string) {
     const port = await freePort();
-    const started = await startAgent(configText('$DIR', { agent: `, http: "127.0.0.1:${port}"${extra}` }));
+    const started = await startAgent(configText('$DIR', { agent: `, http: "127.0.0.1:${port}"${extra}`, stepsB }));
     return { ...started, url: `http://127.0.0.1:${port}` };
   }
 
@@ -174,12 +174,17 @@ describe('management API', () => {
   });
 
   it('exports Prometheus metrics', async () => {
-    const { agent, url } = await withApi();
+    // stream b's filter drops everything: a per-operator drop count
+    const { agent, url } = await withApi('', '{ filter: "q < 0" }');
     await until(() => agent.streamsByName.get('b')!.stream.readingsIn > 5, 5000, 'readings');
     const text = await (await fetch(`${url}/metrics`)).text();
     const value = (line: RegExp) => Number(text.split('\n').find((l) => line.test(l))?.split(' ').pop());
     expect(value(/^edge_stream_readings_in_total\{stream="a"\}/)).toBeGreaterThan(5);
-    expect(value(/^edge_stream_readings_out_total\{stream="b"\}/)).toBeGreaterThan(0);
+    expect(value(/^edge_stream_readings_out_total\{stream="a"\}/)).toBeGreaterThan(0);
+    expect(value(/^edge_stream_readings_out_total\{stream="b"\}/)).toBe(0);
+    expect(value(/^edge_stream_step_events_total\{stream="b",step="1",operator="filter",kind="dropped"\}/)).toBeGreaterThan(5);
+    expect(value(/^edge_outbox_dropped_total\{upstream="out",reason="overflow"\}/) || 0).toBe(0);
+    expect(value(/^edge_upstream_retrying\{upstream="out"\}/)).toBe(0);
     expect(value(/^edge_device_online\{device="sim",protocol="simulator"\}/)).toBe(1);
     expect(value(/^edge_outbox_depth\{upstream="out"\}/)).toBeGreaterThanOrEqual(0);
     expect(value(/^edge_upstream_sent_total\{upstream="out"\}/)).toBeGreaterThan(0);
@@ -293,5 +298,20 @@ describe('remote config over MQTT', () => {
     expect(existsSync(`${file}.tmp-${process.pid}`)).toBe(false);
     // the outbox and the stream that did not change ran through all of it
     expect(agent.streamsByName.get('a')!.stream).toBe(streamA);
+
+    // a push left retained on the broker comes to every new connection: the version already
+    // running is no news (published live, it is a replay like any other)
+    const liveCount = states.length;
+    await client.publishAsync('plant/gw-1/config/set', good, { qos: 1, retain: true });
+    await until(() => states.length > liveCount, 5000, 'the live copy refused');
+    expect(states[states.length - 1]).toMatchObject({ status: 'rejected', reason: 'version 2 is not newer than the running version 2' });
+    await agent.stop();
+    const restarted = await Agent.start(file, testLog);
+    cleanup.push(() => restarted.stop());
+    const count = states.length;
+    await until(() => states.length > count, 5000, 'the restarted agent says which version runs');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(states.slice(count)).toEqual([expect.objectContaining({ status: 'running', version: 2 })]);
+    await client.publishAsync('plant/gw-1/config/set', '', { qos: 1, retain: true });
   });
 });

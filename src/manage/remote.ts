@@ -70,16 +70,17 @@ export class RemoteConfigClient {
     });
     this.client.on('error', (err) => log.warn({ err: err.message }, `remote config: ${config.broker}: ${err.message}`));
     this.client.on('message', (_topic, payload, packet) => {
-      // a retained push was handled when it came; only its own version check would stop it
-      if (packet.retain && payload.length === 0) return;
-      void this.handle(payload);
+      if (payload.length === 0) return; // a retained push being cleared
+      void this.handle(payload, packet.retain);
     });
   }
 
-  private async handle(payload: Buffer): Promise<void> {
-    let result: PushResult;
+  /** `retained`: the broker hands a retained push to every new connection; the one running now is no news. */
+  private async handle(payload: Buffer, retained: boolean): Promise<void> {
+    let result: PushResult | undefined;
     try {
-      result = await this.apply(payload);
+      result = await this.apply(payload, retained);
+      if (!result) return;
     } catch (err) {
       const { config } = this.agent;
       result = { agent: config.agent.id, status: 'rejected', version: config.version, reason: `the push could not be handled: ${(err as Error).message}`, at: Date.now() };
@@ -90,7 +91,7 @@ export class RemoteConfigClient {
     this.publish(result);
   }
 
-  private async apply(payload: Buffer): Promise<PushResult> {
+  private async apply(payload: Buffer, retained: boolean): Promise<PushResult | undefined> {
     const agentId = this.agent.config.agent.id;
     const running = this.agent.config.version;
     const refuse = (reason: string, pushed?: string | number): PushResult => ({ agent: agentId, status: 'rejected', version: running, pushed_version: pushed, reason, at: Date.now() });
@@ -115,6 +116,7 @@ export class RemoteConfigClient {
     }
     const pushed = loaded.config.version;
     if (pushed === undefined) return refuse('the pushed config has no "version"');
+    if (retained && running !== undefined && compareVersions(pushed, running) === 0 && push.config === this.agent.text) return undefined;
     if (running !== undefined && compareVersions(pushed, running) <= 0) return refuse(`version ${pushed} is not newer than the running version ${running}`, pushed);
 
     const backup = `${file}.bak`;
