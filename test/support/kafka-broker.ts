@@ -160,9 +160,19 @@ export class KafkaTestBroker {
     socket.setNoDelay(true);
     const session: Session = { authenticated: !this.options.sasl, mechanism: "", scram: undefined };
     let buffered = Buffer.alloc(0);
+    // chunks of a frame still incomplete: joined once it is whole, not on every chunk
+    const pending: Buffer[] = [];
+    let pendingBytes = 0;
     let queue = Promise.resolve();
     socket.on('data', (chunk: Buffer) => {
-      buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
+      if (buffered.length >= 4 && buffered.length + pendingBytes + chunk.length < 4 + buffered.readInt32BE(0)) {
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        return;
+      }
+      buffered = buffered.length || pending.length ? Buffer.concat([buffered, ...pending, chunk]) : chunk;
+      pending.length = 0;
+      pendingBytes = 0;
       while (buffered.length >= 4) {
         const size = buffered.readInt32BE(0);
         if (buffered.length < 4 + size) break;
