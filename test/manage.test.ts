@@ -123,6 +123,24 @@ describe('applying a new config', () => {
     await until(() => agent.upstreams.get('out')!.forwarder.sent > sent + 5, 5000, 'records to out.jsonl again');
   });
 
+  it('goes back when a connector cannot even be built', async () => {
+    const { agent, dir, file } = await startAgent(configText('$DIR'));
+    const sim2 = agent.devices.get('sim2')!.connector;
+    // sim2 becomes an MQTT device whose CA file does not exist
+    const text = configText(dir, { version: 2 }).replace(
+      `{ id: sim2, protocol: simulator, poll: 20ms, points: [{ name: q, signal: counter, rate: 3600000 }] }`,
+      `{ id: sim2, protocol: mqtt, broker: "${broker.tlsUrl}", tls: { ca: ${dir}/no-ca.pem }, points: [{ name: q, topic: x/q }] }`,
+    );
+    const failed = await agent.apply(parseConfig(text, file, {}), 'test').catch((err: Error) => err);
+    expect(failed).toBeInstanceOf(RolledBack);
+    expect((failed as Error).message).toMatch(/device sim2: .*no-ca\.pem/);
+    expect(agent.devices.get('sim2')!.config.protocol).toBe('simulator');
+    expect(agent.devices.get('sim2')!.connector).not.toBe(sim2);
+    const stream = agent.streamsByName.get('b')!.stream;
+    const before = stream.readingsIn;
+    await until(() => stream.readingsIn > before + 5, 5000, 'sim2 feeding stream b again');
+  });
+
   it('applies the config file when it changes, without a signal', async () => {
     const { agent, file } = await startAgent(configText('$DIR'));
     const text = readFileSync(file, 'utf8');
