@@ -32,7 +32,7 @@ function configText(dir: string, options: { version?: number; agent?: string; po
   return `version: ${options.version ?? 1}
 agent: { id: gw-1, data_dir: ${dir}/data, log_level: error${options.agent ?? ', http: off'} }
 devices:
-  - { id: sim, protocol: simulator, poll: 20ms, points: [{ name: p, signal: sine, min: 0, max: 100, period: 2s }] }
+  - { id: sim, protocol: simulator, poll: 20ms, points: [{ name: p, signal: sine, min: 0, max: 100, period: 7s }] }
   - { id: sim2, protocol: simulator, poll: ${options.poll2 ?? '20ms'}, points: [{ name: q, signal: counter, rate: 3600000 }] }
 streams:
   - { name: a, from: { device: sim }, to: [out] }
@@ -244,7 +244,7 @@ describe('status page in Chromium', () => {
     expect(await page.locator('tr[data-point="sim.p"] td:nth-child(6)').textContent()).toBe('good');
     expect(await page.locator('tr[data-stream="a"] td:nth-child(5)').textContent()).toBe('yes');
     expect(await page.locator('tr[data-upstream="out"] td:first-child').textContent()).toBe('out');
-    // the sine moves; the page reads the API again every 2 s
+    // the sine (7 s, so that a 2 s refresh never lands on the same phase) moves; the page reads the API every 2 s
     await page.waitForFunction((before) => document.querySelector('tr[data-point="sim.p"] td:nth-child(5)')?.textContent !== before, first, { timeout: 10_000 });
     expect(await page.locator('#status').getAttribute('class')).toBe('');
     expect(agent.streamsByName.get('a')!.deployed).toBe(true);
