@@ -1,8 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
+import { afterAll } from 'vitest';
 import { until } from './ports.js';
 
 const CLI = resolve(import.meta.dirname, '../../dist/cli.js');
+
+/** Agents still running: killed after the test file, so a failed or timed-out test leaves none behind. */
+const running = new Set<ChildProcess>();
+const killAll = () => {
+  for (const child of running) child.kill('SIGKILL');
+};
+afterAll(killAll);
+process.once('exit', killAll);
 
 /** The built agent as a child process, as systemd runs it; its JSON log lines are kept. */
 export class AgentProcess {
@@ -20,8 +29,10 @@ export class AgentProcess {
       this.log.push(...lines);
     });
     child.stderr!.on('data', (chunk: Buffer) => this.log.push(chunk.toString()));
+    running.add(child);
     this.exited = new Promise((done) =>
       child.once('exit', (code, signal) => {
+        running.delete(child);
         this.exitCode = code;
         this.signal = signal;
         done();
