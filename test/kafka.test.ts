@@ -1,6 +1,9 @@
 import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import { createRecordsBatch } from '@platformatic/kafka';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -130,6 +133,38 @@ describe('Kafka upstream: delivery, read back by kcat', () => {
     const records = await kcatConsume(broker.address, topic);
     expect(checkDelivery(records, last).duplicates).toBe(0);
     expect(records.length).toBe(last);
+  });
+});
+
+describe('the Kafka test broker', () => {
+  /** A Produce v3 request for one batch to partition 0 of `topic`, sent raw; resolves with the partition's error code. */
+  async function produceRaw(broker: KafkaTestBroker, topic: string, batch: Buffer): Promise<number> {
+    const name = Buffer.from(topic);
+    const body = Buffer.concat([
+      Buffer.from([0, 0, 0, 3, 0, 0, 0, 7, 0, 4]), Buffer.from('test'), // Produce v3, correlation 7, client id
+      Buffer.from([0xff, 0xff, 0, 1, 0, 0, 0x03, 0xe8, 0, 0, 0, 1]), // no transactional id, acks 1, timeout, 1 topic
+      Buffer.from([0, name.length]), name, Buffer.from([0, 0, 0, 1, 0, 0, 0, 0]), // 1 partition: 0
+      Buffer.alloc(4), batch,
+    ]);
+    body.writeInt32BE(batch.length, body.length - batch.length - 4);
+    const size = Buffer.alloc(4);
+    size.writeInt32BE(body.length);
+    const socket = connect(broker.port, '127.0.0.1');
+    socket.write(Buffer.concat([size, body]));
+    const [answer] = (await once(socket, 'data')) as [Buffer];
+    socket.destroy();
+    // size, correlation id, 1 topic, its name, 1 partition, index, error code
+    return answer.readInt16BE(4 + 4 + 4 + 2 + name.length + 4 + 4);
+  }
+
+  it('checks the CRC-32C of a record batch and refuses a corrupt one', async () => {
+    const broker = await testBroker();
+    const batch = createRecordsBatch([{ key: Buffer.from('meter-1'), value: Buffer.from('{"seq":1}'), topic: 't', partition: 0, timestamp: BigInt(Date.now()) }]).buffer;
+    expect(await produceRaw(broker, 't', batch)).toBe(ErrorCode.NONE);
+    const corrupt = Buffer.from(batch);
+    corrupt[corrupt.length - 3] ^= 0x01; // a bit of the value
+    expect(await produceRaw(broker, 't', corrupt)).toBe(ErrorCode.CORRUPT_MESSAGE);
+    expect(broker.records('t').map((r) => r.value)).toEqual(['{"seq":1}']);
   });
 });
 

@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import mqtt from 'mqtt';
@@ -186,6 +188,8 @@ describe('management API', () => {
     await fetch(`${url}/api/streams/a/deploy`, { method: 'POST' });
     await until(() => agent.streamsByName.get('a')!.stream.readingsIn > stopped + 5, 5000, 'stream a deployed again');
 
+    expect((await fetch(`${url}/api/nothing`)).status).toBe(404);
+    expect((await fetch(`${url}/api/streams/a/deploy`)).status).toBe(405);
     const missing = await fetch(`${url}/api/streams/nope/deploy`, { method: 'POST' });
     expect(missing.status).toBe(404);
     expect((await missing.json()).error).toMatch(/no stream "nope" \(streams: a, b\)/);
@@ -223,6 +227,25 @@ describe('management API', () => {
     expect((await fetch(`${url}/metrics`, { headers: { authorization: 'Bearer wrong-token-of-24-chars!' } })).status).toBe(401);
     expect((await fetch(`${url}/api/streams`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
     expect((await fetch(`${url}/`)).status).toBe(200); // the page itself; its data needs the token
+  });
+});
+
+describe('a busy port', () => {
+  it('does not keep the agent from running at start; an apply that needs the port goes back', async () => {
+    const port = await freePort();
+    const squatter = createServer().listen(port, '127.0.0.1');
+    await once(squatter, 'listening');
+    cleanup.push(() => new Promise((r) => squatter.close(r)));
+    const { agent, dir, file } = await startAgent(configText('$DIR', { agent: `, http: "127.0.0.1:${port}"` }));
+    await until(() => agent.streamsByName.get('a')!.stream.readingsIn > 5, 5000, 'the agent running without its API');
+    const other = await freePort();
+    const moved = parseConfig(configText(dir, { version: 2, agent: `, http: "127.0.0.1:${other}"` }), file, {});
+    await agent.apply(moved, 'test');
+    expect((await fetch(`http://127.0.0.1:${other}/api/config`)).status).toBe(200);
+    const back = parseConfig(configText(dir, { version: 3, agent: `, http: "127.0.0.1:${port}"` }), file, {});
+    await expect(agent.apply(back, 'test')).rejects.toThrow(/management API on 127\.0\.0\.1:\d+: listen EADDRINUSE.*runs again/);
+    expect(agent.config.version).toBe(2);
+    expect((await fetch(`http://127.0.0.1:${other}/api/config`)).status).toBe(200);
   });
 });
 
@@ -282,7 +305,9 @@ describe('remote config over MQTT', () => {
     const v2 = configText(dir, { version: 2, stepsB: '{ change: { point: q, deadband: 1 } }', more: remote });
     const streamA = agent.streamsByName.get('a')!.stream;
 
+    expect(await push('version: 2')).toMatchObject({ status: 'rejected', reason: 'not a signed push: expected JSON {"config": "...", "signature": "..."}' });
     expect(await push(JSON.stringify({ config: v2 }))).toMatchObject({ status: 'rejected', version: 1, reason: 'unsigned push: no "signature"' });
+    expect(await push(sign(v2.replace('version: 2\n', '')))).toMatchObject({ status: 'rejected', reason: 'the pushed config has no "version"' });
     const forged = JSON.stringify({ config: v2, signature: (await import('node:crypto')).sign(null, Buffer.from(v2), otherKey).toString('base64') });
     expect(await push(forged)).toMatchObject({ status: 'rejected', reason: 'bad signature: it does not verify against the configured public key' });
     const tampered = JSON.parse(sign(v2));
