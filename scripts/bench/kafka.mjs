@@ -3,54 +3,27 @@
 // them all (acks: all, idempotent producer). 100 devices, so records spread over the
 // partitions; batching of max_records per send, for each compression. Medians of ROUNDS runs.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { openDatabase } from '../../dist/outbox/database.js';
-import { Forwarder } from '../../dist/outbox/forwarder.js';
-import { Outbox } from '../../dist/outbox/outbox.js';
-import { StateStore } from '../../dist/streams/state.js';
 import { KafkaUpstream } from '../../dist/upstream/kafka.js';
+import { drainRate, fmt, median } from './drain.mjs';
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const log = pino({ level: 'silent' });
-const config = { max_size: 8 * 1024 ** 3, max_age: 7 * 86_400_000, when_full: 'drop-oldest', durability: 'normal', group_records: 1000, group_wait: 10 };
 const reading = (i) => ({ device: `meter-${i % 100}`, ts: 1_763_719_200_000 + i * 1000, values: { power_kw: 12.5 + (i % 100), energy_kwh: 1000 + i * 0.01 } });
 
 const brokerProcess = spawn(process.execPath, [join(import.meta.dirname, 'kafka-broker.mts')], { stdio: ['ignore', 'pipe', 'inherit'] });
 const port = await new Promise((resolve) => brokerProcess.stdout.on('data', (chunk) => resolve(Number(/port (\d+)/.exec(String(chunk))[1]))));
 
-async function drain(compression, maxRecords) {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-kafka-'));
-  const { db } = openDatabase(dir, { durability: 'normal', maxSize: config.max_size }, log);
-  let outbox;
-  const state = new StateStore(db, () => outbox?.scheduleCommit());
-  outbox = new Outbox(db, config, 'gw-bench', state, log);
-  for (let i = 0; i < RECORDS; i++) outbox.add(['lake'], 'power-15m', reading(i));
-  outbox.commit();
-  const upstream = new KafkaUpstream(
-    { name: 'lake', type: 'kafka', brokers: [`127.0.0.1:${port}`], topic: `bench-${compression}-${maxRecords}`, key: '{device}', acks: 'all', idempotent: true, compression, batch: { max_records: maxRecords, max_wait: 10 } },
-    'gw-bench',
-    log,
-  );
-  const forwarder = new Forwarder(outbox, upstream, log);
-  const started = process.hrtime.bigint();
-  forwarder.start();
-  while (outbox.depth('lake') > 0) await new Promise((r) => setTimeout(r, 5));
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  if (forwarder.errors || forwarder.deadLettered) throw new Error(`${forwarder.errors} failed sends, ${forwarder.deadLettered} dead-lettered`);
-  await forwarder.stop();
-  await upstream.close();
-  outbox.close();
-  db.close();
-  rmSync(dir, { recursive: true });
-  return RECORDS / seconds;
-}
+const drain = (compression, maxRecords) =>
+  drainRate(RECORDS, reading, 'lake', () =>
+    new KafkaUpstream(
+      { name: 'lake', type: 'kafka', brokers: [`127.0.0.1:${port}`], topic: `bench-${compression}-${maxRecords}`, key: '{device}', acks: 'all', idempotent: true, compression, batch: { max_records: maxRecords, max_wait: 10 } },
+      'gw-bench',
+      log,
+    ), log);
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (n) => Math.round(n).toLocaleString('en-US');
 try {
   console.log(`${RECORDS.toLocaleString('en-US')} records per run, 100 devices, 3 partitions, acks all, idempotent; ${ROUNDS} runs each`);
   for (const [compression, maxRecords] of [['none', 1000], ['zstd', 1000], ['gzip', 1000], ['lz4', 1000], ['snappy', 1000], ['zstd', 5000]]) {

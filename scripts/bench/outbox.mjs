@@ -10,26 +10,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { openDatabase } from '../../dist/outbox/database.js';
-import { Forwarder } from '../../dist/outbox/forwarder.js';
-import { Outbox } from '../../dist/outbox/outbox.js';
-import { StateStore } from '../../dist/streams/state.js';
 import { MqttUpstream } from '../../dist/upstream/mqtt.js';
+import { benchOutboxConfig, drainRate, fmt, median, openOutbox as openBenchOutbox } from './drain.mjs';
 import { startMosquitto } from './mosquitto.mjs';
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const log = pino({ level: 'silent' });
-const config = { max_size: 8 * 1024 ** 3, max_age: 7 * 86_400_000, when_full: 'drop-oldest', durability: 'normal', group_records: 1000, group_wait: 10 };
+const config = benchOutboxConfig;
 const reading = (i) => ({ device: 'meter-1', ts: 1_763_719_200_000 + i * 1000, values: { power_kw: 12.5 + (i % 100), energy_kwh: 1000 + i * 0.01 } });
 
-function openOutbox(dir) {
-  const { db } = openDatabase(dir, { durability: 'normal', maxSize: config.max_size }, log);
-  let outbox;
-  const state = new StateStore(db, () => outbox?.scheduleCommit());
-  outbox = new Outbox(db, config, 'gw-bench', state, log);
-  return { db, outbox };
-}
+const openOutbox = (dir) => openBenchOutbox(dir, log);
 
 function ingestOutbox() {
   const dir = mkdtempSync(join(tmpdir(), 'bench-outbox-'));
@@ -68,28 +59,12 @@ function ingestRaw(prebuilt) {
   return RECORDS / seconds;
 }
 
-async function drain(url, batch) {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-drain-'));
-  const { db, outbox } = openOutbox(dir);
-  for (let i = 0; i < RECORDS; i++) outbox.add(['cloud'], 'power-15m', reading(i));
-  outbox.commit();
-  const upstream = new MqttUpstream({ name: 'cloud', type: 'mqtt', url, topic: 'bench/{agent}/{stream}/{device}', qos: 1, batch, keepalive: 30_000 }, 'gw-bench', log);
-  await new Promise((resolve) => upstream.onConnect(resolve));
-  const forwarder = new Forwarder(outbox, upstream, log);
-  const started = process.hrtime.bigint();
-  forwarder.start();
-  while (outbox.depth('cloud') > 0) await new Promise((r) => setTimeout(r, 5));
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  await forwarder.stop();
-  await upstream.close();
-  outbox.close();
-  db.close();
-  rmSync(dir, { recursive: true });
-  return RECORDS / seconds;
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (n) => Math.round(n).toLocaleString('en-US');
+const drain = (url, batch) =>
+  drainRate(RECORDS, reading, 'cloud', async () => {
+    const upstream = new MqttUpstream({ name: 'cloud', type: 'mqtt', url, topic: 'bench/{agent}/{stream}/{device}', qos: 1, batch, keepalive: 30_000 }, 'gw-bench', log);
+    await new Promise((resolve) => upstream.onConnect(resolve));
+    return upstream;
+  }, log);
 
 const raw = [];
 const rawPrebuilt = [];

@@ -10,29 +10,18 @@ export function createMetrics(agent: Agent): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
 
-  /** A counter whose value is read from the agent at scrape time. */
-  const counter = (name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, value: number) => void) => void) =>
-    new Counter({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect() {
-        this.reset();
-        read((labels, value) => this.inc(labels, value));
-      },
-    });
-  const gauge = (name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, value: number) => void) => void) =>
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect() {
-        this.reset();
-        read((labels, value) => this.set(labels, value));
-      },
-    });
+  // Each metric reads its values from the agent when scraped: `read` calls `set` per label set.
+  type Read = (set: (labels: Record<string, string>, value: number) => void) => void;
+  const counter = (name: string, help: string, labelNames: string[], read: Read) =>
+    new Counter({ name, help, labelNames, registers: [registry], collect() {
+      this.reset();
+      read((labels, value) => this.inc(labels, value));
+    } });
+  const gauge = (name: string, help: string, labelNames: string[], read: Read) =>
+    new Gauge({ name, help, labelNames, registers: [registry], collect() {
+      this.reset();
+      read((labels, value) => this.set(labels, value));
+    } });
 
   counter('edge_stream_readings_in_total', 'Readings that entered a stream', ['stream'], (set) => {
     for (const { stream } of agent.streamsByName.values()) set({ stream: stream.name }, stream.readingsIn);
