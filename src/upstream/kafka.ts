@@ -19,6 +19,19 @@ interface KafkaError extends Error {
   produced?: { offsets?: { topic: string; partition: number }[] };
 }
 
+/** Where a stream's records from one device go. */
+interface Route {
+  topic: string;
+  key: string;
+  headers: Map<string, string>;
+  partition: number;
+  /** The partition count `partition` was worked out for (a topic may gain partitions). */
+  partitionsOf: number;
+}
+
+/** Devices per stream whose routes are kept (beyond, the stream's are worked out afresh). */
+const MAX_ROUTES = 10_000;
+
 /** Where each row goes, and what Kafka said of that topic-partition. */
 interface Outcome {
   acknowledged: Set<string>;
@@ -43,6 +56,7 @@ export class KafkaUpstream implements Upstream {
   readonly linger: number;
   readonly connected = true;
   private readonly producer: Producer<string, string, string, string>;
+  private readonly routes = new Map<string, Map<string, Route>>();
   /** Topics Kafka refused for good lately: their records are dead-lettered without a send. */
   private readonly refusedTopics = new Map<string, { until: number; reason: string }>();
 
@@ -84,19 +98,22 @@ export class KafkaUpstream implements Upstream {
     const rejected: SendResult['rejected'] = [];
     const messages: Message[] = [];
     const sent: OutboxRow[] = [];
-    const partitions = await this.partitionCounts(rows);
-    for (const row of rows) {
-      const topic = fillTemplate(this.config.topic, this.agentId, row.stream, row.device);
-      const count = partitions.get(topic)!;
+    const routes = rows.map((row) => this.routeOf(row.stream, row.device));
+    const partitions = await this.partitionCounts(routes);
+    rows.forEach((row, i) => {
+      const route = routes[i];
+      const count = partitions.get(route.topic)!;
       if (typeof count === 'string') {
         rejected.push({ ids: [row.id], reason: count });
-        continue;
+        return;
       }
-      const key = fillTemplate(this.config.key, this.agentId, row.stream, row.device);
-      const partition = compatibilityPartitioner(undefined as never, Buffer.from(key)) % count;
-      messages.push({ topic, key, value: row.payload, partition, headers: { agent: this.agentId, stream: row.stream, device: row.device } });
+      if (route.partitionsOf !== count) {
+        route.partition = compatibilityPartitioner(undefined as never, Buffer.from(route.key)) % count;
+        route.partitionsOf = count;
+      }
+      messages.push({ topic: route.topic, key: route.key, value: row.payload, partition: route.partition, headers: route.headers });
       sent.push(row);
-    }
+    });
     if (messages.length === 0) return { rejected };
     const retry: number[] = [];
     let retryReason = '';
@@ -151,10 +168,37 @@ export class KafkaUpstream implements Upstream {
     }
   }
 
+  /**
+   * Topic, key, headers and partition of a stream's records from a device, worked out once:
+   * the templates and the key's hash are not redone for every record.
+   */
+  private routeOf(stream: string, device: string): Route {
+    let byDevice = this.routes.get(stream);
+    if (!byDevice) this.routes.set(stream, (byDevice = new Map()));
+    let route = byDevice.get(device);
+    if (!route) {
+      if (byDevice.size >= MAX_ROUTES) byDevice.clear();
+      route = {
+        topic: fillTemplate(this.config.topic, this.agentId, stream, device),
+        key: fillTemplate(this.config.key, this.agentId, stream, device),
+        // a Map, which the client takes as it is (an object it copies into a new Map per record)
+        headers: new Map([
+          ['agent', this.agentId],
+          ['stream', stream],
+          ['device', device],
+        ]),
+        partition: 0,
+        partitionsOf: 0,
+      };
+      byDevice.set(device, route);
+    }
+    return route;
+  }
+
   /** Partitions of each topic of the rows, or why Kafka will not take records for it. */
-  private async partitionCounts(rows: OutboxRow[]): Promise<Map<string, number | string>> {
+  private async partitionCounts(routes: Route[]): Promise<Map<string, number | string>> {
     const counts = new Map<string, number | string>();
-    for (const row of rows) counts.set(fillTemplate(this.config.topic, this.agentId, row.stream, row.device), 0);
+    for (const route of routes) counts.set(route.topic, 0);
     for (const topic of counts.keys()) {
       const refused = this.refusedTopics.get(topic);
       if (refused && refused.until > Date.now()) {
