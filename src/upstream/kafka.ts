@@ -1,11 +1,12 @@
-import { compatibilityPartitioner, Producer, protocolErrorsCodesById, stringSerializers, type MessageToProduce } from '@platformatic/kafka';
+import { compatibilityPartitioner, Producer, protocolErrorsCodesById, type MessageToProduce } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import type { KafkaUpstreamConfig } from '../config/types.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 import { tlsOptions } from './tls.js';
 import { fillTemplate, type SendResult, type Upstream } from './upstream.js';
 
-type Message = MessageToProduce<string, string, string, string>;
+/** Keys, values and headers go as bytes: the client's serializers would copy them for every record. */
+type Message = MessageToProduce<Buffer, Buffer, Buffer, Buffer>;
 
 /** Kafka errors a broker will give again however often the records are sent. */
 const FOR_GOOD = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION', 'INVALID_RECORD', 'UNSUPPORTED_COMPRESSION_TYPE', 'UNKNOWN_TOPIC_OR_PARTITION']);
@@ -22,8 +23,8 @@ interface KafkaError extends Error {
 /** Where a stream's records from one device go. */
 interface Route {
   topic: string;
-  key: string;
-  headers: Map<string, string>;
+  key: Buffer;
+  headers: Map<Buffer, Buffer>;
   partition: number;
   /** The partition count `partition` was worked out for (a topic may gain partitions). */
   partitionsOf: number;
@@ -55,7 +56,7 @@ export class KafkaUpstream implements Upstream {
   readonly batch: number;
   readonly linger: number;
   readonly connected = true;
-  private readonly producer: Producer<string, string, string, string>;
+  private readonly producer: Producer<Buffer, Buffer, Buffer, Buffer>;
   private readonly routes = new Map<string, Map<string, Route>>();
   /** Topics Kafka refused for good lately: their records are dead-lettered without a send. */
   private readonly refusedTopics = new Map<string, { until: number; reason: string }>();
@@ -72,7 +73,6 @@ export class KafkaUpstream implements Upstream {
     this.producer = new Producer({
       clientId: config.client_id ?? `edge-agent-${agentId}-${config.name}`,
       bootstrapBrokers: config.brokers,
-      serializers: stringSerializers,
       acks: config.acks === 'all' ? -1 : config.acks,
       idempotent: config.idempotent,
       compression: config.compression,
@@ -108,10 +108,10 @@ export class KafkaUpstream implements Upstream {
         return;
       }
       if (route.partitionsOf !== count) {
-        route.partition = compatibilityPartitioner(undefined as never, Buffer.from(route.key)) % count;
+        route.partition = compatibilityPartitioner(undefined as never, route.key) % count;
         route.partitionsOf = count;
       }
-      messages.push({ topic: route.topic, key: route.key, value: row.payload, partition: route.partition, headers: route.headers });
+      messages.push({ topic: route.topic, key: route.key, value: Buffer.from(row.payload), partition: route.partition, headers: route.headers });
       sent.push(row);
     });
     if (messages.length === 0) return { rejected };
@@ -180,12 +180,12 @@ export class KafkaUpstream implements Upstream {
       if (byDevice.size >= MAX_ROUTES) byDevice.clear();
       route = {
         topic: fillTemplate(this.config.topic, this.agentId, stream, device),
-        key: fillTemplate(this.config.key, this.agentId, stream, device),
+        key: Buffer.from(fillTemplate(this.config.key, this.agentId, stream, device)),
         // a Map, which the client takes as it is (an object it copies into a new Map per record)
         headers: new Map([
-          ['agent', this.agentId],
-          ['stream', stream],
-          ['device', device],
+          [Buffer.from('agent'), Buffer.from(this.agentId)],
+          [Buffer.from('stream'), Buffer.from(stream)],
+          [Buffer.from('device'), Buffer.from(device)],
         ]),
         partition: 0,
         partitionsOf: 0,
