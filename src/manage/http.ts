@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Agent } from '../agent.js';
 import { createMetrics } from './metrics.js';
@@ -51,7 +52,7 @@ export function outboxView(agent: Agent) {
 }
 
 export function configView(agent: Agent) {
-  return { agent: agent.config.agent.id, version: agent.config.version ?? null, file: agent.file, applied_at: agent.appliedAt };
+  return { agent: agent.config.agent.id, version: agent.config.version ?? null, file: resolve(agent.file), applied_at: agent.appliedAt };
 }
 
 /**
