@@ -3,7 +3,7 @@ import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigError, formatIssue } from './config/errors.js';
-import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import { loadConfigFile, parseConfig, type LoadedConfig } from './config/load.js';
 import type { AgentConfig, DeviceConfig, StreamConfig, UpstreamConfig, Value } from './config/types.js';
 import type { Connector } from './connectors/connector.js';
 import { createConnector } from './connectors/index.js';
@@ -115,10 +115,6 @@ export class Agent {
     return this.store.outbox;
   }
 
-  get streams(): Stream[] {
-    return [...this.streamsByName.values()].map((s) => s.stream);
-  }
-
   get forwarders(): Forwarder[] {
     return [...this.upstreams.values()].map((u) => u.forwarder);
   }
@@ -153,24 +149,28 @@ export class Agent {
     return agent;
   }
 
-  /** Reads the config file again and applies it (see `apply`). */
-  async reload(): Promise<ConfigChange> {
-    return this.apply(loadConfigFile(this.loaded.file, this.env), `file ${this.loaded.file}`);
+  /** A config text as if it were the config file (its directory, the agent's environment); throws ConfigError. */
+  parse(text: string): LoadedConfig {
+    return parseConfig(text, this.loaded.file, this.env);
+  }
+
+  /** Applies the config file (see `apply`); `text` is its content when the caller read it already. */
+  async reload(text?: string): Promise<ConfigChange> {
+    const { file } = this.loaded;
+    return this.apply(text === undefined ? loadConfigFile(file, this.env) : this.parse(text), `file ${file}`);
   }
 
   /**
    * SIGHUP and a change of the config file: reload, and when the file is rejected or fails to
-   * start, say why in the log while the running config goes on. Resolves false then.
+   * start, say why in the log while the running config goes on.
    */
-  async reloadLogged(why: string): Promise<boolean> {
+  async reloadLogged(why: string, text?: string): Promise<void> {
     try {
-      await this.reload();
-      return true;
+      await this.reload(text);
     } catch (err) {
       if (err instanceof ConfigError) this.log.error({ file: this.file }, `${why}: config ${this.file} rejected; the running config stays:\n${err.message}`);
       else if (err instanceof RolledBack) this.log.error({ file: this.file }, `${why}: ${err.message}`);
       else throw err;
-      return false;
     }
   }
 
@@ -191,7 +191,7 @@ export class Agent {
             return; // being replaced: the rename will be seen too
           }
           // the file as it runs already (a push writes it before applying it)
-          if (text !== this.loaded.text) await this.reloadLogged('the config file changed');
+          if (text !== this.loaded.text) await this.reloadLogged('the config file changed', text);
         }, 300);
       });
       this.watcher.on('error', (err) => this.log.warn({ err: err.message }, `cannot watch ${file} for changes: ${err.message}; SIGHUP reloads it`));
@@ -217,7 +217,7 @@ export class Agent {
         this.log.info({ version: loaded.config.version, ...change }, `config from ${source} applied (restarted: ${describe(change)})`);
         return change;
       } catch (err) {
-        this.log.error({ err: (err as Error).message }, `config from ${source} failed to start (${(err as Error).message}); going back to the running config`);
+        // the caller logs the RolledBack, with where the config came from
         await this.reconcile(previous, false);
         throw new RolledBack(`the config failed to start (${(err as Error).message}); the previous config${previous.config.version === undefined ? '' : ` (version ${previous.config.version})`} runs again`, err as Error);
       }
@@ -234,7 +234,7 @@ export class Agent {
       running.deployed = deployed;
       if (deployed) this.startTimer(running);
       else running.stopTimer?.();
-      this.route(this.config);
+      this.route();
       this.log.info({ stream: name }, `stream ${name} ${deployed ? 'deployed' : 'undeployed'}`);
     }
     return running;
@@ -288,14 +288,10 @@ export class Agent {
     }
     const { outbox } = this.store;
 
-    const wantedUpstreams = new Map(config.upstream.map((u) => [u.name, u]));
-    for (const [name, running] of this.upstreams) {
-      if (same(running.config, wantedUpstreams.get(name))) continue;
-      await running.forwarder.stop();
-      await running.upstream.close();
-      this.upstreams.delete(name);
-      change.upstreams.push(name);
-    }
+    await removeChanged(this.upstreams, config.upstream, (u) => u.name, change.upstreams, async ({ forwarder, upstream }) => {
+      await forwarder.stop();
+      await upstream.close();
+    });
     for (const upstreamConfig of config.upstream) {
       if (this.upstreams.has(upstreamConfig.name)) continue;
       const upstream = await createUpstream(upstreamConfig, config.agent.id, this.log);
@@ -310,13 +306,9 @@ export class Agent {
       for (const { forwarder } of this.upstreams.values()) forwarder.wake();
     });
 
-    const wantedDevices = new Map(config.devices.map((d) => [d.id, d]));
-    for (const [id, running] of this.devices) {
-      if (same(running.config, wantedDevices.get(id))) continue;
-      await running.connector.stop().catch((err) => this.log.warn({ device: id, err }, 'connector stop failed'));
-      this.devices.delete(id);
-      change.devices.push(id);
-    }
+    await removeChanged(this.devices, config.devices, (d) => d.id, change.devices, ({ connector }) =>
+      connector.stop().catch((err) => this.log.warn({ device: connector.id, err }, 'connector stop failed')),
+    );
     for (const device of config.devices) {
       if (this.devices.has(device.id)) continue;
       const report = (event: Reading) => {
@@ -340,13 +332,7 @@ export class Agent {
       if (!change.devices.includes(device.id)) change.devices.push(device.id);
     }
 
-    const wantedStreams = new Map(config.streams.map((s) => [s.name, s]));
-    for (const [name, running] of this.streamsByName) {
-      if (same(running.config, wantedStreams.get(name))) continue;
-      running.stopTimer?.();
-      this.streamsByName.delete(name);
-      change.streams.push(name);
-    }
+    await removeChanged(this.streamsByName, config.streams, (s) => s.name, change.streams, (running) => running.stopTimer?.());
     this.timezone = config.agent.timezone;
     const toBuild = new Set(config.streams.filter((s) => !this.streamsByName.has(s.name)).map((s) => s.name));
     const { streams: processors, unavailable } = buildProcessors(loaded, this.store.state, { now: Date.now, latest: this.latest }, toBuild);
@@ -375,7 +361,7 @@ export class Agent {
       this.startTimer(running);
       if (!change.streams.includes(streamConfig.name)) change.streams.push(streamConfig.name);
     }
-    this.route(config);
+    this.route();
 
     const orphans = outbox.orphans(config.upstream.map((u) => u.name));
     if (orphans.length) this.log.warn({ upstreams: orphans }, `the outbox holds records for upstreams no longer configured (${orphans.join(', ')}); they are kept`);
@@ -386,12 +372,13 @@ export class Agent {
   private startTimer(running: RunningStream): void {
     const { timer } = running.config.from;
     if (!timer || !running.deployed) return;
-    const schedule = new TimerSchedule(timer, this.config.agent.timezone);
+    // the zone of the config being built (this.config is still the one it replaces)
+    const schedule = new TimerSchedule(timer, this.timezone);
     running.stopTimer = startTimer(schedule, (ts) => running.stream.push({ device: 'timer', ts, values: {} }));
   }
 
   /** Which deployed streams each device feeds, and where its status events go. */
-  private route(config: AgentConfig): void {
+  private route(): void {
     const routes = new Map<string, Stream[]>();
     const deviceUpstreams = new Map<string, string[]>();
     for (const { config: streamConfig, stream, deployed } of this.streamsByName.values()) {
@@ -401,7 +388,6 @@ export class Agent {
       const upstreams = streamConfig.to.filter((t): t is string => typeof t === 'string');
       deviceUpstreams.set(device, [...new Set([...(deviceUpstreams.get(device) ?? []), ...upstreams])]);
     }
-    for (const device of config.devices) if (!deviceUpstreams.has(device.id)) deviceUpstreams.set(device.id, []);
     this.routes = routes;
     this.deviceUpstreams = deviceUpstreams;
   }
@@ -455,8 +441,24 @@ function check(loaded: LoadedConfig): void {
   buildProcessors(loaded, new StateStore(new Database(':memory:')));
 }
 
-function same(a: unknown, b: unknown): boolean {
-  return b !== undefined && JSON.stringify(a) === JSON.stringify(b);
+/**
+ * Stops and forgets each running part whose config is gone or differs from the wanted one
+ * (compared as JSON), and names it in `changed`.
+ */
+async function removeChanged<C, R extends { config: C }>(
+  running: Map<string, R>,
+  wanted: readonly C[],
+  keyOf: (config: C) => string,
+  changed: string[],
+  stop: (part: R) => unknown,
+): Promise<void> {
+  const byKey = new Map(wanted.map((config) => [keyOf(config), JSON.stringify(config)]));
+  for (const [key, part] of running) {
+    if (byKey.get(key) === JSON.stringify(part.config)) continue;
+    await stop(part);
+    running.delete(key);
+    changed.push(key);
+  }
 }
 
 function describe(change: ConfigChange): string {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readEd25519Key, signedPush } from './manage/signing.js';
@@ -112,8 +112,7 @@ function signConfig(file: string | undefined, keyFile: string | undefined): numb
     return 2;
   }
   // The push carries the bytes as they are: what was validated is what was signed.
-  const text = readFileSync(file, 'utf8');
-  loadConfigFile(file, {});
+  const { text } = loadConfigFile(file, {});
   console.log(signedPush(text, readEd25519Key(keyFile, 'private')));
   return 0;
 }

@@ -1,11 +1,10 @@
-import { copyFileSync, existsSync, fsyncSync, openSync, closeSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { verify, type KeyObject } from 'node:crypto';
 import { dirname } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { RolledBack, type Agent, type ConfigChange } from '../agent.js';
 import { ConfigError } from '../config/errors.js';
-import { parseConfig } from '../config/load.js';
 import type { AgentConfig } from '../config/types.js';
 import { tlsOptions } from '../upstream/tls.js';
 import { fillTemplate } from '../upstream/upstream.js';
@@ -109,7 +108,7 @@ export class RemoteConfigClient {
     const file = this.agent.file;
     let loaded;
     try {
-      loaded = parseConfig(push.config, file);
+      loaded = this.agent.parse(push.config);
     } catch (err) {
       if (err instanceof ConfigError) return refuse(`invalid config: ${err.message}`);
       throw err;
@@ -130,7 +129,7 @@ export class RemoteConfigClient {
       return { agent: agentId, status: 'applied', version: pushed, changed, at: Date.now() };
     } catch (err) {
       // the file goes back too, so that a restart runs what runs now
-      if (existsSync(backup)) writeAtomically(file, readFileSync(backup, 'utf8'));
+      writeAtomically(file, this.agent.text);
       if (err instanceof ConfigError) return refuse(`invalid config: ${err.message}`, pushed);
       if (err instanceof RolledBack) return { agent: agentId, status: 'rolled-back', version: running, pushed_version: pushed, reason: err.message, at: Date.now() };
       throw err;
