@@ -19,3 +19,9 @@ export function parseSize(text: string): number | undefined {
   if (!m) return undefined;
   return Math.floor(Number(m[1]) * SIZE_BYTES[m[2].toUpperCase() as keyof typeof SIZE_BYTES]);
 }
+
+/** `host:port`, `[v6]:port`: the host without brackets and the port (checked by the schema). */
+export function parseHostPort(text: string): { host: string; port: number } {
+  const at = text.lastIndexOf(':');
+  return { host: text.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(text.slice(at + 1)) };
+}

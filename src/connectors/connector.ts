@@ -9,6 +9,8 @@ import type { Reading } from '../streams/reading.js';
 export interface Connector {
   readonly id: string;
   readonly online: boolean;
+  /** Failed reads (Modbus) or malformed payloads (MQTT) since start, where the connector counts them. */
+  readonly readErrors?: number;
   /** Starts reading; every reading goes to `deliver`. */
   start(deliver: (reading: Reading) => void): void;
   /** Writes a `writable` point; rejects with an error naming the device and point. */

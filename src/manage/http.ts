@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Agent } from '../agent.js';
+import { parseHostPort } from '../config/units.js';
 import { createMetrics } from './metrics.js';
 
 const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
@@ -27,7 +28,7 @@ export function devicesView(agent: Agent) {
     id: config.id,
     protocol: config.protocol,
     online: connector.online,
-    read_errors: (connector as { readErrors?: number }).readErrors ?? (connector as { malformed?: number }).malformed,
+    read_errors: connector.readErrors,
     points: Object.fromEntries(agent.latest.samplesOf(config.id)),
   }));
 }
@@ -109,14 +110,13 @@ export async function startHttp(agent: Agent, hostPort: string, token: string | 
       json(res, 500, { error: (err as Error).message });
     }
   });
-  const at = hostPort.lastIndexOf(':');
-  const host = hostPort.slice(0, at).replace(/^\[|\]$/g, '');
+  const address = parseHostPort(hostPort);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(Number(hostPort.slice(at + 1)), host, () => resolve());
+    server.listen(address.port, address.host, () => resolve());
   });
   const port = (server.address() as { port: number }).port;
-  log.info({ http: hostPort }, `management API, metrics and status page on http://${hostPort.slice(0, at)}:${port}/`);
+  log.info({ http: hostPort }, `management API, metrics and status page on http://${hostPort.slice(0, hostPort.lastIndexOf(':'))}:${port}/`);
   return {
     port,
     close: () =>

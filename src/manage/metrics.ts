@@ -44,10 +44,7 @@ export function createMetrics(agent: Agent): Registry {
     for (const { config, connector } of agent.devices.values()) set({ device: config.id, protocol: config.protocol }, connector.online ? 1 : 0);
   });
   counter('edge_device_read_errors_total', 'Failed reads (Modbus) and malformed payloads (MQTT) of a device', ['device'], (set) => {
-    for (const { config, connector } of agent.devices.values()) {
-      const errors = (connector as { readErrors?: number; malformed?: number }).readErrors ?? (connector as { malformed?: number }).malformed;
-      if (errors !== undefined) set({ device: config.id }, errors);
-    }
+    for (const { config, connector } of agent.devices.values()) if (connector.readErrors !== undefined) set({ device: config.id }, connector.readErrors);
   });
   gauge('edge_outbox_depth', 'Records waiting for an upstream', ['upstream'], (set) => {
     for (const name of agent.upstreams.keys()) set({ upstream: name }, agent.outbox.depth(name));

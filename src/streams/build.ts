@@ -4,6 +4,7 @@ import type { StreamConfig } from '../config/types.js';
 import { hasConnector } from '../connectors/index.js';
 import { TimerSchedule } from '../connectors/timer/timer.js';
 import { hasUpstream } from '../upstream/index.js';
+import { parseHostPort } from '../config/units.js';
 import { processors as registry } from '../processors/index.js';
 import type { Processor } from '../processors/processor.js';
 import { LatestValues } from './latest.js';
@@ -170,6 +171,6 @@ function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIss
 
 /** True for an address only this machine can reach: 127.0.0.0/8, ::1, localhost. */
 export function isLoopback(hostPort: string): boolean {
-  const host = hostPort.slice(0, hostPort.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  const { host } = parseHostPort(hostPort);
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

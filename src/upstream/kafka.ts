@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { KafkaUpstreamConfig } from '../config/types.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 import { tlsOptions } from './tls.js';
-import { fillTemplate, type SendResult, type Upstream } from './upstream.js';
+import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from './upstream.js';
 
 /** Keys, values and headers go as bytes: the client's serializers would copy them for every record. */
 type Message = MessageToProduce<Buffer, Buffer, Buffer, Buffer>;
@@ -11,7 +11,6 @@ type Message = MessageToProduce<Buffer, Buffer, Buffer, Buffer>;
 /** Kafka errors a broker will give again however often the records are sent. */
 const FOR_GOOD = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION', 'INVALID_RECORD', 'UNSUPPORTED_COMPRESSION_TYPE', 'UNKNOWN_TOPIC_OR_PARTITION']);
 const TOO_LARGE = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE']);
-const REFUSAL_MEMORY = 5 * 60_000;
 
 interface KafkaError extends Error {
   apiId?: string;
@@ -59,7 +58,7 @@ export class KafkaUpstream implements Upstream {
   private readonly producer: Producer<Buffer, Buffer, Buffer, Buffer>;
   private readonly routes = new Map<string, Map<string, Route>>();
   /** Topics Kafka refused for good lately: their records are dead-lettered without a send. */
-  private readonly refusedTopics = new Map<string, { until: number; reason: string }>();
+  private readonly refusedTopics = new RefusedTopics();
 
   constructor(
     private readonly config: KafkaUpstreamConfig,
@@ -152,12 +151,12 @@ export class KafkaUpstream implements Upstream {
         tooLarge[1].push(row);
       } else if (refusal && FOR_GOOD.has(refusal)) {
         const reason = `Kafka refused the record: ${refusal} on ${at}`;
-        if (!TOO_LARGE.has(refusal)) this.refusedTopics.set(messages[i].topic, { until: Date.now() + REFUSAL_MEMORY, reason });
+        if (!TOO_LARGE.has(refusal)) this.refusedTopics.remember(messages[i].topic, reason);
         rejected.push({ ids: [row.id], reason });
       } else retry([row.id], refusal ?? 'no answer for its partition');
     });
     const [large, largeRows] = tooLarge;
-    if (large.length > 1 || (large.length === 1 && messages.length > 1)) {
+    if (large.length > 0) {
       const half = Math.ceil(large.length / 2);
       for (const [part, partRows] of [
         [large.slice(0, half), largeRows.slice(0, half)],
@@ -200,9 +199,9 @@ export class KafkaUpstream implements Upstream {
     const counts = new Map<string, number | string>();
     for (const route of routes) counts.set(route.topic, 0);
     for (const topic of counts.keys()) {
-      const refused = this.refusedTopics.get(topic);
-      if (refused && refused.until > Date.now()) {
-        counts.set(topic, `${refused.reason} (refused within the last ${REFUSAL_MEMORY / 60_000} min; not sent again)`);
+      const refused = this.refusedTopics.recall(topic);
+      if (refused) {
+        counts.set(topic, refused);
         continue;
       }
       try {
@@ -212,7 +211,7 @@ export class KafkaUpstream implements Upstream {
         const refusal = refusalOf(err as KafkaError);
         if (!refusal) throw this.failure(err as KafkaError);
         const reason = `Kafka refused topic ${topic}: ${refusal}`;
-        this.refusedTopics.set(topic, { until: Date.now() + REFUSAL_MEMORY, reason });
+        this.refusedTopics.remember(topic, reason);
         this.log.warn({ upstream: this.name, topic }, `upstream ${this.name}: ${reason}; its records go to the dead-letter table`);
         counts.set(topic, reason);
       }

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { MqttUpstreamConfig } from '../config/types.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 import { tlsOptions } from './tls.js';
-import { fillTemplate, type SendResult, type Upstream } from './upstream.js';
+import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from './upstream.js';
 
 interface Refusal {
   reason: string;
@@ -11,7 +11,6 @@ interface Refusal {
 
 /** 0x97: the broker asks us to slow down, not to give up. */
 const QUOTA_EXCEEDED = 0x97;
-const REFUSAL_MEMORY = 5 * 60_000;
 const MIN_RECONNECT = 1000;
 const MAX_RECONNECT = 30_000;
 
@@ -123,17 +122,16 @@ export class MqttUpstream implements Upstream {
   }
 
   /**
-   * Topics the broker refused lately, with the refusal: their records go to the dead-letter
-   * table without being sent again for REFUSAL_MEMORY. Mosquitto closes the connection after
-   * refusing a publish (eclipse-mosquitto/mosquitto#2579): without this, every record of a
-   * refused topic would cost a reconnect, and the queue behind it would crawl.
+   * Topics the broker refused lately. Mosquitto closes the connection after refusing a publish
+   * (eclipse-mosquitto/mosquitto#2579): without this, every record of a refused topic would
+   * cost a reconnect, and the queue behind it would crawl.
    */
-  private readonly refusedTopics = new Map<string, { until: number; reason: string }>();
+  private readonly refusedTopics = new RefusedTopics();
 
   /** Resolves when acknowledged, or with the refusal when the broker refused the message for good (MQTT 5). */
   private publish(topic: string, payload: string): Promise<Refusal | undefined> {
-    const refused = this.refusedTopics.get(topic);
-    if (refused && refused.until > Date.now()) return Promise.resolve({ reason: `${refused.reason} (refused within the last ${REFUSAL_MEMORY / 60_000} min; not sent again)` });
+    const refused = this.refusedTopics.recall(topic);
+    if (refused) return Promise.resolve({ reason: refused });
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => {
         this.pending.delete(fail);
@@ -145,7 +143,7 @@ export class MqttUpstream implements Upstream {
         const code = (err as { code?: unknown } | undefined)?.code;
         if (err && typeof code === 'number' && code >= 0x80 && code !== QUOTA_EXCEEDED) {
           const reason = `${err.message} (reason code 0x${code.toString(16)}) on ${topic}`;
-          this.refusedTopics.set(topic, { until: Date.now() + REFUSAL_MEMORY, reason });
+          this.refusedTopics.remember(topic, reason);
           resolve({ reason });
         } else if (err) reject(err);
         else resolve(undefined);

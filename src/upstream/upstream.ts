@@ -39,3 +39,24 @@ export interface SendResult {
 export function fillTemplate(template: string, agent: string, stream: string, device: string): string {
   return template.replace(/\{(agent|stream|device)\}/g, (_m, field: string) => (field === 'agent' ? agent : field === 'stream' ? stream : device));
 }
+
+/**
+ * Topics an upstream refused for good lately, with the refusal: their records go to the
+ * dead-letter table without being sent again for five minutes, so that a refused topic costs
+ * one attempt, not one per record.
+ */
+export class RefusedTopics {
+  private static readonly MEMORY = 5 * 60_000;
+  private readonly topics = new Map<string, { until: number; reason: string }>();
+
+  remember(topic: string, reason: string): void {
+    this.topics.set(topic, { until: Date.now() + RefusedTopics.MEMORY, reason });
+  }
+
+  /** Why the topic is refused, for a record not sent again; undefined when it may be tried. */
+  recall(topic: string): string | undefined {
+    const refused = this.topics.get(topic);
+    if (!refused || refused.until <= Date.now()) return undefined;
+    return `${refused.reason} (refused within the last ${RefusedTopics.MEMORY / 60_000} min; not sent again)`;
+  }
+}

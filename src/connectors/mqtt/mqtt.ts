@@ -37,6 +37,9 @@ class MqttDevice implements Connector {
   readonly id: string;
   online = false;
   malformed = 0;
+  get readErrors(): number {
+    return this.malformed;
+  }
   private readonly client: MqttClient;
   private readonly points: MqttPoint[];
   /** Per point, parsed once: the filter's levels and the field paths. */
