@@ -115,6 +115,8 @@ describe('Kafka upstream: delivery, read back by kcat', () => {
       }
       // the three keys spread over the partitions as the Java client would put them
       expect(new Set(records.map((r) => r.partition)).size).toBeGreaterThan(1);
+      // the default client id names the agent and the upstream
+      if (broker) expect([...broker.clientIds].filter((id) => id.startsWith('edge-agent'))).toEqual(['edge-agent-gw-1-lake']);
       if (broker && ['none', 'gzip', 'zstd'].includes(compression)) {
         // what the test broker decoded itself agrees with what kcat read
         const stored = broker.records(topic).map((r) => `${r.partition}/${r.offset}/${r.key}/${r.value}`);
@@ -126,8 +128,10 @@ describe('Kafka upstream: delivery, read back by kcat', () => {
   it('a second send of the same batch is stored once (idempotent producer)', async () => {
     const broker = await testBroker();
     const topic = `edge-${randomUUID().slice(0, 8)}`;
-    // the first answer is lost: the client sends the batch again with the same sequence number
-    broker.failNext('Produce', ErrorCode.NOT_ENOUGH_REPLICAS, 1);
+    // the batch is stored but the answer says it may not be: the client sends it again with
+    // the same sequence number, and the broker knows it already (without idempotence: tried,
+    // 3 duplicates)
+    broker.failNext('Produce', ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND, 1);
     const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}`);
     const last = await drained(agent, 100);
     const records = await kcatConsume(broker.address, topic);

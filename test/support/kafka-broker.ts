@@ -18,6 +18,7 @@ export const ErrorCode = {
   REQUEST_TIMED_OUT: 7,
   MESSAGE_TOO_LARGE: 10,
   NOT_ENOUGH_REPLICAS: 19,
+  NOT_ENOUGH_REPLICAS_AFTER_APPEND: 20,
   TOPIC_AUTHORIZATION_FAILED: 29,
   UNSUPPORTED_SASL_MECHANISM: 33,
   ILLEGAL_SASL_STATE: 34,
@@ -84,6 +85,8 @@ export class KafkaTestBroker {
   readonly topics = new Map<string, Partition[]>();
   /** SCRAM logins that sent the client nonce twice (librdkafka < 2.6.1), and RFC 5802 ones. */
   readonly scramLogins = { rfc: 0, legacyNonce: 0 };
+  /** The client ids requests carried. */
+  readonly clientIds = new Set<string>();
   /** Requests served, by API key. */
   readonly requests = new Map<number, number>();
   private readonly options: BrokerOptions;
@@ -194,7 +197,8 @@ export class KafkaTestBroker {
     const api = r.int16();
     const version = r.int16();
     const correlationId = r.int32();
-    r.nullableString(); // client id
+    const clientId = r.nullableString();
+    if (clientId !== null) this.clientIds.add(clientId);
     if (api === Api.ApiVersions && version >= 3) r.taggedFields();
     this.requests.set(api, (this.requests.get(api) ?? 0) + 1);
     if (process.env.KAFKA_BROKER_DEBUG) console.error(`kafka test broker: api ${api} v${version}`);
@@ -297,7 +301,8 @@ export class KafkaTestBroker {
   /** Validates and appends the batches of one partition: all of them or none. */
   private append(name: string, index: number, records: Buffer): [number, number] {
     const injected = this.takeInjected(Api.Produce, name, index);
-    if (injected) return [injected, -1];
+    // after append: the records are stored and the answer says they may not be (a lost ack)
+    if (injected && injected !== ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND) return [injected, -1];
     if (this.options.deniedTopics?.includes(name)) return [ErrorCode.TOPIC_AUTHORIZATION_FAILED, -1];
     const topic = this.topics.get(name) ?? (this.options.autoCreate ? this.createTopic(name) : undefined);
     const partition = topic?.[index];
@@ -341,7 +346,7 @@ export class KafkaTestBroker {
       partition.batches.push({ baseOffset, lastOffset: baseOffset + count - 1, bytes });
       partition.logEnd += count;
     }
-    return [ErrorCode.NONE, first];
+    return [injected || ErrorCode.NONE, injected ? -1 : first];
   }
 
   private listOffsets(r: Reader, w: Writer, version: number): void {
