@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { ConfigError, formatIssue } from './config/errors.js';
 import { loadConfigFile, parseConfig, type LoadedConfig } from './config/load.js';
 import type { AgentConfig, DeviceConfig, StreamConfig, UpstreamConfig, Value } from './config/types.js';
-import type { Connector } from './connectors/connector.js';
+import type { Connector, WriteOutcome } from './connectors/connector.js';
 import { createConnector } from './connectors/index.js';
 import { startTimer, TimerSchedule } from './connectors/timer/timer.js';
 import { startManagement, type Management } from './manage/index.js';
@@ -401,7 +401,7 @@ export class Agent {
   }
 
   /** Writes through the device's connector as it runs now (it may have been replaced since the action was built). */
-  private write(device: string, point: string, value: Value): Promise<void> {
+  private write(device: string, point: string, value: Value): Promise<WriteOutcome | void> {
     const running = this.devices.get(device);
     if (!running) return Promise.reject(new Error(`device ${device} is not running`));
     return running.connector.write(point, value);

@@ -11,7 +11,7 @@ import { buildProcessors } from '../src/streams/build.js';
 import { StateStore } from '../src/streams/state.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const CONTRACT = resolve(ROOT, '../shared/config-contract.yaml');
+const CONTRACT = resolve(ROOT, 'test/fixtures/config-contract.yaml');
 
 /** The issues that `text` raises, as `line:col path: message` strings. */
 function issuesOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {

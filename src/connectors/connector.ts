@@ -13,9 +13,19 @@ export interface Connector {
   readonly readErrors?: number;
   /** Starts reading; every reading goes to `deliver`. */
   start(deliver: (reading: Reading) => void): void;
-  /** Writes a `writable` point; rejects with an error naming the device and point. */
-  write(point: string, value: Value): Promise<void>;
+  /**
+   * Writes a `writable` point; rejects with an error naming the device and point. Resolves
+   * with what was really written, and what the device held afterwards where it is read back.
+   */
+  write(point: string, value: Value): Promise<WriteOutcome | void>;
   stop(): Promise<void>;
+}
+
+/** What a write did: the value as the device received it (after encoding), and a read-back. */
+export interface WriteOutcome {
+  written: Value;
+  /** The point's value read from the device after the write (null: read back, but unreadable). */
+  readBack?: Value | null;
 }
 
 export interface ConnectorContext {

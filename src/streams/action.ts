@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import type { ActionSinkConfig } from '../config/types.js';
+import type { WriteOutcome } from '../connectors/connector.js';
 import type { Reading } from './reading.js';
 
 /** Performs a write: the device's connector live, a printer in a replay. */
-export type Write = (point: string, value: ActionSinkConfig['value']) => Promise<void>;
+export type Write = (point: string, value: ActionSinkConfig['value']) => Promise<WriteOutcome | void>;
 
 /**
  * The `action` sink: writes a value to a device's point on the configured edge (`on: raise`,
@@ -31,13 +32,28 @@ export class ActionSink {
     const { device, point, value } = this.config;
     const target = `${device}.${point}`;
     this.write(point, value).then(
-      () => this.report(actionEvent(reading, this.config, 'info', `wrote ${JSON.stringify(value)} to ${target}`, undefined, now)),
+      (outcome) => {
+        const event = actionEvent(reading, this.config, 'info', describeWrite(value, target, outcome), undefined, now);
+        if (outcome) {
+          event.event!.written = outcome.written;
+          if (outcome.readBack !== undefined) event.event!.read_back = outcome.readBack;
+        }
+        this.report(event);
+      },
       (err: Error) => {
         this.log.error({ device, point, err: err.message }, `action: writing ${JSON.stringify(value)} to ${target} failed: ${err.message}`);
         this.report(actionEvent(reading, this.config, 'major', `writing ${JSON.stringify(value)} to ${target} failed: ${err.message}`, err.message, now));
       },
     );
   }
+}
+
+/** Says exactly what the device received, when that differs from what was asked, and what it then held. */
+function describeWrite(asked: ActionSinkConfig['value'], target: string, outcome: WriteOutcome | void): string {
+  if (!outcome) return `wrote ${JSON.stringify(asked)} to ${target}`;
+  const sent = outcome.written === asked ? JSON.stringify(asked) : `${JSON.stringify(outcome.written)} (asked ${JSON.stringify(asked)})`;
+  const back = outcome.readBack === undefined ? '' : `; read back ${JSON.stringify(outcome.readBack)}`;
+  return `wrote ${sent} to ${target}${back}`;
 }
 
 function actionEvent(cause: Reading, config: ActionSinkConfig, severity: 'info' | 'major', description: string, error: string | undefined, ts: number): Reading {
