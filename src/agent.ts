@@ -9,7 +9,8 @@ import type { Connector, WriteOutcome } from './connectors/connector.js';
 import { createConnector } from './connectors/index.js';
 import { startTimer, TimerSchedule } from './connectors/timer/timer.js';
 import { startManagement, type Management } from './manage/index.js';
-import { openDatabase } from './outbox/database.js';
+import { Backoff } from './core/backoff.js';
+import { openDatabase, StorageUnavailableError } from './outbox/database.js';
 import { Forwarder } from './outbox/forwarder.js';
 import { Outbox } from './outbox/outbox.js';
 import { ActionSink } from './streams/action.js';
@@ -133,7 +134,7 @@ export class Agent {
     const agent = new Agent(loadConfigFile(file, env), log, env);
     check(agent.loaded);
     log.level = agent.config.agent.log_level;
-    agent.store = agent.openStore(agent.config);
+    agent.store = await agent.openStoreWhenPossible(agent.config);
     // At start there is nothing to go back to: a device that cannot be built is logged and left out.
     await agent.reconcile(agent.loaded, false);
     agent.timers.push(
@@ -407,26 +408,59 @@ export class Agent {
     return running.connector.write(point, value);
   }
 
+  /**
+   * At start, a database whose storage fails (read-only, I/O error, no permission, full) is
+   * opened again until it works, with a backoff of up to 30 s: no device is read and nothing
+   * is sent meanwhile, so there are no records to lose and no crash-and-restart loop that
+   * sends the same records again and again.
+   */
+  private async openStoreWhenPossible(config: AgentConfig): Promise<Store> {
+    const backoff = new Backoff(1000, 30_000);
+    for (;;) {
+      try {
+        const store = this.openStore(config);
+        if (backoff.attempts > 0) this.log.info(`outbox database opened after ${backoff.attempts} failed attempts`);
+        return store;
+      } catch (err) {
+        if (!(err instanceof StorageUnavailableError)) throw err;
+        if (backoff.attempts === 0) this.log.error({ path: err.path, err: err.message }, `${err.message}; nothing is read or sent until it opens; trying again`);
+        await new Promise((resolve) => setTimeout(resolve, Math.max(1000, backoff.next())));
+      }
+    }
+  }
+
   private openStore(config: AgentConfig): Store {
     const { db, path, quarantined } = openDatabase(config.agent.data_dir, { durability: config.outbox.durability, maxSize: config.outbox.max_size }, this.log);
     let outbox: Outbox | undefined;
-    const state = new StateStore(db, () => outbox?.scheduleCommit());
-    outbox = new Outbox(db, config.outbox, config.agent.id, state, this.log);
-    if (quarantined) {
-      outbox.add(config.upstream.map((u) => u.name), 'agent', {
-        device: config.agent.id,
-        ts: Date.now(),
-        values: {},
-        event: {
-          code: 'OUTBOX_QUARANTINED',
-          severity: 'major',
-          description: `database ${path} could not be used; moved to ${quarantined} and started afresh: records it held were not sent`,
-          state: 'raised',
-        },
-      });
+    let state: StateStore;
+    try {
+      state = new StateStore(db, () => outbox?.scheduleCommit());
+      outbox = new Outbox(db, config.outbox, config.agent.id, state, this.log);
+    } catch (err) {
+      // a fresh database on a full or failing disk: its tables cannot be created
+      db.close();
+      throw new StorageUnavailableError(path, err);
     }
-    this.log.info({ path, seq: outbox.lastSeq }, `outbox ${path} open`);
+    const { loss } = outbox;
+    const lost = loss ? `; seq ${loss.savedSeq + 1}..${loss.seenSeq} (epoch ${loss.epoch}) had been committed and are gone` : '';
+    if (quarantined) {
+      this.raiseOutboxEvent(config, outbox, 'OUTBOX_QUARANTINED', `database ${path} could not be used; moved to ${quarantined} and started afresh: records it held were not sent${lost}`);
+    } else if (loss) {
+      const description = `outbox ${path} holds seq up to ${loss.savedSeq}, but seq up to ${loss.seenSeq} (epoch ${loss.epoch}) had been committed before: those records are lost (a damaged or missing WAL, or a database restored from a backup)`;
+      this.log.error({ path, ...loss }, description);
+      this.raiseOutboxEvent(config, outbox, 'OUTBOX_LOSS', description, { last_seq_saved: loss.savedSeq, last_seq_seen: loss.seenSeq, lost_epoch: loss.epoch });
+    }
+    this.log.info({ path, seq: outbox.lastSeq, epoch: outbox.epoch }, `outbox ${path} open`);
     return { db, state, outbox, key: storeKey(config) };
+  }
+
+  private raiseOutboxEvent(config: AgentConfig, outbox: Outbox, code: string, description: string, values: Reading['values'] = {}): void {
+    outbox.add(config.upstream.map((u) => u.name), 'agent', {
+      device: config.agent.id,
+      ts: Date.now(),
+      values,
+      event: { code, severity: 'major', description, state: 'raised' },
+    });
   }
 
   private closeStore(): void {

@@ -1,5 +1,6 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -116,7 +117,8 @@ function runSequence(actions: Action[]) {
           model.expired = { a: 0, b: 0 };
           break;
         case 'expire':
-          real!.outbox.expire(Date.now() + 120_000);
+          // both clocks past max_age: a wall-clock step alone expires nothing (see outbox-clock.test.ts)
+          real!.outbox.expire(Date.now() + 120_000, performance.now() + 120_000);
           for (const up of UPSTREAMS) {
             model.expired[up] += model.queue[up].length;
             model.queue[up] = [];

@@ -1,6 +1,7 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutboxConfig } from '../src/config/types.js';
 import { openDatabase } from '../src/outbox/database.js';
@@ -44,7 +45,8 @@ describe('outbox', () => {
     expect(outbox.depth('file')).toBe(150);
     const rows = outbox.read('cloud', 0, 1000);
     expect(seqs(rows)).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
-    expect(JSON.parse(rows[0].payload)).toEqual({ agent: 'gw-1', stream: 's1', device: 'm1', ts: 1_700_000_000_000, seq: 1, values: { v: 0 } });
+    expect(JSON.parse(rows[0].payload)).toEqual({ agent: 'gw-1', stream: 's1', device: 'm1', ts: 1_700_000_000_000, epoch: outbox.epoch, seq: 1, values: { v: 0 } });
+    expect(outbox.epoch).toMatch(/^[0-9a-f]{16}$/);
   });
 
   it('commits a group after group_wait without further records', async () => {
@@ -123,12 +125,12 @@ describe('outbox', () => {
     const { outbox } = openOutbox(tmp(), { max_age: 60_000 });
     for (let i = 0; i < 5; i++) outbox.add(['cloud', 'file'], 's1', reading(i));
     outbox.commit();
-    outbox.expire(Date.now() + 30_000);
+    outbox.expire(Date.now() + 30_000, performance.now() + 30_000);
     expect(outbox.depth('cloud')).toBe(5);
-    outbox.expire(Date.now() + 61_000);
+    outbox.expire(Date.now() + 61_000, performance.now() + 61_000);
     expect(outbox.depth('cloud')).toBe(0);
-    expect(outbox.drops.get('cloud')).toEqual({ overflow: 0, expired: 5 });
-    expect(outbox.drops.get('file')).toEqual({ overflow: 0, expired: 5 });
+    expect(outbox.drops.get('cloud')).toEqual({ overflow: 0, expired: 5, refused: 0 });
+    expect(outbox.drops.get('file')).toEqual({ overflow: 0, expired: 5, refused: 0 });
   });
 
   it('moves an unreadable database aside and starts a fresh one', () => {

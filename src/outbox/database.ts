@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, renameSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 
@@ -19,32 +19,54 @@ export interface OpenedDatabase {
 const FILE = 'edge-agent.db';
 
 /**
+ * The storage under the database cannot be used now (I/O error, read-only file system, no
+ * permission, full at open): nothing is wrong with the file itself, so it is not quarantined;
+ * the caller tries again later.
+ */
+export class StorageUnavailableError extends Error {
+  constructor(
+    readonly path: string,
+    readonly fault: unknown,
+  ) {
+    super(`database ${path} cannot be opened for writing: ${storageFault(fault, path)}`);
+  }
+}
+
+/**
  * Opens (or creates) the agent's database in `dir`. One that cannot be read (truncated,
  * corrupt, not a database) is moved aside and a fresh one started, so that a damaged file
- * costs what it held but never a restart loop.
+ * costs what it held but never a restart loop. A file that is sound but whose storage fails
+ * (I/O error, read-only, no permission, disk full) is left where it is: StorageUnavailableError.
  */
 export function openDatabase(dir: string, options: DatabaseOptions, log: Logger): OpenedDatabase {
-  mkdirSync(dir, { recursive: true });
   const path = join(dir, FILE);
   try {
+    mkdirSync(dir, { recursive: true });
     return { db: open(path, options), path };
   } catch (err) {
+    if (!isCorrupt(err)) throw new StorageUnavailableError(path, err);
     const quarantined = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-    for (const suffix of ['', '-wal', '-shm']) {
-      if (existsSync(path + suffix)) renameSync(path + suffix, quarantined + suffix);
+    try {
+      for (const suffix of ['', '-wal', '-shm']) {
+        if (existsSync(path + suffix)) renameSync(path + suffix, quarantined + suffix);
+      }
+      log.error({ err, path, quarantined }, `database ${path} cannot be used (${(err as Error).message}); moved it to ${quarantined} and started a fresh one`);
+      return { db: open(path, options), path, quarantined };
+    } catch (second) {
+      throw new StorageUnavailableError(path, second);
     }
-    log.error({ err, path, quarantined }, `database ${path} cannot be used (${(err as Error).message}); moved it to ${quarantined} and started a fresh one`);
-    return { db: open(path, options), path, quarantined };
   }
 }
 
 function open(path: string, options: DatabaseOptions): Database.Database {
   const db = new Database(path);
   try {
+    // SQLite opens a file it may not write read-only without a word: every write would fail later
+    if (db.readonly) throw Object.assign(new Error('attempt to write a readonly database'), { code: 'SQLITE_READONLY' });
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
     const check = db.pragma('quick_check(1)', { simple: true });
-    if (check !== 'ok') throw new Error(`integrity check failed: ${check}`);
+    if (check !== 'ok') throw Object.assign(new Error(`integrity check failed: ${check}`), { code: 'SQLITE_CORRUPT' });
     applySizeCap(db, options.maxSize);
     return db;
   } catch (err) {
@@ -55,18 +77,67 @@ function open(path: string, options: DatabaseOptions): Database.Database {
 
 /**
  * Splits the cap between the main file (max_page_count) and the WAL (checkpointed and
- * truncated at a quarter of the cap, at most 4 MB), so both together stay within it.
+ * truncated at a quarter of the cap, at most 4 MB), so both together stay within it. The WAL
+ * also stays within a quarter of the space free on the file system (at least 16 pages): on a
+ * small disk a WAL allowed to grow past the free space would make every write fail, even the
+ * deletes that drop-oldest needs.
  */
-function applySizeCap(db: Database.Database, maxSize: number): void {
+export function applySizeCap(db: Database.Database, maxSize: number): void {
   const pageSize = db.pragma('page_size', { simple: true }) as number;
-  const walBytes = Math.min(4 * 1024 * 1024, Math.floor(maxSize / 4));
+  const walBytes = Math.min(4 * 1024 * 1024, Math.floor(maxSize / 4), Math.floor(freeBytes(db.name) / 4));
   const walPages = Math.max(16, Math.floor(walBytes / pageSize));
   db.pragma(`wal_autocheckpoint = ${walPages}`);
   db.pragma(`journal_size_limit = ${walPages * pageSize}`);
   db.pragma(`max_page_count = ${Math.max(32, Math.floor((maxSize - walPages * pageSize) / pageSize))}`);
 }
 
+/** Bytes the database could still grow into: the free space plus what its WAL holds now. */
+function freeBytes(path: string): number {
+  try {
+    const fs = statfsSync(path);
+    let wal = 0;
+    try {
+      const fd = openSync(`${path}-wal`, 'r');
+      wal = fstatSync(fd).size;
+      closeSync(fd);
+    } catch {
+      // no WAL yet
+    }
+    return fs.bavail * fs.bsize + wal;
+  } catch {
+    return Number.MAX_SAFE_INTEGER;
+  }
+}
+
+/** The disk or the cap is full: the only error that takes the when_full path. */
 export function isDiskFull(err: unknown): boolean {
-  const code = (err as { code?: string })?.code;
-  return code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_WRITE' && /disk|space/i.test(String((err as Error).message));
+  return (err as { code?: string })?.code === 'SQLITE_FULL';
+}
+
+/** The file's content is damaged (not its storage): only such a file is quarantined. */
+function isCorrupt(err: unknown): boolean {
+  const code = (err as { code?: string })?.code ?? '';
+  return code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB';
+}
+
+/**
+ * Why the storage of `path` fails, in the OS's words when it gives any: SQLite says only
+ * "disk I/O error" or "readonly database", so the file and its WAL are opened for writing and
+ * read once to see what the OS answers (EIO, EROFS, EPERM, EACCES, ENOSPC).
+ */
+export function storageFault(err: unknown, path: string): string {
+  const sqlite = `${(err as Error)?.message ?? String(err)}${(err as { code?: string })?.code ? ` [${(err as { code?: string }).code}]` : ''}`;
+  for (const file of [path, `${path}-wal`]) {
+    let fd: number | undefined;
+    try {
+      if (!existsSync(file)) continue;
+      fd = openSync(file, 'r+');
+      readSync(fd, Buffer.alloc(512), 0, 512, 0);
+    } catch (os) {
+      return `${sqlite}; ${file}: ${(os as Error).message}`;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+  return sqlite;
 }

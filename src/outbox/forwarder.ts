@@ -68,7 +68,11 @@ export class Forwarder {
     const { batch, window, linger } = this.options;
     while (this.inFlight < window) {
       const rows = this.outbox.read(this.upstream.name, this.cursor, batch);
-      if (rows.length === 0) return;
+      if (rows.length === 0) {
+        // the storage cannot be read now: nothing else would wake this loop, so look again soon
+        if (this.outbox.failing) this.retryTimer = setTimeout(() => ((this.retryTimer = undefined), this.pump()), 1000);
+        return;
+      }
       if (rows.length < batch && linger > 0 && this.inFlight === 0 && !this.lingered) {
         this.lingerTimer ??= setTimeout(() => {
           this.lingerTimer = undefined;

@@ -1,9 +1,14 @@
 import type { Database, Statement } from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { OutboxConfig } from '../config/types.js';
 import type { StateStore } from '../streams/state.js';
 import type { Reading } from '../streams/reading.js';
-import { isDiskFull } from './database.js';
+import { Episodes } from '../core/episodes.js';
+import { applySizeCap, isDiskFull, storageFault } from './database.js';
 import { recordJson } from './record.js';
 
 /** A record as stored for one upstream; `payload` is the record's JSON, seq included. */
@@ -14,7 +19,31 @@ export interface OutboxRow {
   payload: string;
 }
 
-export type DropReason = 'overflow' | 'expired';
+/**
+ * overflow: when_full (the cap or a full disk); expired: older than max_age; refused: not
+ * accepted because the storage fails (I/O error, read-only, no permission).
+ */
+export type DropReason = 'overflow' | 'expired' | 'refused';
+
+/** The clocks the outbox reads; tests inject their own. */
+export interface OutboxClocks {
+  /** Wall-clock ms (stored with each record, compared with max_age). */
+  wall(): number;
+  /** Monotonic ms: how long this process has really held a record. */
+  mono(): number;
+}
+
+const SYSTEM_CLOCKS: OutboxClocks = { wall: Date.now, mono: () => performance.now() };
+
+/** What the seq side file says was saved before, when the database holds less (a lost tail). */
+export interface OutboxLoss {
+  /** The epoch of the opening that saved `seenSeq`. */
+  epoch: string;
+  /** The last seq the database holds. */
+  savedSeq: number;
+  /** The last seq committed before, by the side file. */
+  seenSeq: number;
+}
 
 interface Pending {
   upstreams: readonly string[];
@@ -29,17 +58,41 @@ interface Pending {
  * to SQLite in groups (group_records, or group_wait after the first, whichever comes first),
  * together with the stream state that produced them, and deleted only when their upstream
  * acknowledged them. One ordered queue per upstream; bounded by max_size and max_age.
+ *
+ * Storage faults never throw out of it: SQLITE_FULL (the cap or the disk) takes the when_full
+ * path; any other failure (I/O error, read-only, no permission) keeps what is committed,
+ * refuses new groups (counted as `refused`), and each kind is logged once per episode. Every
+ * operation tries the storage again, so writing resumes by itself when it works again.
  */
 export class Outbox {
   /** The last seq handed out; persisted with each group. */
   private seq: number;
+  /**
+   * Random id of this opening of the outbox, in every record beside seq: a seq handed out
+   * again (a lost WAL tail, a quarantined database, a new data_dir, a restored backup) comes
+   * with another epoch, so (agent, epoch, seq) never names two records.
+   */
+  readonly epoch = randomBytes(8).toString('hex');
+  /** Set when the database holds a lower seq than the side file saw committed before. */
+  readonly loss: OutboxLoss | undefined;
   private group: Pending[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly depths = new Map<string, number>();
   readonly drops = new Map<string, Record<DropReason, number>>();
   private readonly committedListeners: (() => void)[] = [];
   private lastDropLog = 0;
-  private writeFailing = false;
+  /** Open storage episodes: 'full' and 'failing' (any other storage error). */
+  private readonly faults = new Episodes<'full' | 'failing'>();
+  private readonly faultDrops = { full: 0, failing: 0 };
+  /** The seq side file (next to the database): the last seq committed, outside the database and its WAL. */
+  private readonly seqFile: string | undefined;
+  private lastInsertId = 0;
+  /**
+   * Monotonic marks: records with id <= `id` were held by this process at monotonic time
+   * `mono`. max_age expires only records old by the wall clock *and* held that long here.
+   */
+  private held: { id: number; mono: number }[] = [];
+  private latest = { id: 0, mono: 0 };
   private readonly insert: Statement;
   private readonly saveSeq: Statement;
   private readonly selectAfter: Statement;
@@ -55,6 +108,7 @@ export class Outbox {
     private readonly agentId: string,
     private readonly state: StateStore,
     private readonly log: Logger,
+    private readonly clocks: OutboxClocks = SYSTEM_CLOCKS,
   ) {
     db.exec(`
       CREATE TABLE IF NOT EXISTS outbox (
@@ -84,16 +138,27 @@ export class Outbox {
       'INSERT INTO dead_letter (upstream, at, rejected_at, reason, stream, device, payload) SELECT upstream, at, ?, ?, stream, device, payload FROM outbox WHERE upstream = ? AND id = ?',
     );
     this.deleteOne = db.prepare('DELETE FROM outbox WHERE upstream = ? AND id = ?');
-    this.seq = (db.prepare("SELECT value FROM meta WHERE key = 'seq'").pluck().get() as number | undefined) ?? 0;
+    const savedSeq = (db.prepare("SELECT value FROM meta WHERE key = 'seq'").pluck().get() as number | undefined) ?? 0;
+    this.seqFile = db.memory ? undefined : join(dirname(db.name), 'edge-agent.seq');
+    const before = this.readSeqFile();
+    if (before && before.seq > savedSeq) this.loss = { epoch: before.epoch, savedSeq, seenSeq: before.seq };
+    // seq goes on from the highest known, so it only ever grows (the epoch alone keeps keys unique)
+    this.seq = Math.max(savedSeq, before?.seq ?? 0);
     for (const row of db.prepare('SELECT upstream, count(*) AS n FROM outbox GROUP BY upstream').all() as { upstream: string; n: number }[]) {
       this.depths.set(row.upstream, row.n);
     }
+    // what the database holds now has been held by this process since now, no longer
+    this.lastInsertId = (db.prepare('SELECT max(id) FROM outbox').pluck().get() as number | null) ?? 0;
+    this.latest = { id: this.lastInsertId, mono: clocks.mono() };
+    this.held.push(this.latest);
     this.writeGroup = db.transaction((group: Pending[]) => {
+      let last = 0;
       for (const record of group) {
-        for (const upstream of record.upstreams) this.insert.run(upstream, record.at, record.stream, record.device, record.payload);
+        for (const upstream of record.upstreams) last = this.insert.run(upstream, record.at, record.stream, record.device, record.payload).lastInsertRowid as number;
       }
       this.state.save();
       this.saveSeq.run(this.seq);
+      if (last) this.lastInsertId = last;
     });
   }
 
@@ -104,8 +169,8 @@ export class Outbox {
 
   /** Queues one record for the given upstreams; it counts as accepted once its group commits. */
   add(upstreams: readonly string[], stream: string, reading: Reading): void {
-    const payload = recordJson(this.agentId, stream, reading, ++this.seq);
-    this.group.push({ upstreams, at: Date.now(), stream, device: reading.device, payload });
+    const payload = recordJson(this.agentId, stream, reading, ++this.seq, this.epoch);
+    this.group.push({ upstreams, at: this.clocks.wall(), stream, device: reading.device, payload });
     if (this.group.length >= this.config.group_records) this.commit();
     else this.scheduleCommit();
   }
@@ -133,10 +198,12 @@ export class Outbox {
     this.group = [];
     try {
       this.writeGroup(group);
+      this.endFault('full');
+      this.endFault('failing');
       this.committed(group);
     } catch (err) {
       if (isDiskFull(err)) this.whenFull(group, err as Error);
-      else this.retryLater(group, err as Error);
+      else this.refuse(group, err, 'commit');
     }
   }
 
@@ -145,32 +212,76 @@ export class Outbox {
     for (const record of group) {
       for (const upstream of record.upstreams) this.depths.set(upstream, (this.depths.get(upstream) ?? 0) + 1);
     }
-    if (this.writeFailing) {
-      this.writeFailing = false;
-      this.log.info('outbox: writing again');
-    }
+    this.saved();
+    if (group.length > 0) this.markHeld();
     for (const listener of this.committedListeners) listener();
+  }
+
+  /** seq is in the database: note it in the side file too (see `loss`). */
+  private saved(): void {
+    if (!this.seqFile) return;
+    // fixed length, written in place: no truncation, no new block on a full disk
+    const text = `${this.epoch} ${String(this.seq).padStart(20)}\n`;
+    let fd: number | undefined;
+    try {
+      try {
+        fd = openSync(this.seqFile, 'r+');
+      } catch {
+        fd = openSync(this.seqFile, 'w');
+      }
+      writeSync(fd, text, 0);
+    } catch {
+      // the side file only serves to detect a lost tail; the database is what counts
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+
+  private readSeqFile(): { epoch: string; seq: number } | undefined {
+    if (!this.seqFile) return undefined;
+    try {
+      const [epoch, seq] = readFileSync(this.seqFile, 'utf8').trim().split(/\s+/);
+      const n = Number(seq);
+      return epoch && Number.isSafeInteger(n) ? { epoch, seq: n } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Keeps the monotonic marks of max_age: about a hundred per max_age, so memory stays bounded. */
+  private markHeld(): void {
+    const mono = this.clocks.mono();
+    this.latest = { id: this.lastInsertId, mono };
+    if (mono - this.held[this.held.length - 1].mono >= this.config.max_age / 100) this.held.push(this.latest);
   }
 
   /** The cap (or the disk) is reached: apply when_full. */
   private whenFull(group: Pending[], err: Error): void {
+    this.beginFault('full', err, 'commit');
     let kept: Pending[] = [];
-    if (this.config.when_full === 'drop-oldest') {
-      const needed = group.reduce((n, r) => n + r.upstreams.length, 0);
-      let fitted = false;
-      for (let attempt = 0; attempt < 8 && !fitted; attempt++) {
-        const freed = this.dropOldest(Math.max(needed, 256) << attempt);
-        fitted = this.tryWrite(group);
-        if (!fitted && freed === 0) break;
+    try {
+      if (this.config.when_full === 'drop-oldest') {
+        const needed = group.reduce((n, r) => n + r.upstreams.length, 0);
+        let fitted = false;
+        for (let attempt = 0; attempt < 8 && !fitted; attempt++) {
+          const freed = this.dropOldest(Math.max(needed, 256) << attempt);
+          fitted = this.tryWrite(group);
+          if (!fitted && freed === 0) break;
+        }
+        // Even an empty outbox cannot hold the whole group: keep its newest records that fit.
+        kept = fitted ? group : this.largestFit(group, (n) => group.slice(group.length - n));
+        this.countDrops(group.slice(0, group.length - kept.length), 'overflow');
+      } else {
+        // reject-new: keep the group's oldest records that still fit, reject the rest.
+        kept = this.largestFit(group, (n) => group.slice(0, n));
+        this.countDrops(group.slice(kept.length), 'overflow');
       }
-      // Even an empty outbox cannot hold the whole group: keep its newest records that fit.
-      kept = fitted ? group : this.largestFit(group, (n) => group.slice(group.length - n));
-      this.countDrops(group.slice(0, group.length - kept.length));
-    } else {
-      // reject-new: keep the group's oldest records that still fit, reject the rest.
-      kept = this.largestFit(group, (n) => group.slice(0, n));
-      this.countDrops(group.slice(kept.length));
+    } catch (other) {
+      // the storage failed otherwise while making room: nothing of the group was written
+      this.refuse(group, other, 'making room');
+      return;
     }
+    this.faultDrops.full += group.length - kept.length;
     if (kept.length > 0) this.committed(kept);
     if (kept.length < group.length) {
       try {
@@ -180,11 +291,83 @@ export class Outbox {
           this.saveSeq.run(this.seq);
         })();
         this.state.saved();
+        this.saved();
       } catch {
-        // the disk is full beyond the outbox's own cap; state is saved with the next group
+        // not even that fits: state and seq are saved with the next group that does
       }
     }
-    this.logDrops(`outbox ${this.db.name} is full (${err.message}); when_full: ${this.config.when_full}`);
+  }
+
+  /**
+   * The storage fails (not full): the group is not accepted. Holding it in memory would grow
+   * without bound through a long fault, so it is refused, counted, and logged once per
+   * episode; stream state stays in memory and is saved with the next group that commits.
+   */
+  private refuse(group: Pending[], err: unknown, operation: string): void {
+    this.beginFault('failing', err, operation);
+    this.countDrops(group, 'refused');
+    this.faultDrops.failing += group.length;
+    // nothing else flushes the state if no record follows: try again in a while
+    if (this.state.pending > 0) this.timer ??= setTimeout(() => this.commit(), 1000);
+  }
+
+  private beginFault(kind: 'full' | 'failing', err: unknown, operation: string): void {
+    if (!this.faults.begin(kind)) return;
+    if (kind === 'full') {
+      // the free space may have changed since the WAL's ceiling was set: set it again
+      try {
+        this.db.pragma('wal_checkpoint(TRUNCATE)');
+        applySizeCap(this.db, this.config.max_size);
+      } catch {
+        // a checkpoint that cannot run now is tried again by SQLite itself
+      }
+      this.log.warn({ path: this.db.name, err: (err as Error).message }, `outbox ${this.db.name} is full (${(err as Error).message}) in ${operation}; when_full: ${this.config.when_full}`);
+    } else {
+      const why = storageFault(err, this.db.name);
+      this.log.error(
+        { path: this.db.name, err: why },
+        `outbox ${this.db.name}: the storage fails in ${operation} (${why}); records already committed are kept, new records are refused until it works again`,
+      );
+    }
+  }
+
+  private endFault(kind: 'full' | 'failing'): void {
+    if (!this.faults.has(kind)) return;
+    const times = this.faults.end(kind);
+    const lost = this.faultDrops[kind];
+    this.faultDrops[kind] = 0;
+    this.log.info({ path: this.db.name, times, records: lost }, `outbox ${this.db.name}: writing again (${kind === 'full' ? 'no longer full' : 'the storage works'}); ${lost} records ${kind === 'full' ? 'dropped by when_full' : 'refused'} meanwhile`);
+  }
+
+  /**
+   * A write outside the group commit (ack, dead letter, expiry). On SQLITE_FULL the WAL is
+   * checkpointed and truncated, which frees room for the few pages a delete needs, and the
+   * write tried once more. Returns undefined when it failed: the records stay where they are.
+   */
+  private write<T>(operation: string, run: () => T): T | undefined {
+    try {
+      const result = this.withRoom(run);
+      this.endFault('failing');
+      return result;
+    } catch (err) {
+      this.beginFault(isDiskFull(err) ? 'full' : 'failing', err, operation);
+      return undefined;
+    }
+  }
+
+  /** Runs a write; on SQLITE_FULL checkpoints and truncates the WAL, then runs it once more. */
+  private withRoom<T>(run: () => T): T {
+    try {
+      return run();
+    } catch (err) {
+      if (!isDiskFull(err)) throw err;
+      try {
+        this.db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        // tried once more anyway
+      }
+      return run();
+    }
   }
 
   private tryWrite(records: Pending[]): boolean {
@@ -230,15 +413,19 @@ export class Outbox {
     return false;
   }
 
-  private countDrops(records: Pending[]): void {
-    for (const record of records) for (const upstream of record.upstreams) this.countDrop(upstream, 'overflow', 1);
+  private countDrops(records: Pending[], reason: DropReason): void {
+    for (const record of records) for (const upstream of record.upstreams) this.countDrop(upstream, reason, 1);
   }
 
+  /** Deletes the oldest records; 0 when not even the delete fits (then nothing can be dropped). */
   private dropOldest(count: number): number {
-    const dropped = this.db
-      .prepare('DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?) RETURNING upstream')
-      .pluck()
-      .all(count) as string[];
+    let dropped: string[];
+    try {
+      dropped = this.withRoom(() => this.db.prepare('DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?) RETURNING upstream').pluck().all(count) as string[]);
+    } catch (err) {
+      if (isDiskFull(err)) return 0;
+      throw err;
+    }
     const perUpstream = new Map<string, number>();
     for (const upstream of dropped) perUpstream.set(upstream, (perUpstream.get(upstream) ?? 0) + 1);
     for (const [upstream, n] of perUpstream) {
@@ -248,23 +435,34 @@ export class Outbox {
     return dropped.length;
   }
 
-  /** A write error that is not "full" (I/O error, locked file): keep the group and try again. */
-  private retryLater(group: Pending[], err: Error): void {
-    if (!this.writeFailing) {
-      this.writeFailing = true;
-      this.log.error({ err }, `outbox: cannot write to ${this.db.name} (${err.message}); keeping ${group.length} records in memory and retrying`);
+  /**
+   * Drops records older than max_age; run it now and then. A record is old when it is older
+   * than max_age by the wall clock *and* this process has held it for max_age by the
+   * monotonic clock: a step of the wall clock alone (a gateway that booted with a wrong time
+   * and then got NTP) expires nothing, and after a restart the wall clock is trusted only for
+   * records this process has held for max_age.
+   */
+  expire(now = this.clocks.wall(), mono = this.clocks.mono()): void {
+    let mark: { id: number; mono: number } | undefined;
+    let keepFrom = 0;
+    const marks = this.held[this.held.length - 1] === this.latest ? this.held : [...this.held, this.latest];
+    for (let i = 0; i < marks.length && marks[i].mono <= mono - this.config.max_age; i++) {
+      mark = marks[i];
+      keepFrom = i;
     }
-    this.group = group.concat(this.group);
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.commit(), 1000);
-  }
-
-  /** Drops records older than max_age; run it now and then. */
-  expire(now = Date.now()): void {
+    if (!mark) return;
+    const heldSince = mark;
+    // older marks are covered by this one from now on
+    this.held = marks.slice(keepFrom);
     const cutoff = now - this.config.max_age;
-    const expired = this.db.prepare('SELECT upstream, count(*) AS n FROM outbox WHERE at < ? GROUP BY upstream').all(cutoff) as { upstream: string; n: number }[];
-    if (expired.length === 0) return;
-    this.db.prepare('DELETE FROM outbox WHERE at < ?').run(cutoff);
+    const expired = this.write('expire', () =>
+      this.db.transaction(() => {
+        const counts = this.db.prepare('SELECT upstream, count(*) AS n FROM outbox WHERE at < ? AND id <= ? GROUP BY upstream').all(cutoff, heldSince.id) as { upstream: string; n: number }[];
+        if (counts.length > 0) this.db.prepare('DELETE FROM outbox WHERE at < ? AND id <= ?').run(cutoff, heldSince.id);
+        return counts;
+      })(),
+    );
+    if (!expired?.length) return;
     for (const { upstream, n } of expired) {
       this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - n);
       this.countDrop(upstream, 'expired', n);
@@ -274,7 +472,7 @@ export class Outbox {
 
   private countDrop(upstream: string, reason: DropReason, n: number): void {
     let counts = this.drops.get(upstream);
-    if (!counts) this.drops.set(upstream, (counts = { overflow: 0, expired: 0 }));
+    if (!counts) this.drops.set(upstream, (counts = { overflow: 0, expired: 0, refused: 0 }));
     counts[reason] += n;
   }
 
@@ -286,24 +484,39 @@ export class Outbox {
     this.log.warn({ drops: Object.fromEntries(this.drops) }, message);
   }
 
-  /** The next records of an upstream's queue after `afterId`, oldest first. */
+  /** True while the storage fails (not full): forwarders retry reading on their own. */
+  get failing(): boolean {
+    return this.faults.has('failing');
+  }
+
+  /** The next records of an upstream's queue after `afterId`, oldest first; none while they cannot be read. */
   read(upstream: string, afterId: number, limit: number): OutboxRow[] {
-    return this.selectAfter.all(upstream, afterId, limit) as OutboxRow[];
+    try {
+      return this.selectAfter.all(upstream, afterId, limit) as OutboxRow[];
+    } catch (err) {
+      this.beginFault('failing', err, 'read');
+      return [];
+    }
   }
 
   /**
    * The upstream refused these records for good: move them to the dead-letter table (kept for
-   * a person to look at, never sent again) so that the queue behind them keeps flowing.
+   * a person to look at, never sent again) so that the queue behind them keeps flowing. When
+   * that cannot be written they stay queued and are sent (and refused) again later.
    */
   deadLetter(upstream: string, ids: readonly number[], reason: string): void {
-    const now = Date.now();
-    let moved = 0;
-    this.db.transaction(() => {
-      for (const id of ids) {
-        this.moveToDeadLetter.run(now, reason, upstream, id);
-        moved += this.deleteOne.run(upstream, id).changes;
-      }
-    })();
+    const now = this.clocks.wall();
+    const moved =
+      this.write('dead-letter', () =>
+        this.db.transaction(() => {
+          let n = 0;
+          for (const id of ids) {
+            this.moveToDeadLetter.run(now, reason, upstream, id);
+            n += this.deleteOne.run(upstream, id).changes;
+          }
+          return n;
+        })(),
+      ) ?? 0;
     this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - moved);
     this.deadLettered.set(upstream, (this.deadLettered.get(upstream) ?? 0) + moved);
   }
@@ -311,18 +524,25 @@ export class Outbox {
   /** Records moved to the dead-letter table, per upstream, since start. */
   readonly deadLettered = new Map<string, number>();
 
-  /** The upstream acknowledged records `fromId..toId`: delete them. */
+  /**
+   * The upstream acknowledged records `fromId..toId`: delete them. When the delete cannot be
+   * written they stay, and are sent again later (a duplicate, never a loss).
+   */
   ack(upstream: string, fromId: number, toId: number): void {
-    const { changes } = this.deleteRange.run(upstream, fromId, toId);
+    const changes = this.write('ack', () => this.deleteRange.run(upstream, fromId, toId).changes) ?? 0;
     this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - changes);
   }
 
   /** Acknowledges single records (an upstream that answered for part of a send). */
   ackIds(upstream: string, ids: readonly number[]): void {
-    let changes = 0;
-    this.db.transaction(() => {
-      for (const id of ids) changes += this.deleteOne.run(upstream, id).changes;
-    })();
+    const changes =
+      this.write('ack', () =>
+        this.db.transaction(() => {
+          let n = 0;
+          for (const id of ids) n += this.deleteOne.run(upstream, id).changes;
+          return n;
+        })(),
+      ) ?? 0;
     this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - changes);
   }
 
@@ -332,8 +552,12 @@ export class Outbox {
 
   /** Age in ms of the oldest record waiting for an upstream, or 0. */
   oldestAge(upstream: string, now = Date.now()): number {
-    const at = this.oldest.get(upstream) as number | undefined;
-    return at === undefined ? 0 : now - at;
+    try {
+      const at = this.oldest.get(upstream) as number | undefined;
+      return at === undefined ? 0 : now - at;
+    } catch {
+      return 0;
+    }
   }
 
   get lastSeq(): number {
