@@ -77,33 +77,41 @@ function open(path: string, options: DatabaseOptions): Database.Database {
 
 /**
  * Splits the cap between the main file (max_page_count) and the WAL (checkpointed and
- * truncated at a quarter of the cap, at most 4 MB), so both together stay within it. The WAL
- * also stays within a quarter of the space free on the file system (at least 16 pages): on a
- * small disk a WAL allowed to grow past the free space would make every write fail, even the
- * deletes that drop-oldest needs.
+ * truncated at a quarter of the cap, at most 4 MB), so both together stay within it. The
+ * space the file system has left counts as a cap too: the WAL gets at most an eighth of what
+ * the database could use (its files plus the free space), and the main file the rest minus
+ * twice that, so SQLite answers SQLITE_FULL at the page count, before the disk is full. A
+ * database that filled the disk itself could not even checkpoint its WAL (that grows the main
+ * file) and so could not delete a record: drop-oldest would be stuck, at every restart.
+ * Returns max_page_count; call it again when the free space may have changed.
  */
-export function applySizeCap(db: Database.Database, maxSize: number): void {
+export function applySizeCap(db: Database.Database, maxSize: number): number {
   const pageSize = db.pragma('page_size', { simple: true }) as number;
-  const walBytes = Math.min(4 * 1024 * 1024, Math.floor(maxSize / 4), Math.floor(freeBytes(db.name) / 4));
+  const usable = Math.min(maxSize, usableBytes(db.name));
+  const walBytes = Math.min(4 * 1024 * 1024, Math.floor(maxSize / 4), Math.floor(usable / 8));
   const walPages = Math.max(16, Math.floor(walBytes / pageSize));
+  const mainBytes = usable === maxSize ? maxSize - walPages * pageSize : usable - 2 * walPages * pageSize;
   db.pragma(`wal_autocheckpoint = ${walPages}`);
   db.pragma(`journal_size_limit = ${walPages * pageSize}`);
-  db.pragma(`max_page_count = ${Math.max(32, Math.floor((maxSize - walPages * pageSize) / pageSize))}`);
+  // SQLite keeps it at the current page count when asked for less
+  return db.pragma(`max_page_count = ${Math.max(32, Math.floor(mainBytes / pageSize))}`, { simple: true }) as number;
 }
 
-/** Bytes the database could still grow into: the free space plus what its WAL holds now. */
-function freeBytes(path: string): number {
+/** Bytes the database could use: the free space plus what its files hold now. */
+function usableBytes(path: string): number {
   try {
     const fs = statfsSync(path);
-    let wal = 0;
-    try {
-      const fd = openSync(`${path}-wal`, 'r');
-      wal = fstatSync(fd).size;
-      closeSync(fd);
-    } catch {
-      // no WAL yet
+    let files = 0;
+    for (const file of [path, `${path}-wal`]) {
+      try {
+        const fd = openSync(file, 'r');
+        files += fstatSync(fd).size;
+        closeSync(fd);
+      } catch {
+        // not there yet
+      }
     }
-    return fs.bavail * fs.bsize + wal;
+    return fs.bavail * fs.bsize + files;
   } catch {
     return Number.MAX_SAFE_INTEGER;
   }

@@ -87,6 +87,8 @@ export class Outbox {
   /** The seq side file (next to the database): the last seq committed, outside the database and its WAL. */
   private readonly seqFile: string | undefined;
   private lastInsertId = 0;
+  /** When when_full last had to act (monotonic ms): the full episode ends a minute after. */
+  private fullAt = -Infinity;
   /**
    * Monotonic marks: records with id <= `id` were held by this process at monotonic time
    * `mono`. max_age expires only records old by the wall clock *and* held that long here.
@@ -197,13 +199,31 @@ export class Outbox {
     const group = this.group;
     this.group = [];
     try {
-      this.writeGroup(group);
-      this.endFault('full');
+      try {
+        this.writeGroup(group);
+        // at the cap, drop-oldest and acks make room for a few groups at a time: still one episode
+        if (this.clocks.mono() - this.fullAt > 60_000) this.endFault('full');
+      } catch (err) {
+        // space may have come back since the cap was set from the free space: set it again, retry
+        if (!isDiskFull(err) || !this.raiseCap()) throw err;
+        this.writeGroup(group);
+        this.endFault('full');
+      }
       this.endFault('failing');
       this.committed(group);
     } catch (err) {
       if (isDiskFull(err)) this.whenFull(group, err as Error);
       else this.refuse(group, err, 'commit');
+    }
+  }
+
+  /** Sets the size cap from the free space again (a statfs: cheap); true when it grew. */
+  private raiseCap(): boolean {
+    try {
+      const before = this.db.pragma('max_page_count', { simple: true }) as number;
+      return applySizeCap(this.db, this.config.max_size) > before;
+    } catch {
+      return false;
     }
   }
 
@@ -258,6 +278,7 @@ export class Outbox {
   /** The cap (or the disk) is reached: apply when_full. */
   private whenFull(group: Pending[], err: Error): void {
     this.beginFault('full', err, 'commit');
+    this.fullAt = this.clocks.mono();
     let kept: Pending[] = [];
     try {
       if (this.config.when_full === 'drop-oldest') {
@@ -314,13 +335,6 @@ export class Outbox {
   private beginFault(kind: 'full' | 'failing', err: unknown, operation: string): void {
     if (!this.faults.begin(kind)) return;
     if (kind === 'full') {
-      // the free space may have changed since the WAL's ceiling was set: set it again
-      try {
-        this.db.pragma('wal_checkpoint(TRUNCATE)');
-        applySizeCap(this.db, this.config.max_size);
-      } catch {
-        // a checkpoint that cannot run now is tried again by SQLite itself
-      }
       this.log.warn({ path: this.db.name, err: (err as Error).message }, `outbox ${this.db.name} is full (${(err as Error).message}) in ${operation}; when_full: ${this.config.when_full}`);
     } else {
       const why = storageFault(err, this.db.name);
@@ -340,9 +354,7 @@ export class Outbox {
   }
 
   /**
-   * A write outside the group commit (ack, dead letter, expiry). On SQLITE_FULL the WAL is
-   * checkpointed and truncated, which frees room for the few pages a delete needs, and the
-   * write tried once more. Returns undefined when it failed: the records stay where they are.
+   * A write outside the group commit (ack, dead letter, expiry); see withRoom. Returns undefined when it failed: the records stay where they are.
    */
   private write<T>(operation: string, run: () => T): T | undefined {
     try {
@@ -355,14 +367,17 @@ export class Outbox {
     }
   }
 
-  /** Runs a write; on SQLITE_FULL checkpoints and truncates the WAL, then runs it once more. */
+  /**
+   * Runs a write; on SQLITE_FULL checkpoints the WAL, so that the next write starts at its
+   * beginning again, in space the file already holds, then runs it once more.
+   */
   private withRoom<T>(run: () => T): T {
     try {
       return run();
     } catch (err) {
       if (!isDiskFull(err)) throw err;
       try {
-        this.db.pragma('wal_checkpoint(TRUNCATE)');
+        this.db.pragma('wal_checkpoint(PASSIVE)');
       } catch {
         // tried once more anyway
       }
