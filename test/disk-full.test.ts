@@ -30,7 +30,7 @@ describe('outbox on a full disk', () => {
     const dir = disk();
     const { log } = capturingLog();
     const store = openOutbox(join(dir, 'data'), log);
-    cleanups.unshift(store.close);
+    cleanups.push(store.close);
     const limit = store.db.pragma('journal_size_limit', { simple: true }) as number;
     expect(limit).toBeLessThanOrEqual(512 * 1024);
     for (let i = 0; i < 1500; i++) store.outbox.add(['cloud'], 's', reading(i));
@@ -46,7 +46,7 @@ describe('outbox on a full disk', () => {
       writeFileSync(filler, Buffer.alloc(1024 * 1024));
       const { log, lines } = capturingLog();
       const store = openOutbox(join(dir, 'data'), log, { when_full: policy });
-      cleanups.unshift(store.close);
+      cleanups.push(store.close);
       let added = 0;
       while (!store.outbox.drops.get('cloud')?.overflow && added < 20_000) store.outbox.add(['cloud'], 's', reading(added++));
       // keep going well past the first overflow: every group takes the when_full path
@@ -99,7 +99,7 @@ describe('outbox on a full disk', () => {
 
       // a restart on the full disk (the crash loop of the issue): open, ingest, commit
       store = openOutbox(data, log, { when_full: policy });
-      cleanups.unshift(() => store.close());
+      cleanups.push(() => store.close());
       const before = store.outbox.read('cloud', 0, 10_000).map((r) => seqOf(r.payload));
       expect(before).toEqual(afterFull);
       for (let i = 0; i < 500; i++) store.outbox.add(['cloud'], 's', reading(added++));

@@ -63,6 +63,12 @@ function open(path: string, options: DatabaseOptions): Database.Database {
   try {
     // SQLite opens a file it may not write read-only without a word: every write would fail later
     if (db.readonly) throw Object.assign(new Error('attempt to write a readonly database'), { code: 'SQLITE_READONLY' });
+    // Before the first access: the WAL index then lives in this process's memory, not in a
+    // mmap'd -shm file. A page of that mapping that the storage cannot write (immutable file,
+    // I/O error) is a SIGBUS that kills the process, where a write() is an error to handle. The
+    // price: no other process may open the database while the agent runs (a second agent on
+    // the same data_dir is refused: SQLITE_BUSY).
+    db.pragma('locking_mode = EXCLUSIVE');
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
     const check = db.pragma('quick_check(1)', { simple: true });

@@ -75,3 +75,35 @@ export function openOutbox(dir: string, log: pino.Logger, config: Partial<Outbox
 }
 
 export const seqOf = (payload: string) => JSON.parse(payload).seq as number;
+
+/**
+ * An ext4 file system in an image file, loop-mounted on a new directory. With `backingSize`,
+ * the image (sparse, 64 MB) sits on a tmpfs of that size: once the tmpfs is full, every block
+ * the ext4 writes fails in the loop device, and the writer gets a real I/O error.
+ */
+export function mountExt4(options: { backingSize?: string; mountOptions?: string } = {}) {
+  requireRoot();
+  const root = mkdtempSync(join(tmpdir(), 'outbox-ext4-'));
+  const backing = join(root, 'backing');
+  const dir = join(root, 'mnt');
+  sh('mkdir', '-p', backing, dir);
+  if (options.backingSize) sh('mount', '-t', 'tmpfs', '-o', `size=${options.backingSize}`, 'tmpfs', backing);
+  const image = join(backing, 'image');
+  sh('truncate', '-s', '64M', image);
+  sh('mkfs.ext4', '-q', '-F', image);
+  sh('mount', '-o', `loop${options.mountOptions ? `,${options.mountOptions}` : ''}`, image, dir);
+  return {
+    dir,
+    backing,
+    remount: (how: string) => sh('mount', '-o', `remount,${how}`, dir),
+    growBacking: (size: string) => sh('mount', '-o', `remount,size=${size}`, backing),
+    unmount: () => {
+      try {
+        sh('umount', '-l', dir);
+      } finally {
+        if (options.backingSize) sh('umount', '-l', backing);
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  };
+}
