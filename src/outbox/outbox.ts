@@ -467,8 +467,8 @@ export class Outbox {
     }
     if (!mark) return;
     const heldSince = mark;
-    // older marks are covered by this one from now on
-    this.held = marks.slice(keepFrom);
+    // older marks are covered by this one from now on (latest joins them only when it is the one)
+    this.held = keepFrom < this.held.length ? this.held.slice(keepFrom) : [this.latest];
     const cutoff = now - this.config.max_age;
     const expired = this.write('expire', () =>
       this.db.transaction(() => {
