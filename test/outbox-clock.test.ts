@@ -1,8 +1,11 @@
-import { mkdtempSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutboxClocks } from '../src/outbox/outbox.js';
+import { AgentProcess } from './support/agent-process.js';
+import { freePort } from './support/ports.js';
 import { capturingLog, openOutbox } from './support/storage.js';
 
 /**
@@ -125,4 +128,58 @@ describe('outbox max_age and the wall clock', () => {
     expect(outbox.depth('cloud')).toBeGreaterThanOrEqual(2000);
     expect(outbox.depth('cloud')).toBeLessThanOrEqual(2000 + 20 + 10);
   });
+});
+
+/**
+ * The same with a real agent under libfaketime: its wall clock starts 30 days behind, the
+ * broker is down, records accumulate; then the clock steps to the right time and the agent's
+ * own expiry (every minute) runs; then it restarts with the right time (expiry at start).
+ */
+describe('a real agent whose wall clock steps 30 days forward', () => {
+  const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+
+  it('keeps every buffered record through the step and through a restart', async () => {
+    if (!existsSync(LIBFAKETIME)) throw new Error(`${LIBFAKETIME} is missing: apt-get install faketime (scripts/test installs it)`);
+    const dir = mkdtempSync(join(tmpdir(), 'outbox-faketime-'));
+    const offset = join(dir, 'faketime');
+    writeFileSync(offset, '-30d\n');
+    const downBroker = await freePort();
+    const config = join(dir, 'agent.yaml');
+    writeFileSync(
+      config,
+      `agent: { id: gw, data_dir: ${dir}/data, http: off }
+devices:
+  - { id: m, protocol: simulator, poll: 50ms, points: [{ name: x, signal: counter, rate: 1 }] }
+streams:
+  - { name: s, from: { device: m, points: [x] }, to: [cloud] }
+upstream: [{ name: cloud, type: mqtt, url: "mqtt://127.0.0.1:${downBroker}", topic: "t/{stream}" }]
+`,
+    );
+    const env = { LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: offset, FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' };
+    const agent = AgentProcess.start(config, env);
+    await agent.waitForLog(/agent gw running/);
+    const started = agent.log.find((l) => /agent gw running/.test(l))!;
+    expect(Date.now() - JSON.parse(started).time).toBeGreaterThan(29 * DAY); // the agent's clock is behind
+    await new Promise((r) => setTimeout(r, 3000));
+    writeFileSync(offset, '+0\n'); // NTP steps the clock
+    // the agent's expiry runs every 60 s: wait for one run after the step
+    await new Promise((r) => setTimeout(r, 62_000));
+    agent.kill('SIGTERM');
+    await agent.exit();
+
+    const restarted = AgentProcess.start(config); // the right time from the start: expiry runs at once
+    await restarted.waitForLog(/agent gw running/);
+    await new Promise((r) => setTimeout(r, 1000));
+    restarted.kill('SIGTERM');
+    await restarted.exit();
+
+    const db = new Database(join(dir, 'data', 'edge-agent.db'), { readonly: true });
+    const seqs = (db.prepare("SELECT payload FROM outbox WHERE upstream = 'cloud' ORDER BY id").pluck().all() as string[]).map((p) => JSON.parse(p).seq as number);
+    db.close();
+    const firstRun = seqs.filter((s) => s <= seqs.length);
+    expect(firstRun.length).toBeGreaterThan(60 * 15); // about 20 a second for 65 s
+    // nothing expired: every seq from 1 is still there
+    expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+    expect([...agent.log, ...restarted.log].filter((l) => /older than max_age/.test(l))).toEqual([]);
+  }, 120_000);
 });
