@@ -416,16 +416,28 @@ export class Agent {
    */
   private async openStoreWhenPossible(config: AgentConfig): Promise<Store> {
     const backoff = new Backoff(1000, 30_000);
-    for (;;) {
-      try {
-        const store = this.openStore(config);
-        if (backoff.attempts > 0) this.log.info(`outbox database opened after ${backoff.attempts} failed attempts`);
-        return store;
-      } catch (err) {
-        if (!(err instanceof StorageUnavailableError)) throw err;
-        if (backoff.attempts === 0) this.log.error({ path: err.path, err: err.message }, `${err.message}; nothing is read or sent until it opens; trying again`);
-        await new Promise((resolve) => setTimeout(resolve, Math.max(1000, backoff.next())));
+    // nothing runs yet that a stop would have to wind down: a stop signal while waiting just exits
+    const exit = () => {
+      this.log.info('stopped while waiting for the outbox database');
+      process.exit(0);
+    };
+    try {
+      for (;;) {
+        try {
+          const store = this.openStore(config);
+          if (backoff.attempts > 0) this.log.info(`outbox database opened after ${backoff.attempts} failed attempts`);
+          return store;
+        } catch (err) {
+          if (!(err instanceof StorageUnavailableError)) throw err;
+          if (backoff.attempts === 0) {
+            this.log.error({ path: err.path, err: err.message }, `${err.message}; nothing is read or sent until it opens; trying again`);
+            process.once('SIGTERM', exit).once('SIGINT', exit);
+          }
+          await new Promise((resolve) => setTimeout(resolve, Math.max(1000, backoff.next())));
+        }
       }
+    } finally {
+      process.off('SIGTERM', exit).off('SIGINT', exit);
     }
   }
 

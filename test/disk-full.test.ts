@@ -33,6 +33,7 @@ describe('outbox on a full disk', () => {
     cleanups.push(store.close);
     const limit = store.db.pragma('journal_size_limit', { simple: true }) as number;
     expect(limit).toBeLessThanOrEqual(512 * 1024);
+    console.log(`full disk: WAL ceiling ${limit} bytes on a 2 MB tmpfs (cap 1 GB)`);
     for (let i = 0; i < 1500; i++) store.outbox.add(['cloud'], 's', reading(i));
     store.outbox.commit();
     // the WAL is checkpointed near that ceiling (one group of 50 records past it at most)

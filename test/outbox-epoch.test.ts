@@ -148,7 +148,7 @@ describe('outbox epoch and lost tails', () => {
     const config = join(dir, 'agent.yaml');
     writeFileSync(
       config,
-      `agent: { id: gw, data_dir: ${dir}/data }
+      `agent: { id: gw, data_dir: ${dir}/data, http: off }
 devices:
   - { id: m, protocol: simulator, poll: 20ms, points: [{ name: x, signal: counter, rate: 1 }] }
 streams:

@@ -152,7 +152,7 @@ describe('outbox on failing storage', () => {
     const config = join(dir, 'agent.yaml');
     writeFileSync(
       config,
-      `agent: { id: gw, data_dir: ${data} }
+      `agent: { id: gw, data_dir: ${data}, http: off }
 devices:
   - { id: m, protocol: simulator, poll: 100ms, points: [{ name: x, signal: counter, rate: 1 }] }
 streams:
@@ -177,5 +177,14 @@ upstream: [{ name: file, type: file, path: ${out} }]
     const records = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const held = records.filter((r) => r.seq <= 300).map((r) => r.seq);
     expect(held).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+
+    // stopped (systemctl stop) while it waits: it exits at once, cleanly
+    sh('chattr', '+i', ...dbFiles(data));
+    const waiting = AgentProcess.start(config);
+    cleanups.push(() => waiting.kill('SIGKILL'));
+    await waiting.waitForLog(/cannot be opened for writing/);
+    waiting.kill('SIGTERM');
+    expect(await waiting.exit()).toBeLessThan(5000);
+    expect(waiting.exitCode).toBe(0);
   }, 90_000);
 });
