@@ -63,13 +63,23 @@ function runSequence(actions: Action[]) {
     expired: { a: 0, b: 0 },
   };
   const delivered = { a: [] as number[], b: [] as number[] };
+  // every record ever handed out (committed or lost in a crash), by (epoch, seq): its own number
+  const byKey = new Map<string, number>();
+  let added = 0;
+  const keyOf = (payload: string) => {
+    const r = JSON.parse(payload);
+    return { key: `${r.epoch}/${r.seq}`, n: r.values.n as number };
+  };
   try {
     for (const step of actions) {
       if (!real && step.kind !== 'reopen') continue;
       switch (step.kind) {
         case 'add':
-          real!.outbox.add(step.to, 's', { device: 'd', ts: 0, values: { v: 1 } });
+          real!.outbox.add(step.to, 's', { device: 'd', ts: 0, values: { n: ++added } });
           model.pending.push({ seq: model.nextSeq++, to: step.to });
+          // (epoch, seq) names this record and no other, even when a crash hands its seq out again
+          expect(byKey.has(`${real!.outbox.epoch}/${real!.outbox.lastSeq}`)).toBe(false);
+          byKey.set(`${real!.outbox.epoch}/${real!.outbox.lastSeq}`, added);
           break;
         case 'commit':
           real!.outbox.commit();
@@ -128,7 +138,9 @@ function runSequence(actions: Action[]) {
       if (!real) continue;
       for (const up of UPSTREAMS) {
         // exactly the model's queue, in order: nothing accepted lost, nothing acknowledged back
-        expect(real.outbox.read(up, 0, 1_000_000).map((r) => seqOf(r.payload))).toEqual(model.queue[up]);
+        const rows = real.outbox.read(up, 0, 1_000_000);
+        expect(rows.map((r) => seqOf(r.payload))).toEqual(model.queue[up]);
+        for (const { key, n } of rows.map((r) => keyOf(r.payload))) expect(byKey.get(key)).toBe(n);
         expect(real.outbox.depth(up)).toBe(model.queue[up].length);
         expect(real.outbox.drops.get(up)?.expired ?? 0).toBe(model.expired[up]);
         // what was refused is kept aside, never sent again
