@@ -1,5 +1,7 @@
-import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { StorageUnavailableError } from '../src/outbox/database.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutboxConfig } from '../src/config/types.js';
 import { capturingLog, fillUp, mountTmpfs, openOutbox, seqOf } from './support/storage.js';
@@ -119,6 +121,12 @@ describe('outbox on a full disk', () => {
         }
       }
       expect([...delivered].sort((a, b) => a - b)).toEqual(onDisk);
+      // a refusal for good and an expiry on the full disk: no throw either; what cannot be moved stays
+      const first = store.outbox.read('cloud', 0, 1);
+      if (first.length) store.outbox.deadLetter('cloud', [first[0].id], 'refused');
+      store.outbox.expire(Date.now() + 30 * 86_400_000, performance.now() + 30 * 86_400_000);
+      const remaining = store.outbox.read('cloud', 0, 10_000).length;
+      expect(store.outbox.depth('cloud')).toBe(remaining);
 
       // space returns: writes resume by themselves, what is left drains
       rmSync(filler);
@@ -126,6 +134,7 @@ describe('outbox on a full disk', () => {
       store.outbox.commit();
       const rest = store.outbox.read('cloud', 0, 10_000);
       expect(seqOf(rest.at(-1)!.payload)).toBe(added);
+      expect(rest.length).toBe(remaining + 1);
       store.outbox.ack('cloud', rest[0].id, rest.at(-1)!.id);
       expect(store.outbox.depth('cloud')).toBe(0);
       expect(store.outbox.read('cloud', 0, 10)).toHaveLength(0);
@@ -134,4 +143,13 @@ describe('outbox on a full disk', () => {
       expect(existsSync(join(data, 'edge-agent.db'))).toBe(true);
     });
   }
+
+  it('a new database on a disk full to the last byte cannot be created: StorageUnavailableError (the agent waits), nothing quarantined', () => {
+    const dir = disk();
+    fillUp(join(dir, 'filler'));
+    const { log } = capturingLog();
+    expect(() => openOutbox(join(dir, 'data'), log)).toThrow(StorageUnavailableError);
+    expect(readdirSync(dir).filter((f) => f !== 'filler' && f !== 'data')).toEqual([]);
+    expect(existsSync(join(dir, 'data')) ? readdirSync(join(dir, 'data')).filter((f) => f.includes('corrupt')) : []).toEqual([]);
+  });
 });

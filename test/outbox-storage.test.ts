@@ -132,6 +132,7 @@ describe('outbox on failing storage', () => {
     const fault = faultLines(lines);
     expect(fault).toHaveLength(1);
     expect(fault[0].msg).toMatch(/disk I\/O error|Input\/output error|No space left/);
+    console.log(`EIO: ${committed.length} committed records kept, ${store.outbox.drops.get('cloud')!.refused} refused; logged: ${fault[0].err}`);
     expect(fault[0].msg).toContain(data);
   });
 
