@@ -1,4 +1,3 @@
-import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
@@ -83,13 +82,9 @@ function checkDelivery(records: ConsumedRecord[], last: number): { duplicates: n
   return { duplicates: seqs.length - new Set(seqs).size };
 }
 
-function deadLetters(dir: string): { reason: string; payload: string }[] {
-  const db = new Database(join(dir, 'data/edge-agent.db'), { readonly: true });
-  try {
-    return db.prepare('SELECT reason, payload FROM dead_letter').all() as { reason: string; payload: string }[];
-  } finally {
-    db.close();
-  }
+// through the agent's connection: the database is locked to others while the agent runs
+function deadLetters(agent: Agent): { reason: string; payload: string }[] {
+  return agent.outbox.deadLetters();
 }
 
 describe('Kafka upstream: delivery, read back by kcat', () => {
@@ -202,14 +197,14 @@ describe('Kafka upstream: faults (test broker)', () => {
     const last = await drained(agent, agent.outbox.lastSeq + 50);
     const records = await kcatConsume(broker.address, topic);
     checkDelivery(records, last);
-    expect(deadLetters(dir)).toEqual([]);
+    expect(deadLetters(agent)).toEqual([]);
   });
 
   it('dead-letters the records of a topic it may not write, and the queue behind them keeps flowing', async () => {
     const broker = await testBroker({ deniedTopics: ['denied-meter-2'] });
     const { agent, dir } = await startAgent(`brokers: [${broker.address}], topic: "{stream}"`, ['allowed', 'denied'], '50ms');
     const last = await drained(agent, 200);
-    const dead = deadLetters(dir);
+    const dead = deadLetters(agent);
     const delivered = ['allowed-meter-1', 'allowed-meter-2', 'allowed-meter-3', 'denied-meter-1', 'denied-meter-3'].flatMap((t) => broker.records(t));
     // every record is delivered or dead-lettered, and only those of the denied topic are dead
     expect(dead.length + delivered.length).toBe(last);
@@ -227,7 +222,7 @@ describe('Kafka upstream: faults (test broker)', () => {
     for (const device of ['meter-1', 'meter-2', 'meter-3']) broker.createTopic(`present-${device}`);
     const { agent, dir } = await startAgent(`brokers: [${broker.address}], topic: "{stream}"`, ['present', 'missing'], '50ms');
     const last = await drained(agent, 200);
-    const dead = deadLetters(dir);
+    const dead = deadLetters(agent);
     const delivered = ['meter-1', 'meter-2', 'meter-3'].flatMap((d) => broker.records(`present-${d}`));
     expect(dead.length + delivered.length).toBe(last);
     expect(dead.every((d) => JSON.parse(d.payload).stream.startsWith('missing-'))).toBe(true);
@@ -260,7 +255,7 @@ upstream:
     const agent = await Agent.start(file, testLog);
     cleanup.push(() => agent.stop());
     const last = await drained(agent, 300);
-    const dead = deadLetters(dir);
+    const dead = deadLetters(agent);
     const records = await kcatConsume(broker.address, topic);
     expect(records.length + dead.length).toBe(last);
     expect(dead.length).toBeGreaterThan(5);

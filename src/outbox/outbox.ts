@@ -536,6 +536,20 @@ export class Outbox {
     this.deadLettered.set(upstream, (this.deadLettered.get(upstream) ?? 0) + moved);
   }
 
+  /**
+   * What the dead-letter table holds, oldest first. Through the agent's own connection: the
+   * database is locked to other connections while the agent runs (see openDatabase).
+   */
+  deadLetters(upstream?: string): { upstream: string; reason: string; payload: string }[] {
+    try {
+      const rows = this.db.prepare('SELECT upstream, reason, payload FROM dead_letter ORDER BY id').all() as { upstream: string; reason: string; payload: string }[];
+      return upstream === undefined ? rows : rows.filter((r) => r.upstream === upstream);
+    } catch (err) {
+      this.beginFault('failing', err, 'read');
+      return [];
+    }
+  }
+
   /** Records moved to the dead-letter table, per upstream, since start. */
   readonly deadLettered = new Map<string, number>();
 
