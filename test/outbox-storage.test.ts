@@ -136,6 +136,33 @@ describe('outbox on failing storage', () => {
     expect(fault[0].msg).toContain(data);
   });
 
+  it('the disk vanishes under the outbox (backing image truncated, caches dropped): reads fail with EIO, nothing throws, nothing counted as dropped', () => {
+    const fs = mountExt4({ backingSize: '80m' });
+    cleanups.push(fs.unmount);
+    const data = join(fs.dir, 'data');
+    const { log, lines } = capturingLog();
+    const store = storeWithRecords(data, log);
+    cleanups.push(() => store.db.close());
+    // a small SQLite page cache, so that reads reach the file system
+    store.db.pragma('cache_size = 1');
+    sh('sync');
+    sh('truncate', '-s', '0', join(fs.backing, 'image'));
+    for (const file of dbFiles(data)) sh('dd', `if=${file}`, 'iflag=nocache', 'count=0', 'status=none');
+    expect(store.outbox.read('cloud', 0, 10_000)).toEqual([]);
+    expect(store.outbox.failing).toBe(true);
+    store.outbox.ack('cloud', 1, 1000);
+    for (let i = 0; i < 100; i++) store.outbox.add(['cloud'], 's', reading(5000 + i));
+    store.outbox.commit();
+    store.outbox.expire(Date.now() + 30 * 86_400_000, performance.now() + 30 * 86_400_000);
+    store.outbox.oldestAge('cloud');
+    expect(store.outbox.depth('cloud')).toBe(900);
+    expect(store.outbox.drops.get('cloud')).toMatchObject({ overflow: 0, expired: 0 });
+    const fault = faultLines(lines);
+    expect(fault).toHaveLength(1);
+    expect(fault[0].msg).toMatch(/EIO|i\/o error|I\/O error/);
+    console.log(`vanished disk: logged once: ${fault[0].err}`);
+  });
+
   it('an agent whose database cannot be opened for writing at start waits (no crash, nothing sent), then delivers what it held, once', async () => {
     const fs = mountExt4();
     cleanups.push(fs.unmount);

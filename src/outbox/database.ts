@@ -44,7 +44,8 @@ export function openDatabase(dir: string, options: DatabaseOptions, log: Logger)
     mkdirSync(dir, { recursive: true });
     return { db: open(path, options), path };
   } catch (err) {
-    if (!isCorrupt(err)) throw new StorageUnavailableError(path, err);
+    // "malformed" can also be what SQLite makes of a read the disk failed: ask the OS first
+    if (!isCorrupt(err) || osError(path)) throw new StorageUnavailableError(path, err);
     const quarantined = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
     try {
       for (const suffix of ['', '-wal', '-shm']) {
@@ -141,6 +142,12 @@ function isCorrupt(err: unknown): boolean {
  */
 export function storageFault(err: unknown, path: string): string {
   const sqlite = `${(err as Error)?.message ?? String(err)}${(err as { code?: string })?.code ? ` [${(err as { code?: string }).code}]` : ''}`;
+  const os = osError(path);
+  return os ? `${sqlite}; ${os}` : sqlite;
+}
+
+/** What the OS answers when the database and its WAL are opened for writing and read: undefined when all is well. */
+function osError(path: string): string | undefined {
   for (const file of [path, `${path}-wal`]) {
     let fd: number | undefined;
     try {
@@ -148,10 +155,10 @@ export function storageFault(err: unknown, path: string): string {
       fd = openSync(file, 'r+');
       readSync(fd, Buffer.alloc(512), 0, 512, 0);
     } catch (os) {
-      return `${sqlite}; ${file}: ${(os as Error).message}`;
+      return `${file}: ${(os as Error).message}`;
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
   }
-  return sqlite;
+  return undefined;
 }
