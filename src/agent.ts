@@ -284,7 +284,7 @@ export class Agent {
       await this.stopAll();
       if (storeKey(config) !== this.store.key) {
         this.closeStore();
-        this.store = this.openStore(config);
+        this.store = await this.openStoreWhenPossible(config);
       }
     }
     const { outbox } = this.store;
@@ -409,10 +409,10 @@ export class Agent {
   }
 
   /**
-   * At start, a database whose storage fails (read-only, I/O error, no permission, full) is
-   * opened again until it works, with a backoff of up to 30 s: no device is read and nothing
-   * is sent meanwhile, so there are no records to lose and no crash-and-restart loop that
-   * sends the same records again and again.
+   * At start (and when a reload opens another database), a database whose storage fails
+   * (read-only, I/O error, no permission, full) is opened again until it works, with a backoff
+   * of up to 30 s: no device is read and nothing is sent meanwhile, so there are no records to
+   * lose and no crash-and-restart loop that sends the same records again and again.
    */
   private async openStoreWhenPossible(config: AgentConfig): Promise<Store> {
     const backoff = new Backoff(1000, 30_000);
