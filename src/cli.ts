@@ -5,14 +5,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readEd25519Key, signedPush } from './manage/signing.js';
 import pino from 'pino';
-import { Agent } from './agent.js';
+import type { Agent } from './agent/agent.js';
 import { ConfigError, formatIssue } from './config/errors.js';
 import { loadConfigFile } from './config/load.js';
-import { buildProcessors } from './streams/build.js';
-import { StateStore } from './streams/state.js';
-import Database from 'better-sqlite3';
+import { validateConfig } from './streams/build.js';
 import { replay, ReplayInputError } from './replay.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
+import { startAgent } from './start.js';
 
 const USAGE = `usage: edge-agent <command> [options]
 
@@ -64,8 +63,7 @@ async function main(argv: string[]): Promise<number> {
 function validate(file: string): number {
   try {
     const loaded = loadConfigFile(file);
-    const { unavailable } = buildProcessors(loaded, new StateStore(new Database(':memory:')));
-    for (const issue of unavailable) console.error(`warning: ${formatIssue(issue)}`);
+    validateConfig(loaded);
     const { devices, streams, upstream } = loaded.config;
     console.log(`${file}: ok (${devices.length} devices, ${streams.length} streams, ${upstream.length} upstreams)`);
     return 0;
@@ -112,7 +110,9 @@ function signConfig(file: string | undefined, keyFile: string | undefined): numb
     return 2;
   }
   // The push carries the bytes as they are: what was validated is what was signed.
-  const { text } = loadConfigFile(file, {});
+  const loaded = loadConfigFile(file, {});
+  validateConfig(loaded);
+  const { text } = loaded;
   console.log(signedPush(text, readEd25519Key(keyFile, 'private')));
   return 0;
 }
@@ -150,7 +150,7 @@ async function run(file: string): Promise<number> {
     process.on('SIGINT', () => void shutdown('SIGINT'));
   });
   let reloading: Promise<void> = Promise.resolve();
-  const starting = Agent.start(file, log);
+  const starting = startAgent(file, log);
 
   let agent: Agent;
   try {

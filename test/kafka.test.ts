@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import type { Agent } from '../src/agent/agent.js';
+import { startAgent as launchAgent } from '../src/start.js';
 import { ErrorCode, KafkaTestBroker } from './support/kafka-broker.js';
 import { kcatConsume, type ConsumedRecord } from './support/kcat.js';
 import { testLog } from './support/log.js';
@@ -48,7 +49,7 @@ upstream:
   - { name: lake, type: kafka, ${upstream} }
 `,
   );
-  const agent = await Agent.start(file, log);
+  const agent = await launchAgent(file, log);
   cleanup.push(() => agent.stop());
   return { agent, dir };
 }
@@ -257,7 +258,7 @@ upstream:
   - { name: lake, type: kafka, brokers: [${broker.address}], topic: ${topic}, batch: { max_records: 100, max_wait: 50ms } }
 `,
     );
-    const agent = await Agent.start(file, testLog);
+    const agent = await launchAgent(file, testLog);
     cleanup.push(() => agent.stop());
     const last = await drained(agent, 300);
     const dead = deadLetters(dir);
@@ -360,9 +361,9 @@ upstream: [{ name: out, ${upstream} }]
       import { registerHooks } from 'node:module';
       let loaded = false;
       registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); if (r.url.includes('@platformatic/kafka')) loaded = true; return r; } });
-      const { Agent } = await import(${JSON.stringify(join(ROOT, 'dist/agent.js'))});
+      const { startAgent } = await import(${JSON.stringify(join(ROOT, 'dist/start.js'))});
       const { default: pino } = await import('pino');
-      const agent = await Agent.start(${JSON.stringify(join(dir, 'agent.yaml'))}, pino({ level: 'silent' }));
+      const agent = await startAgent(${JSON.stringify(join(dir, 'agent.yaml'))}, pino({ level: 'silent' }));
       await agent.stop();
       console.log(JSON.stringify({ loaded }));`;
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import { startAgent } from '../src/start.js';
 import type { DeviceConfig } from '../src/config/types.js';
 import type { Connector } from '../src/connectors/connector.js';
 import { createModbus } from '../src/connectors/modbus/modbus.js';
@@ -214,7 +214,7 @@ streams:
 upstream: [{ name: file, type: file, path: out.jsonl }]
 `,
     );
-    const agent = await Agent.start(file, testLog);
+    const agent = await startAgent(file, testLog);
     cleanups.push(() => agent.stop());
     await new Promise((r) => setTimeout(r, 300));
     expect(s.unit(1).coils[0]).toBe(0);

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import { startAgent } from '../src/start.js';
 import { testLog } from './support/log.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';
@@ -35,7 +35,7 @@ upstream:
 `,
     );
     const subscriber = await Subscriber.connect(broker.url, '#');
-    const agent = await Agent.start(file, testLog);
+    const agent = await startAgent(file, testLog);
     await until(() => subscriber.records.length >= 40, 10_000, '40 records of the allowed stream');
     const forwarder = agent.forwarders[0];
     await until(() => forwarder.deadLettered >= 40, 10_000, '40 refused records');

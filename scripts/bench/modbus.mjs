@@ -15,7 +15,7 @@ import pino from 'pino';
 import { parseConfig } from '../../dist/config/load.js';
 import { createModbus } from '../../dist/connectors/modbus/modbus.js';
 import { ActionSink } from '../../dist/streams/action.js';
-import { buildProcessors } from '../../dist/streams/build.js';
+import { buildStreams } from '../../dist/streams/build.js';
 import { LatestValues } from '../../dist/streams/latest.js';
 import { StateStore } from '../../dist/streams/state.js';
 import { Stream } from '../../dist/streams/stream.js';
@@ -107,7 +107,7 @@ streams:
     {},
   );
   const latest = new LatestValues();
-  const { streams } = buildProcessors({ config, ...loaded }, new StateStore(new Database(':memory:')), { now: Date.now, latest });
+  const streams = buildStreams({ config, ...loaded }, { now: Date.now, latest }, new StateStore(new Database(':memory:')));
   const meter = await createModbus(config.devices[0], { log, agentId: 'bench' });
   const action = new ActionSink(config.streams[0].to[0].action, (point, value) => meter.write(point, value), () => {}, log);
   const breaches = [];

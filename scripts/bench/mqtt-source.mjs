@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import pino from 'pino';
 import { createMqttDevice } from '../../dist/connectors/mqtt/mqtt.js';
 import { Stream } from '../../dist/streams/stream.js';
-import { buildProcessors } from '../../dist/streams/build.js';
+import { buildStreams } from '../../dist/streams/build.js';
 import { parseConfig } from '../../dist/config/load.js';
 import { StateStore } from '../../dist/streams/state.js';
 import { LatestValues } from '../../dist/streams/latest.js';
@@ -33,7 +33,7 @@ upstream: [{ name: out, type: file, path: /dev/null }]
   'bench.yaml',
   {},
 );
-const { streams } = buildProcessors({ config, ...loaded }, new StateStore(new Database(':memory:')), { now: Date.now, latest: new LatestValues() });
+const streams = buildStreams({ config, ...loaded }, { now: Date.now, latest: new LatestValues() }, new StateStore(new Database(':memory:')));
 let inStream = 0;
 const stream = new Stream(config.streams[0], streams.get('s').steps, () => {});
 const device = await createMqttDevice(config.devices[0], { log: pino({ level: 'silent' }), agentId: 'bench' });

@@ -1,66 +1,18 @@
 import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { resolve } from 'node:path';
 import type { Logger } from 'pino';
-import type { Agent } from '../agent.js';
+import type { ManagedAgent } from './managed-agent.js';
 import { parseHostPort } from '../config/units.js';
 import { createMetrics } from './metrics.js';
 
 const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
 
-/** The JSON views of the REST API, one function each (README lists them). */
-export function streamsView(agent: Agent) {
-  return [...agent.streamsByName.values()].map(({ config, stream, deployed }) => ({
-    name: config.name,
-    from: config.from,
-    steps: config.steps.map((step) => Object.keys(step)[0]),
-    to: config.to.map((sink) => (typeof sink === 'string' ? sink : `action:${sink.action.device}.${sink.action.point}`)),
-    deployed,
-    readings_in: stream.readingsIn,
-    readings_out: stream.readingsOut,
-    counters: Object.fromEntries(stream.counters),
-  }));
-}
-
-export function devicesView(agent: Agent) {
-  return [...agent.devices.values()].map(({ config, connector }) => ({
-    id: config.id,
-    protocol: config.protocol,
-    online: connector.online,
-    read_errors: connector.readErrors,
-    points: Object.fromEntries(agent.latest.samplesOf(config.id)),
-  }));
-}
-
-export function outboxView(agent: Agent) {
-  const now = Date.now();
-  return {
-    upstreams: [...agent.upstreams.entries()].map(([name, { config, upstream, forwarder }]) => ({
-      name,
-      type: config.type,
-      connected: upstream.connected,
-      retrying: forwarder.retrying,
-      depth: agent.outbox.depth(name),
-      oldest_age_ms: agent.outbox.oldestAge(name, now),
-      drops: agent.outbox.drops.get(name) ?? { overflow: 0, expired: 0 },
-      dead_lettered: agent.outbox.deadLettered.get(name) ?? 0,
-      sent: forwarder.sent,
-      errors: forwarder.errors,
-    })),
-    last_seq: agent.outbox.lastSeq,
-  };
-}
-
-export function configView(agent: Agent) {
-  return { agent: agent.config.agent.id, version: agent.config.version ?? null, file: resolve(agent.file), applied_at: agent.appliedAt };
-}
-
 /**
  * The management API on `agent.http`: the REST API under /api, Prometheus metrics at /metrics
  * and the status page at /. With a token, /api and /metrics require `Authorization: Bearer`.
  */
-export async function startHttp(agent: Agent, hostPort: string, token: string | undefined, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
+export async function startHttp(agent: ManagedAgent, hostPort: string, token: string | undefined, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
   const page = readFileSync(STATUS_PAGE);
   const metrics = createMetrics(agent);
   const expected = token ? Buffer.from(`Bearer ${token}`) : undefined;
@@ -95,15 +47,15 @@ export async function startHttp(agent: Agent, hostPort: string, token: string | 
         if (req.method !== 'POST') return json(res, 405, { error: `${path} takes POST` });
         const name = decodeURIComponent(deploy[1]);
         const running = agent.setDeployed(name, deploy[2] === 'deploy');
-        if (!running) return json(res, 404, { error: `no stream "${name}" (streams: ${[...agent.streamsByName.keys()].join(', ')})` });
+        if (!running) return json(res, 404, { error: `no stream "${name}" (streams: ${agent.streamStatus().map((s) => s.name).join(', ')})` });
         return json(res, 200, { name, deployed: running.deployed });
       }
       if (req.method !== 'GET') return json(res, 405, { error: `${req.method} is not allowed on ${path}` });
-      if (path === '/api/streams') return json(res, 200, streamsView(agent));
-      if (path === '/api/devices') return json(res, 200, devicesView(agent));
-      if (path === '/api/outbox') return json(res, 200, outboxView(agent));
-      if (path === '/api/config') return json(res, 200, configView(agent));
-      if (path === '/api/events') return json(res, 200, agent.recentEvents);
+      if (path === '/api/streams') return json(res, 200, agent.streamStatus());
+      if (path === '/api/devices') return json(res, 200, agent.deviceStatus());
+      if (path === '/api/outbox') return json(res, 200, agent.outboxStatus());
+      if (path === '/api/config') return json(res, 200, agent.configStatus());
+      if (path === '/api/events') return json(res, 200, agent.events());
       return json(res, 404, { error: `nothing at ${path} (see /api/streams, /api/devices, /api/outbox, /api/config, /api/events, /metrics)` });
     } catch (err) {
       log.error({ err: (err as Error).message, path }, `management API: ${path} failed`);

@@ -3,7 +3,7 @@ import { verify, type KeyObject } from 'node:crypto';
 import { dirname } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import { RolledBack, type Agent, type ConfigChange } from '../agent.js';
+import { RolledBack, type ConfigChange, type ManagedAgent } from './managed-agent.js';
 import { ConfigError } from '../config/errors.js';
 import type { AgentConfig } from '../config/types.js';
 import { tlsOptions } from '../upstream/tls.js';
@@ -46,7 +46,7 @@ export class RemoteConfigClient {
   private last: PushResult;
 
   constructor(
-    private readonly agent: Agent,
+    private readonly agent: ManagedAgent,
     config: RemoteConfig,
     agentId: string,
     private readonly log: Logger,
