@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { CLI } from './support/cli.js';
 import { parseDocument, type Document, type YAMLMap, type YAMLSeq } from 'yaml';
 import { ConfigError } from '../src/config/errors.js';
 import { loadConfigFile, parseConfig } from '../src/config/load.js';
@@ -242,10 +243,9 @@ remote_config: { broker: "mqtt://h", topic: t, public_key: k, password: "\${file
 });
 
 describe('edge-agent validate', () => {
-  const cli = join(ROOT, 'dist/cli.js');
 
   it('exits 0 on the default config', () => {
-    const out = execFileSync(process.execPath, [cli, 'validate', join(ROOT, 'config/agent.yaml')], { encoding: 'utf8' });
+    const out = execFileSync(process.execPath, [...CLI, 'validate', join(ROOT, 'config/agent.yaml')], { encoding: 'utf8' });
     expect(out).toMatch(/agent.yaml: ok \(1 devices, 3 streams, 2 upstreams\)/);
   });
 
@@ -253,7 +253,7 @@ describe('edge-agent validate', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, BASE.replace('type: file', 'type: ftp'));
-    const result = spawnSync(process.execPath, [cli, 'validate', '--config', file], { encoding: 'utf8' });
+    const result = spawnSync(process.execPath, [...CLI, 'validate', '--config', file], { encoding: 'utf8' });
     expect(result.status).toBe(1);
     expect(result.stderr).toContain(`${file}:16:11: upstream[0].type: must be one of: mqtt, kafka, file (got "ftp")`);
     expect(result.stderr).toContain(`${file}: 1 error`);

@@ -11,6 +11,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent } from '../src/agent/agent.js';
 import { startAgent as launchAgent } from '../src/start.js';
+import { TS_NODE_ARGS } from './support/cli.js';
 import { ErrorCode, KafkaTestBroker } from './support/kafka-broker.js';
 import { kcatConsume, type ConsumedRecord } from './support/kcat.js';
 import { testLog } from './support/log.js';
@@ -361,12 +362,12 @@ upstream: [{ name: out, ${upstream} }]
       import { registerHooks } from 'node:module';
       let loaded = false;
       registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); if (r.url.includes('@platformatic/kafka')) loaded = true; return r; } });
-      const { startAgent } = await import(${JSON.stringify(join(ROOT, 'dist/start.js'))});
+      const { startAgent } = await import(${JSON.stringify(join(ROOT, 'src/start.ts'))});
       const { default: pino } = await import('pino');
       const agent = await startAgent(${JSON.stringify(join(dir, 'agent.yaml'))}, pino({ level: 'silent' }));
       await agent.stop();
       console.log(JSON.stringify({ loaded }));`;
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    const out = execFileSync(process.execPath, [...TS_NODE_ARGS, '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
     return JSON.parse(out.trim().split('\n').pop()!).loaded;
   }
 

@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Agent } from '../src/agent/agent.js';
 import { RolledBack } from '../src/manage/managed-agent.js';
 import { startAgent as launchAgent } from '../src/start.js';
+import { CLI } from './support/cli.js';
 import { readEd25519Key, signedPush } from '../src/manage/signing.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseConfig } from '../src/config/load.js';
@@ -281,7 +282,7 @@ describe('remote config over MQTT', () => {
   it('applies a signed, newer, valid push and refuses the others, each with a state message', async () => {
     const keys = mkdtempSync(join(tmpdir(), 'keys-'));
     // the key pair and the signature come from the CLI an operator uses
-    execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'keygen', keys]);
+    execFileSync(process.execPath, [...CLI, 'keygen', keys]);
     const { privateKey: otherKey } = generateKeyPairSync('ed25519');
     const remote = `remote_config: { broker: "${broker.url}", topic: "plant/{agent}/config", public_key: ${keys}/config-signing.pub }`;
     const { agent, dir, file } = await startAgent(configText('$DIR', { more: remote }));
@@ -297,7 +298,7 @@ describe('remote config over MQTT', () => {
     const sign = (text: string) => {
       const path = join(keys, `push-${states.length}.yaml`);
       writeFileSync(path, text);
-      return execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'sign-config', '--key', join(keys, 'config-signing.key'), path], { encoding: 'utf8' }).trim();
+      return execFileSync(process.execPath, [...CLI, 'sign-config', '--key', join(keys, 'config-signing.key'), path], { encoding: 'utf8' }).trim();
     };
     const push = async (payload: string) => {
       const count = states.length;

@@ -162,7 +162,7 @@ export class KafkaTestBroker {
     this.sockets.add(socket);
     socket.setNoDelay(true);
     const session: Session = { authenticated: !this.options.sasl, mechanism: "", scram: undefined };
-    let buffered = Buffer.alloc(0);
+    let buffered: Buffer = Buffer.alloc(0);
     // chunks of a frame still incomplete: joined once it is whole, not on every chunk
     const pending: Buffer[] = [];
     let pendingBytes = 0;

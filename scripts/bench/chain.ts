@@ -7,11 +7,11 @@
 // would pass edges only. Prints values/s and the heap after forced GCs as it goes.
 // BENCH_VALUES (default 1e8) sets the run's length.
 import Database from 'better-sqlite3';
-import { parseConfig } from '../../dist/config/load.js';
-import { buildStreams } from '../../dist/streams/build.js';
-import { LatestValues } from '../../dist/streams/latest.js';
-import { StateStore } from '../../dist/streams/state.js';
-import { Stream } from '../../dist/streams/stream.js';
+import { parseConfig } from '../../src/config/load.js';
+import { buildStreams } from '../../src/streams/build.js';
+import { LatestValues } from '../../src/streams/latest.js';
+import { StateStore } from '../../src/streams/state.js';
+import { Stream } from '../../src/streams/stream.js';
 
 const TOTAL = Number(process.env.BENCH_VALUES ?? 1e8);
 const DEVICES = 100;
