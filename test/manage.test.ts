@@ -305,7 +305,7 @@ describe('remote config over MQTT', () => {
     const v2 = configText(dir, { version: 2, stepsB: '{ change: { point: q, deadband: 1 } }', more: remote });
     const streamA = agent.streamsByName.get('a')!.stream;
 
-    expect(await push('version: 2')).toMatchObject({ status: 'rejected', reason: 'not a signed push: expected JSON {"config": "...", "signature": "..."}' });
+    expect(await push('version: 2')).toMatchObject({ status: 'rejected', reason: 'not a signed push: expected JSON {"target": "...", "config": "...", "signature": "..."}' });
     expect(await push(JSON.stringify({ config: v2 }))).toMatchObject({ status: 'rejected', version: 1, reason: 'unsigned push: no "signature"' });
     expect(await push(sign(v2.replace('version: 2\n', '')))).toMatchObject({ status: 'rejected', reason: 'the pushed config has no "version"' });
     const forged = JSON.stringify({ config: v2, signature: (await import('node:crypto')).sign(null, Buffer.from(v2), otherKey).toString('base64') });
