@@ -199,6 +199,27 @@ describe('a push sent while the agent is away', () => {
   });
 });
 
+describe('a retained push', () => {
+  it('reaches a gateway that never connected before, and is not news again at its next start', async () => {
+    const tool = await fleetTool();
+    const dir = mkdtempSync(join(tmpdir(), 'push-retained-'));
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(file, configText(dir, { version: 1 }));
+    // published before the gateway's first connection: no session holds it, the broker's retained copy does
+    await tool.client.publishAsync(`plant/${gw1}/config/set`, push(configText(dir, { version: 2 }), gw1), { qos: 1, retain: true });
+    cleanup.push(() => tool.client.publishAsync(`plant/${gw1}/config/set`, '', { qos: 1, retain: true }));
+    const agent = await Agent.start(file, testLog);
+    await until(() => agent.config.version === 2, 15_000, 'the retained push applied');
+    await agent.stop();
+    const count = tool.states.length;
+    const again = await Agent.start(file, testLog);
+    cleanup.push(() => again.stop());
+    await until(() => tool.states.length > count, 10_000, 'the restarted agent says which version runs');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(tool.states.slice(count)).toEqual([expect.objectContaining({ status: 'running', version: 2 })]);
+  });
+});
+
 describe('changing data_dir through a push', () => {
   it('opens the other database and its records go on from the last seq: (agent, seq) stays unique', async () => {
     const tool = await fleetTool();
@@ -219,5 +240,35 @@ describe('changing data_dir through a push', () => {
     const all = seqs();
     expect(new Set(all).size).toBe(all.length);
     expect(Math.min(...all.slice(before))).toBeGreaterThan(Math.max(...all.slice(0, before)));
+  });
+});
+
+describe('a push larger than remote_config.max_size', () => {
+  const rss = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+
+  it('is dropped by the broker (MQTT 5 maximum packet size): 150 MB cost the agent no memory, and the next push is applied', async () => {
+    const tool = await fleetTool();
+    const dir = mkdtempSync(join(tmpdir(), 'push-big-'));
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(file, configText(dir, { version: 1 }));
+    const agent = AgentProcess.start(file);
+    cleanup.push(async () => {
+      agent.kill('SIGKILL');
+      await agent.exit();
+    });
+    await until(() => tool.states.some((s) => s.agent === gw1 && s.status === 'running'), 20_000, 'the agent connected');
+    await new Promise((r) => setTimeout(r, 1000));
+    const before = rss(agent.child.pid!);
+
+    // validly shaped, and 150 MB: the broker takes it (PUBACK) and does not pass it on
+    const big = Buffer.alloc(150 * 1024 * 1024, 'a');
+    await tool.push(gw1, big);
+    const count = tool.states.length;
+    await tool.push(gw1, push(configText(dir, { version: 2 }), gw1));
+    expect(await tool.next(count)).toMatchObject({ status: 'applied', version: 2 });
+    const after = rss(agent.child.pid!);
+    console.log(`agent RSS ${(before / 1e6).toFixed(1)} MB before a 150 MB push, ${(after / 1e6).toFixed(1)} MB after it`);
+    expect(after - before).toBeLessThan(50e6);
+    expect(tool.states.slice(count)).toHaveLength(1);
   });
 });

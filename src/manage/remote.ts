@@ -79,7 +79,8 @@ export class RemoteConfigClient {
       ...tlsOptions(config.tls),
     });
     this.client.on('connect', () => {
-      this.client.subscribe(`${this.topic}/set`, { qos: 1 });
+      // rh 1: a retained push comes with a new subscription only, not again with each reconnection of the session
+      this.client.subscribe(`${this.topic}/set`, { qos: 1, rh: 1 });
       this.publish(this.last ?? { agent: agentId, status: 'running', version: agent.config.version, at: Date.now() });
     });
     this.client.on('error', (err) => log.warn({ err: err.message }, `remote config: ${config.broker}: ${err.message}`));
