@@ -1,11 +1,12 @@
+import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent.js';
-import { signedPush } from '../src/manage/signing.js';
+import { signedPush, verifyPush } from '../src/manage/signing.js';
 import { AgentProcess } from './support/agent-process.js';
 import { testLog } from './support/log.js';
 import { Mosquitto } from './support/mosquitto.js';
@@ -270,5 +271,34 @@ describe('a push larger than remote_config.max_size', () => {
     console.log(`agent RSS ${(before / 1e6).toFixed(1)} MB before a 150 MB push, ${(after / 1e6).toFixed(1)} MB after it`);
     expect(after - before).toBeLessThan(50e6);
     expect(tool.states.slice(count)).toHaveLength(1);
+  });
+});
+
+describe('sign-config', () => {
+  it("signs for the file's agent.id by default, refuses a target the file would rename unasked, and signs a rename with --new-id", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sign-'));
+    writeFileSync(join(dir, 'key.pem'), keys.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    writeFileSync(join(dir, 'agent.yaml'), configText(dir, { version: 5, id: 'gw-new' }));
+    const publicKey = (await import('node:crypto')).createPublicKey(keys.privateKey);
+    const cli = (...args: string[]) => spawnSync(process.execPath, [resolve(import.meta.dirname, '../dist/cli.js'), 'sign-config', '--key', join(dir, 'key.pem'), ...args, join(dir, 'agent.yaml')], { encoding: 'utf8' });
+
+    const plain = cli();
+    expect(plain.status).toBe(0);
+    const push = JSON.parse(plain.stdout);
+    expect(push).toMatchObject({ target: 'gw-new' });
+    expect(push.new_id).toBeUndefined();
+    expect(verifyPush(push, publicKey)).toBe(true);
+
+    const wrong = cli('--target', 'gw-old');
+    expect(wrong.status).toBe(2);
+    expect(wrong.stderr).toMatch(/says agent\.id gw-new, not gw-old: add --new-id gw-new to rename gw-old/);
+
+    const rename = cli('--target', 'gw-old', '--new-id', 'gw-new');
+    expect(rename.status).toBe(0);
+    const renamed = JSON.parse(rename.stdout);
+    expect(renamed).toMatchObject({ target: 'gw-old', new_id: 'gw-new' });
+    expect(verifyPush(renamed, publicKey)).toBe(true);
+    // the target is signed: changed, the push no longer verifies
+    expect(verifyPush({ ...renamed, target: 'gw-other' }, publicKey)).toBe(false);
   });
 });
