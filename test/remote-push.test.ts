@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { Agent } from '../src/agent.js';
 import { signedPush, verifyPush } from '../src/manage/signing.js';
 import { AgentProcess } from './support/agent-process.js';
+import { FlakyLink } from './support/proxy.js';
 import { testLog } from './support/log.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';
@@ -49,7 +50,7 @@ interface Options {
 }
 
 /** One simulated counter into a file upstream, and remote_config on the test broker. */
-function configText(dir: string, { version, id = gw1, dataDir = 'data', remote = '', poll = '50ms' }: Options): string {
+function configText(dir: string, { version, id = gw1, dataDir = 'data', remote = '', poll = '50ms', brokerUrl = broker.url }: Options & { brokerUrl?: string }): string {
   return `version: ${version}
 agent: { id: ${id}, data_dir: ${dir}/${dataDir}, log_level: error, http: off }
 devices:
@@ -58,7 +59,7 @@ streams:
   - { name: a, from: { device: sim }, to: [out] }
 upstream:
   - { name: out, type: file, path: ${dir}/out.jsonl }
-remote_config: { broker: "${broker.url}", topic: "plant/{agent}/config", public_key: ${keys.publicKeyFile}${remote} }
+remote_config: { broker: "${brokerUrl}", topic: "plant/{agent}/config", public_key: ${keys.publicKeyFile}${remote} }
 `;
 }
 
@@ -197,6 +198,25 @@ describe('a push sent while the agent is away', () => {
     await until(() => back.config.version === 2, 15_000, 'the push applied after the restart');
     await until(() => tool.states.slice(count).some((s) => s.status === 'applied' && s.version === 2), 10_000, 'the applied state');
     expect(readFileSync(file, 'utf8')).toMatch(/^version: 2/);
+  });
+});
+
+describe('a push sent while the broker link is cut', () => {
+  it('is applied once the link is back', async () => {
+    const tool = await fleetTool();
+    const link = await FlakyLink.start(broker.port);
+    cleanup.push(() => link.stop());
+    const brokerUrl = `mqtt://127.0.0.1:${link.port}`;
+    const { agent, dir } = await startAgent((d) => configText(d, { version: 1, brokerUrl }));
+    await until(() => tool.states.some((s) => s.status === 'running'), 10_000, 'the agent connected');
+    link.setMode('refuse');
+    // the broker notices the agent gone (its socket closed) before the push comes
+    await new Promise((r) => setTimeout(r, 500));
+    await tool.push(gw1, push(configText(dir, { version: 2, brokerUrl }), gw1));
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(agent.config.version).toBe(1);
+    link.setMode('forward');
+    await until(() => agent.config.version === 2, 20_000, 'the push applied after the link came back');
   });
 });
 
