@@ -75,7 +75,11 @@ export class RemoteConfigClient {
       connectTimeout: 10_000,
       protocolVersion: 5,
       clean: false,
-      properties: { sessionExpiryInterval: Math.ceil(config.session_expiry / 1000), maximumPacketSize: config.max_size + PACKET_OVERHEAD },
+      properties: {
+        // both are 4-byte fields; the largest packet MQTT can carry is 256 MB
+        sessionExpiryInterval: Math.min(Math.ceil(config.session_expiry / 1000), 0xffffffff),
+        maximumPacketSize: Math.min(config.max_size + PACKET_OVERHEAD, 268_435_460),
+      },
       ...tlsOptions(config.tls),
     });
     this.client.on('connect', () => {
