@@ -23,8 +23,11 @@ commands:
                              run the config's streams over recorded data (CSV: ts,device,point,value)
                              and print the upstream records as JSON lines; actions are printed,
                              not performed
-  sign-config --key PRIVATE.pem FILE
-                             print FILE as a signed config push (JSON) for remote_config
+  sign-config --key PRIVATE.pem [--target ID] [--new-id ID] FILE
+                             print FILE as a signed config push (JSON) for remote_config, for
+                             the gateway whose agent.id is ID (default: FILE's agent.id); only
+                             that gateway applies it. --new-id: the push renames the gateway
+                             (FILE's agent.id must be that ID)
   keygen DIR                 write an Ed25519 key pair for config pushes:
                              DIR/config-signing.key (keep it safe) and DIR/config-signing.pub
   help                       this text`;
@@ -35,7 +38,14 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, input: { type: 'string', short: 'i' }, key: { type: 'string', short: 'k' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      input: { type: 'string', short: 'i' },
+      key: { type: 'string', short: 'k' },
+      target: { type: 'string', short: 't' },
+      'new-id': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   const [command, ...rest] = positionals;
   if (values.help || !command || command === 'help') {
@@ -51,7 +61,7 @@ async function main(argv: string[]): Promise<number> {
     case 'replay':
       return replayCommand(file, values.input);
     case 'sign-config':
-      return signConfig(rest[0], values.key);
+      return signConfig(rest[0], values.key, values.target, values['new-id']);
     case 'keygen':
       return keygen(rest[0]);
     default:
@@ -104,16 +114,30 @@ async function replayCommand(file: string, input: string | undefined): Promise<n
   }
 }
 
-function signConfig(file: string | undefined, keyFile: string | undefined): number {
+function signConfig(file: string | undefined, keyFile: string | undefined, target: string | undefined, newId: string | undefined): number {
   if (!file || !keyFile) {
-    console.error('usage: edge-agent sign-config --key PRIVATE.pem FILE');
+    console.error('usage: edge-agent sign-config --key PRIVATE.pem [--target ID] [--new-id ID] FILE');
     return 2;
   }
   // The push carries the bytes as they are: what was validated is what was signed.
   const loaded = loadConfigFile(file, {});
   validateConfig(loaded);
-  const { text } = loaded;
-  console.log(signedPush(text, readEd25519Key(keyFile, 'private')));
+  const { text, config } = loaded;
+  const id = config.agent.id;
+  if (newId !== undefined && newId !== id) {
+    console.error(`edge-agent sign-config: --new-id ${newId}, but ${file} says agent.id ${id}`);
+    return 2;
+  }
+  if (newId === undefined && target !== undefined && target !== id) {
+    // the gateway would refuse it: a push changes agent.id only when it says so
+    console.error(`edge-agent sign-config: ${file} says agent.id ${id}, not ${target}: add --new-id ${id} to rename ${target}, or sign it for ${id}`);
+    return 2;
+  }
+  if (newId !== undefined && target === undefined) {
+    console.error('edge-agent sign-config: --new-id needs --target, the agent.id the gateway has now');
+    return 2;
+  }
+  console.log(signedPush(text, readEd25519Key(keyFile, 'private'), target ?? id, newId));
   return 0;
 }
 

@@ -309,7 +309,7 @@ describe('remote config over MQTT', () => {
     const v2 = configText(dir, { version: 2, stepsB: '{ change: { point: q, deadband: 1 } }', more: remote });
     const streamA = agent.streamsByName.get('a')!.stream;
 
-    expect(await push('version: 2')).toMatchObject({ status: 'rejected', reason: 'not a signed push: expected JSON {"config": "...", "signature": "..."}' });
+    expect(await push('version: 2')).toMatchObject({ status: 'rejected', reason: 'not a signed push: expected JSON {"target": "...", "config": "...", "signature": "..."}' });
     expect(await push(JSON.stringify({ config: v2 }))).toMatchObject({ status: 'rejected', version: 1, reason: 'unsigned push: no "signature"' });
     expect(await push(sign(v2.replace('version: 2\n', '')))).toMatchObject({ status: 'rejected', reason: 'the pushed config has no "version"' });
     const forged = JSON.stringify({ config: v2, signature: (await import('node:crypto')).sign(null, Buffer.from(v2), otherKey).toString('base64') });
@@ -320,7 +320,7 @@ describe('remote config over MQTT', () => {
     // sign-config refuses to sign an invalid config: sign this one with the library, as a careless tool might
     const invalid = v2.replace('{ change: { point: q, deadband: 1 } }', '{ threshold: { point: q, min: 5, max: 1 } }');
     expect(() => sign(invalid)).toThrow(/stream b, step 1 \(threshold\): min \(5\) is greater than max \(1\)/);
-    expect((await push(signedPush(invalid, readEd25519Key(join(keys, 'config-signing.key'), 'private')))).reason).toMatch(/^invalid config: .*stream b, step 1 \(threshold\)/);
+    expect((await push(signedPush(invalid, readEd25519Key(join(keys, 'config-signing.key'), 'private'), 'gw-1'))).reason).toMatch(/^invalid config: .*stream b, step 1 \(threshold\)/);
     expect(agent.config.version).toBe(1);
     expect(readFileSync(file, 'utf8')).toBe(original);
 

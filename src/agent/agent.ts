@@ -167,24 +167,36 @@ export class Agent implements ManagedAgent {
    * the running config and throws RolledBack. One apply at a time.
    */
   apply(loaded: LoadedConfig, source: string): Promise<ConfigChange> {
-    const run = this.applying.then(async () => {
-      validateConfig(loaded);
-      const previous = this.loaded;
-      try {
-        const change = await this.reconcile(loaded, true);
-        this.loaded = loaded;
-        this.log.level = loaded.config.agent.log_level;
-        this.appliedAt = Date.now();
-        this.log.info({ version: loaded.config.version, ...change }, `config from ${source} applied (restarted: ${describe(change)})`);
-        return change;
-      } catch (err) {
-        // the caller logs the RolledBack, with where the config came from
-        await this.reconcile(previous, false);
-        throw new RolledBack(`the config failed to start (${(err as Error).message}); the previous config${previous.config.version === undefined ? '' : ` (version ${previous.config.version})`} runs again`, err as Error);
-      }
-    });
+    return this.oneAtATime(() => this.applyInQueue(loaded, source));
+  }
+
+  /**
+   * Runs `step` in the one-at-a-time apply queue, so that what it checks against the running
+   * config (a push's version and target) still holds when it applies: no other apply runs in
+   * between. `step` applies with `applyInQueue`, never with `apply` (that would wait for itself).
+   */
+  oneAtATime<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.applying.then(step);
     this.applying = run.catch(() => undefined);
     return run;
+  }
+
+  /** `apply` for a step already in the queue (see `oneAtATime`). */
+  async applyInQueue(loaded: LoadedConfig, source: string): Promise<ConfigChange> {
+    validateConfig(loaded);
+    const previous = this.loaded;
+    try {
+      const change = await this.reconcile(loaded, true);
+      this.loaded = loaded;
+      this.log.level = loaded.config.agent.log_level;
+      this.appliedAt = Date.now();
+      this.log.info({ version: loaded.config.version, ...change }, `config from ${source} applied (restarted: ${describe(change)})`);
+      return change;
+    } catch (err) {
+      // the caller logs the RolledBack, with where the config came from
+      await this.reconcile(previous, false);
+      throw new RolledBack(`the config failed to start (${(err as Error).message}); the previous config${previous.config.version === undefined ? '' : ` (version ${previous.config.version})`} runs again`, err as Error);
+    }
   }
 
   /** Stops feeding a stream (its definition and state stay); `deploy` starts it again. */
@@ -262,8 +274,12 @@ export class Agent implements ManagedAgent {
       // another database, agent id or clock: everything starts again
       await this.stopAll();
       if (storeKey(config) !== this.store.key) {
+        // another data_dir holds another database: its seq goes on from ours, so that
+        // (agent, seq) still names one record only
+        const lastSeq = this.store.outbox.lastSeq;
         closeStore(this.store);
         this.store = openStore(config, this.log);
+        this.store.outbox.continueAfter(lastSeq);
       }
     }
     const { outbox, state } = this.store;

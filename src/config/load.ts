@@ -256,6 +256,7 @@ function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig 
       }
       return u;
     }),
+    ...(raw.remote_config && { remote_config: { max_size: 1024 ** 2, session_expiry: 7 * 86_400_000, allow_untargeted: false, ...raw.remote_config } }),
     outbox: {
       max_size: 1024 ** 3,
       max_age: 7 * 86_400_000,

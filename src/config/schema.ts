@@ -314,7 +314,17 @@ export const configSchema = object(
       group_wait: duration,
     }),
     remote_config: object(
-      { broker: text, topic: text, public_key: text, username: text, password: { type: 'string' }, tls },
+      {
+        broker: text,
+        topic: text,
+        public_key: text,
+        username: text,
+        password: { type: 'string' },
+        tls,
+        max_size: size,
+        session_expiry: duration,
+        allow_untargeted: { type: 'boolean' },
+      },
       ['broker', 'topic', 'public_key'],
     ),
   },

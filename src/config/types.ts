@@ -120,5 +120,18 @@ export interface AgentConfig {
   streams: StreamConfig[];
   upstream: UpstreamConfig[];
   outbox: OutboxConfig;
-  remote_config?: { broker: string; topic: string; public_key: string; username?: string; password?: string; tls?: TlsConfig };
+  remote_config?: {
+    broker: string;
+    topic: string;
+    public_key: string;
+    username?: string;
+    password?: string;
+    tls?: TlsConfig;
+    /** Bytes; a larger push is dropped by the broker (MQTT 5 maximum packet size). */
+    max_size: number;
+    /** ms the broker keeps the agent's session (and pushes sent meanwhile) while it is away. */
+    session_expiry: number;
+    /** Accept pushes of the first format, which name no target gateway. */
+    allow_untargeted: boolean;
+  };
 }

@@ -4,9 +4,33 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from 'pino';
 import type { ManagedAgent } from './managed-agent.js';
 import { parseHostPort } from '../config/units.js';
+import { Episodes } from '../core/episodes.js';
 import { createMetrics } from './metrics.js';
 
 const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
+
+/**
+ * Idle connections cannot starve the API: beyond MAX_CONNECTIONS new ones are closed at once
+ * (the agent's file descriptors stay free for devices, upstreams and the database), and a
+ * connection that says nothing is closed after IDLE_MS, one slow to send its request after
+ * REQUEST_MS. The API answers small requests from a status page or a fleet tool: these bounds
+ * are far above what they need.
+ */
+export const HTTP_LIMITS = { MAX_CONNECTIONS: 64, IDLE_MS: 5000, HEADERS_MS: 5000, REQUEST_MS: 10_000, KEEP_ALIVE_MS: 5000 };
+
+/** Server options: the request timeouts checked every second (Node's default: 30 s). */
+const SERVER_OPTIONS = {
+  keepAliveTimeout: HTTP_LIMITS.KEEP_ALIVE_MS,
+  headersTimeout: HTTP_LIMITS.HEADERS_MS,
+  requestTimeout: HTTP_LIMITS.REQUEST_MS,
+  connectionsCheckingInterval: 1000,
+};
+
+function limitConnections(server: Server): void {
+  server.maxConnections = HTTP_LIMITS.MAX_CONNECTIONS;
+  // a socket that sends and receives nothing for IDLE_MS is destroyed (no 'timeout' listener)
+  server.timeout = HTTP_LIMITS.IDLE_MS;
+}
 
 /**
  * The management API on `agent.http`: the REST API under /api, Prometheus metrics at /metrics
@@ -26,7 +50,7 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
     res.end(JSON.stringify(body));
   };
 
-  const server: Server = createServer(async (req, res) => {
+  const server: Server = createServer(SERVER_OPTIONS, async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://agent');
     const path = url.pathname;
     try {
@@ -62,10 +86,19 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
       json(res, 500, { error: (err as Error).message });
     }
   });
+  limitConnections(server);
   const address = parseHostPort(hostPort);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(address.port, address.host, () => resolve());
+  });
+  // after start, a failed accept (out of file descriptors) is logged, once until a request is served again
+  const acceptErrors = new Episodes();
+  server.on('request', () => {
+    for (const code of ['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']) if (acceptErrors.end(code)) log.info(`management API on ${hostPort}: accepting connections again`);
+  });
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    if (acceptErrors.begin(err.code ?? err.message)) log.warn({ err: err.message }, `management API on ${hostPort}: ${err.message}`);
   });
   const port = (server.address() as { port: number }).port;
   log.info({ http: hostPort }, `management API, metrics and status page on http://${hostPort.slice(0, hostPort.lastIndexOf(':'))}:${port}/`);

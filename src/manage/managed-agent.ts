@@ -82,6 +82,10 @@ export interface ManagedAgent {
   parse(text: string): LoadedConfig;
   /** Validates and applies a config (one apply at a time); throws ConfigError or RolledBack. */
   apply(loaded: LoadedConfig, source: string): Promise<ConfigChange>;
+  /** Runs `step` in the apply queue: what it checks against the running config holds until it applies. */
+  oneAtATime<T>(step: () => Promise<T>): Promise<T>;
+  /** `apply` from inside a `oneAtATime` step. */
+  applyInQueue(loaded: LoadedConfig, source: string): Promise<ConfigChange>;
   /** Deploys or undeploys a stream; undefined when there is no such stream. */
   setDeployed(name: string, deployed: boolean): { deployed: boolean } | undefined;
 }

@@ -340,6 +340,13 @@ export class Outbox {
     return this.seq;
   }
 
+  /** Seqs handed out from now on follow `seq` (another database was in use before this one). */
+  continueAfter(seq: number): void {
+    if (seq <= this.seq) return;
+    this.seq = seq;
+    this.saveSeq.run(seq);
+  }
+
   /** Commits what is open; call before closing the database. */
   close(): void {
     this.commit();
