@@ -170,7 +170,8 @@ export class Agent {
     } catch (err) {
       if (err instanceof ConfigError) this.log.error({ file: this.file }, `${why}: config ${this.file} rejected; the running config stays:\n${err.message}`);
       else if (err instanceof RolledBack) this.log.error({ file: this.file }, `${why}: ${err.message}`);
-      else throw err;
+      // anything else is a fault of ours, but a file on disk must never stop the agent
+      else this.log.error({ file: this.file, err }, `${why}: config ${this.file} could not be applied (${(err as Error)?.message}); the running config stays`);
     }
   }
 
@@ -438,7 +439,13 @@ export class Agent {
 
 /** Everything the schema cannot see, checked against a scratch state store: throws ConfigError. */
 function check(loaded: LoadedConfig): void {
-  buildProcessors(loaded, new StateStore(new Database(':memory:')));
+  try {
+    buildProcessors(loaded, new StateStore(new Database(':memory:')));
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    // whatever a config makes a step throw is the config's fault: rejected, not a crash
+    throw new ConfigError([{ file: loaded.file, path: '', message: `cannot build the streams: ${(err as Error)?.message ?? String(err)}` }]);
+  }
 }
 
 /**
