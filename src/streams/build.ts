@@ -53,7 +53,7 @@ export function buildProcessors(
     stream.steps.forEach((step, index) => {
       const [operator, params] = Object.entries(step)[0];
       const path = ['streams', s, 'steps', index];
-      const factory = registry[operator];
+      const factory = Object.hasOwn(registry, operator) ? registry[operator] : undefined;
       if (!factory) {
         unavailable.push(loaded.issueAt([...path, operator], `stream ${stream.name}, step ${index + 1}: operator "${operator}" is not available in this build yet; the stream will not run`));
         runnable = false;
