@@ -109,9 +109,9 @@ function tokenize(source: string): Token[] {
     NAME.lastIndex = i;
     const name = NAME.exec(source);
     if (name) {
-      term(column);
       // own keys only: `constructor` is a point name, not Object.prototype.constructor
       const word = Object.hasOwn(WORDS, name[0]) ? WORDS[name[0]] : undefined;
+      if (!word) term(column);
       tokens.push(word ? { kind: 'op', text: word, column } : { kind: 'name', text: name[0], column });
       i += name[0].length;
       continue;
