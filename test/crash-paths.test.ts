@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -124,35 +124,7 @@ describe('point names that are Object property names', () => {
     const dir = mkdtempSync(join(tmpdir(), 'crash-names-'));
     mkdirSync(join(dir, 'data'));
     const deadPort = await freePort();
-    const file = join(dir, 'agent.yaml');
-    const points = [...ODD_NAMES, 'other'].map((name) => `      - { name: ${name}, topic: "names/${name}" }`).join('\n');
-    writeFileSync(
-      file,
-      `agent: { id: gw-names, data_dir: ${dir}/data, log_level: warn, http: "off" }
-devices:
-  - id: plant
-    protocol: mqtt
-    broker: ${broker.url}
-    points:
-${points}
-streams:
-${ODD_NAMES.map((name) => `  - { name: change-${name}, from: { device: plant }, steps: [ { change: { point: ${name} } } ], to: [up] }`).join('\n')}
-  - name: events
-    from: { device: plant, points: [other] }
-    steps:
-      - filter: "other > 0"
-      - event: { code: E, description: "${ODD_NAMES.map((n) => `${n}={${n}}`).join(' ')}", fields: { constructor: "constructor * 2", __proto__: "__proto__ + 1" } }
-    to: [up]
-  - name: windowed
-    from: { device: plant, points: [__proto__, constructor, toString] }
-    steps:
-      - window: { size: 1s, functions: { __proto__: [max], constructor: [min] } }
-    to: [up]
-upstream:
-  # nothing listens there: every record stays in the outbox, to be counted
-  - { name: up, type: mqtt, url: "mqtt://127.0.0.1:${deadPort}", topic: "x/{stream}" }
-`,
-    );
+    const file = namesConfig(dir, broker.url, deadPort);
     const agent = await Agent.start(file, testLog);
     let stopped = false;
     cleanups.push(async () => {
@@ -161,21 +133,18 @@ upstream:
     await until(() => agent.devices.get('plant')?.connector.online === true, 10_000, 'the MQTT device');
     await new Promise((r) => setTimeout(r, 200)); // subscriptions
     // a reading without the odd points first: `constructor` must not be found on Object
-    await publisher.publishAsync('names/other', '1', { qos: 1 });
-    for (let v = 1; v <= 3; v++) {
-      for (const name of ODD_NAMES) await publisher.publishAsync(`names/${name}`, String(v * 10 + ODD_NAMES.indexOf(name)), { qos: 1 });
-    }
-    await publisher.publishAsync('names/other', '2', { qos: 1 });
+    await publishNames(publisher);
     await until(() => agent.latest.get('plant', 'other') === 2, 10_000, 'the last message');
     await new Promise((r) => setTimeout(r, 4000)); // the window closes (a second after its end, on a tick)
     const accepted = () => agent.outbox.lastSeq;
     await agent.stop();
     stopped = true;
 
-    const db = new Database(join(dir, 'data', readDbName(dir)), { readonly: true });
-    const rows = db.prepare("SELECT payload FROM outbox WHERE upstream = 'up' ORDER BY id").pluck().all() as string[];
-    db.close();
-    expect(rows.length).toBe(accepted());
+    const rows = outboxRows(dir);
+    // every seq handed out is in the outbox or was delivered to the marker file
+    const seqs = new Set([...allOutboxSeqs(dir), ...readFileSync(join(dir, 'marker.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).seq as number)]);
+    expect(seqs.size).toBe(accepted());
+    expect(Math.max(...seqs)).toBe(accepted());
     const records = rows.map((r) => JSON.parse(r));
     for (const name of ODD_NAMES) {
       const changes = records.filter((r) => r.stream === `change-${name}`).map((r) => r.values[name]);
@@ -198,8 +167,85 @@ upstream:
     expect(Math.min(...windows.map((w) => w.constructor_min ?? 99))).toBe(10);
     expect(rows.join('\n')).not.toMatch(/function|native code/);
   }, 60_000);
+
+  it('SIGTERM right after the last message commits every change record (the agent as a process)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'crash-sigterm-'));
+    const file = namesConfig(dir, broker.url, await freePort());
+    const agent = AgentProcess.start(file);
+    await agent.waitForLog(/agent gw-names running/, 30_000);
+    await new Promise((r) => setTimeout(r, 500)); // the device's subscriptions
+    await publishNames(publisher);
+    const marker = () => (existsSync(join(dir, 'marker.jsonl')) ? readFileSync(join(dir, 'marker.jsonl'), 'utf8') : '');
+    await until(() => /"other":2/.test(marker()), 30_000, 'the last message through the agent');
+    agent.kill('SIGTERM');
+    await agent.exit();
+    expect(agent.exitCode).toBe(0);
+    const records = outboxRows(dir).map((r) => JSON.parse(r));
+    for (const name of ODD_NAMES) {
+      expect(records.filter((r) => r.stream === `change-${name}`).map((r) => r.values[name]), name).toEqual([1, 2, 3].map((v) => v * 10 + ODD_NAMES.indexOf(name)));
+    }
+    expect(records.filter((r) => r.stream === 'events')).toHaveLength(2);
+    expect(agent.log.join('\n')).not.toMatch(/cannot write|NOT NULL/);
+  }, 60_000);
 });
 
-function readDbName(dir: string): string {
-  return readdirSync(join(dir, 'data')).find((f) => f.endsWith('.db') || f.endsWith('.sqlite'))!;
+/** MQTT points named like Object's properties, streams over them to an upstream that never answers (and a marker to a file). */
+function namesConfig(dir: string, brokerUrl: string, deadPort: number): string {
+  const file = join(dir, 'agent.yaml');
+  const points = [...ODD_NAMES, 'other'].map((name) => `      - { name: ${name}, topic: "names/${name}" }`).join('\n');
+  writeFileSync(
+    file,
+    `agent: { id: gw-names, data_dir: ${dir}/data, log_level: info, http: "off" }
+devices:
+  - id: plant
+    protocol: mqtt
+    broker: ${brokerUrl}
+    points:
+${points}
+streams:
+${ODD_NAMES.map((name) => `  - { name: change-${name}, from: { device: plant }, steps: [ { change: { point: ${name} } } ], to: [up] }`).join('\n')}
+  - name: events
+    from: { device: plant, points: [other] }
+    steps:
+      - filter: "other > 0"
+      - event: { code: E, description: "${ODD_NAMES.map((n) => `${n}={${n}}`).join(' ')}", fields: { constructor: "constructor * 2", __proto__: "__proto__ + 1" } }
+    to: [up]
+  - name: windowed
+    from: { device: plant, points: [__proto__, constructor, toString] }
+    steps:
+      - window: { size: 1s, functions: { __proto__: [max], constructor: [min] } }
+    to: [up]
+  - name: marker
+    from: { device: plant, points: [other] }
+    to: [marker]
+upstream:
+  # nothing listens there: every record stays in the outbox, to be counted
+  - { name: up, type: mqtt, url: "mqtt://127.0.0.1:${deadPort}", topic: "x/{stream}" }
+  - { name: marker, type: file, path: ${dir}/marker.jsonl }
+`,
+  );
+  return file;
+}
+
+/** Publishes `other` = 1, three rounds of every odd name, then `other` = 2. */
+async function publishNames(publisher: mqtt.MqttClient): Promise<void> {
+  await publisher.publishAsync('names/other', '1', { qos: 1 });
+  for (let v = 1; v <= 3; v++) {
+    for (const name of ODD_NAMES) await publisher.publishAsync(`names/${name}`, String(v * 10 + ODD_NAMES.indexOf(name)), { qos: 1 });
+  }
+  await publisher.publishAsync('names/other', '2', { qos: 1 });
+}
+
+function allOutboxSeqs(dir: string): number[] {
+  const db = new Database(join(dir, 'data', 'edge-agent.db'), { readonly: true });
+  const rows = db.prepare('SELECT payload FROM outbox').pluck().all() as string[];
+  db.close();
+  return rows.map((r) => JSON.parse(r).seq as number);
+}
+
+function outboxRows(dir: string): string[] {
+  const db = new Database(join(dir, 'data', 'edge-agent.db'), { readonly: true });
+  const rows = db.prepare("SELECT payload FROM outbox WHERE upstream = 'up' ORDER BY id").pluck().all() as string[];
+  db.close();
+  return rows;
 }
