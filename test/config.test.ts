@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/config/errors.js';
 import { loadConfigFile, parseConfig } from '../src/config/load.js';
@@ -280,6 +281,21 @@ upstream:
     // under yaml's alias count but over the expanded size: a big anchor used many times
     const big = `x-big: &big [${Array(1000).fill('1').join(',')}]\nx-uses: [${Array(600).fill('*big').join(',')}]\nagent: { id: gw-1 }\n`;
     expect(issuesOf(big)).toEqual([expect.stringMatching(/the config expands to more than 500000 values/)]);
+  });
+
+  it('answers random anchors, aliases and merge keys spliced into a config with a config or a ConfigError, never another error', () => {
+    const base = anchored(4).split('\n');
+    const snippet = fc.constantFrom('&a ', '*a', '<<: *a', '<<: [*a, *sim]', '*pts', '&pts ', '*period', '*poll', '&poll ', '*defaults', '<<: *defaults', '[', '{', ': ', '- ', '__proto__: 1', 'constructor: *pts');
+    const edit = fc.tuple(fc.nat(base.length - 1), fc.nat(60), snippet);
+    fc.assert(
+      fc.property(fc.array(edit, { minLength: 1, maxLength: 4 }), (edits) => {
+        const lines = [...base];
+        for (const [line, col, text] of edits) lines[line] = lines[line].slice(0, col) + text + lines[line].slice(col);
+        // issuesOf rethrows anything that is not a ConfigError
+        issuesOf(lines.join('\n'));
+      }),
+      { numRuns: 2_000 },
+    );
   });
 
   it('rejects an unknown alias, a scalar merged as a map and __proto__ keys as config errors, never other exceptions', () => {
