@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
 import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
 import { configSchema } from './schema.js';
 import type { AgentConfig } from './types.js';
@@ -208,39 +208,52 @@ function keyPath(ancestry: readonly unknown[]): string {
  * and `<<` merge keys into their sources; `alias` is the first alias followed on the way.
  */
 function nearestNode(doc: Document, path: ConfigPath): { node: Node | undefined; alias?: Alias; complete: boolean } {
-  let alias: Alias | undefined;
-  const deref = (n: unknown): Node | undefined => {
+  const deref = dereferencer(doc);
+  let found: Node | undefined = deref(doc.contents);
+  for (const segment of path) {
+    const next = childOf(found, segment, deref);
+    if (!next) return { node: found, alias: deref.firstAlias, complete: false };
+    found = next;
+  }
+  return { node: found, alias: deref.firstAlias, complete: true };
+}
+
+type Deref = ((n: unknown) => Node | undefined) & { firstAlias?: Alias };
+
+/** Resolves an alias to its anchored node, remembering the first alias it went through. */
+function dereferencer(doc: Document): Deref {
+  const deref: Deref = (n) => {
     let current = n as Node | undefined;
     // an alias resolves to its anchor, never to another alias: the guard is only for safety
     for (let hops = 0; isAlias(current) && hops < 100; hops++) {
-      alias ??= current;
+      deref.firstAlias ??= current;
       current = current.resolve(doc) as Node | undefined;
     }
     return current ?? undefined;
   };
-  let found: Node | undefined = deref(doc.contents);
-  for (const segment of path) {
-    const next = childOf(found, segment, deref);
-    if (!next) return { node: found, alias, complete: false };
-    found = next;
-  }
-  return { node: found, alias, complete: true };
+  return deref;
 }
 
 const isMergeKey = (key: unknown) => isScalar(key) && (key.value === '<<' || (typeof key.value === 'symbol' && key.value.description === '<<'));
 
-function childOf(node: Node | undefined, segment: string | number, deref: (n: unknown) => Node | undefined, depth = 0): Node | undefined {
+function childOf(node: Node | undefined, segment: string | number, deref: Deref): Node | undefined {
   if (isSeq(node)) return typeof segment === 'number' ? deref(node.items[segment]) : undefined;
+  const pair = pairOf(node, segment, deref);
+  return pair ? (deref(pair.value) ?? deref(pair.key)) : undefined;
+}
+
+/** The pair of `key` in a map, or in what it merges (`<<: *defaults`). */
+function pairOf(node: Node | undefined, key: string | number, deref: Deref, depth = 0): Pair<Node, Node> | undefined {
   if (!isMap(node) || depth > 32) return undefined;
-  const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(segment));
-  if (pair) return deref(pair.value) ?? deref(pair.key);
+  const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(key));
+  if (pair) return pair as Pair<Node, Node>;
   // explicit keys win over merged ones, and earlier merge sources over later ones
   for (const merge of node.items.filter((p) => isMergeKey(p.key))) {
     const source = deref(merge.value);
     const sources = isSeq(source) ? source.items.map(deref) : [source];
     for (const s of sources) {
-      const child = childOf(s, segment, deref, depth + 1);
-      if (child) return child;
+      const found = pairOf(s, key, deref, depth + 1);
+      if (found) return found;
     }
   }
   return undefined;
@@ -322,8 +335,8 @@ function valueAt(doc: Document, path: ConfigPath): unknown {
 /** Where the key itself starts, so an unknown key is reported on its own line and column. */
 function keyOffset(doc: Document, path: ConfigPath, key: string): number | undefined {
   const { node: map, complete } = nearestNode(doc, path);
-  if (!complete || !isMap(map)) return undefined;
-  const pair = map.items.find((p) => isScalar(p.key) && p.key.value === key);
+  if (!complete) return undefined;
+  const pair = pairOf(map, key, dereferencer(doc));
   return isScalar(pair?.key) ? pair.key.range?.[0] : undefined;
 }
 
