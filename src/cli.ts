@@ -78,9 +78,10 @@ function validate(file: string): number {
     console.log(`${file}: ok (${devices.length} devices, ${streams.length} streams, ${upstream.length} upstreams)`);
     return 0;
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    console.error(err.message);
-    console.error(`${file}: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'}`);
+    // whatever a config makes fail is a bad config: said plainly, exit 1, never a stack trace
+    const issues = err instanceof ConfigError ? err.issues : [{ file, path: '', message: `cannot check the config: ${(err as Error)?.message ?? String(err)}` }];
+    for (const issue of issues) console.error(formatIssue(issue));
+    console.error(`${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}`);
     return 1;
   }
 }

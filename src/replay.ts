@@ -111,7 +111,7 @@ function readCsv(file: string): Reading[] {
     }
     let reading = open.get(row.device);
     if (!reading) {
-      reading = { device: row.device, ts: row.ts, values: {} };
+      reading = { device: row.device, ts: row.ts, values: Object.create(null) }; // `__proto__` is a point name too
       open.set(row.device, reading);
       readings.push(reading);
     }

@@ -157,7 +157,8 @@ export class Agent implements ManagedAgent {
     } catch (err) {
       if (err instanceof ConfigError) this.log.error({ file: this.file }, `${why}: config ${this.file} rejected; the running config stays:\n${err.message}`);
       else if (err instanceof RolledBack) this.log.error({ file: this.file }, `${why}: ${err.message}`);
-      else throw err;
+      // anything else is a fault of ours, but a file on disk must never stop the agent
+      else this.log.error({ file: this.file, err }, `${why}: config ${this.file} could not be applied (${(err as Error)?.message}); the running config stays`);
     }
   }
 

@@ -285,7 +285,8 @@ const stream = object(
   ['name', 'from', 'to'],
 );
 
-export const configSchema = object(
+// `x-anything:` at the top holds YAML anchors to use further down (as in docker-compose); ignored.
+export const configSchema = withExtensions(object(
   {
     version: { type: ['string', 'integer'] },
     agent: object(
@@ -329,4 +330,8 @@ export const configSchema = object(
     ),
   },
   ['agent'],
-);
+));
+
+function withExtensions<T extends object>(schema: T): T & { patternProperties: Record<string, unknown> } {
+  return { ...schema, patternProperties: { '^x-': {} } };
+}

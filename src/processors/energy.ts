@@ -1,6 +1,6 @@
 import type { Emit } from '../streams/reading.js';
 import { check, type ProcessorFactory } from './processor.js';
-import { keyFunction, numberOf } from './values.js';
+import { hasPoint, keyFunction, numberOf } from './values.js';
 import { checkWindow, Windows } from './windows.js';
 
 interface Params {
@@ -190,7 +190,7 @@ export const energy: ProcessorFactory = (params: Params, context) => {
 
   return {
     process(reading, emit) {
-      if (!(point in reading.values)) return emit(reading);
+      if (!hasPoint(reading, point)) return emit(reading);
       const v = numberOf(reading, point);
       if (v === undefined) {
         context.count('missing');

@@ -1,6 +1,6 @@
 import type { Emit, Reading } from '../streams/reading.js';
 import { check, type ProcessorFactory } from './processor.js';
-import { keyFunction, numberOf, withoutValue, withValue } from './values.js';
+import { hasPoint, keyFunction, numberOf, withoutValue, withValue } from './values.js';
 
 interface Params {
   point: string;
@@ -64,7 +64,7 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
 
   return {
     process(reading, emit) {
-      if (!(point in reading.values)) return emit(reading);
+      if (!hasPoint(reading, point)) return emit(reading);
       const key = keyOf(reading);
       const keyState = state.get<KeyState>(key) ?? {};
       if (keyState.held) holdExpired(key, keyState, reading.ts, emit);

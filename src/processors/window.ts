@@ -1,6 +1,6 @@
 import type { Emit, Quality, Reading } from '../streams/reading.js';
 import { check, type ProcessorFactory } from './processor.js';
-import { keyFunction, numberOf } from './values.js';
+import { hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
 import { checkWindow, Windows } from './windows.js';
 
 type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
@@ -76,7 +76,7 @@ export const window: ProcessorFactory = (params: Params, context) => {
     const values: Reading['values'] = {};
     let any = false;
     for (const [point, fns] of functions) {
-      const p = acc.points[point];
+      const p = ownValue(acc.points, point);
       if (!p) continue;
       for (const fn of fns) {
         values[`${point}_${fn}`] = result(p, fn);
@@ -134,7 +134,7 @@ export const window: ProcessorFactory = (params: Params, context) => {
         for (const point of points) {
           const v = numberOf(reading, point);
           if (v === undefined) {
-            if (point in reading.values) context.count('missing');
+            if (hasPoint(reading, point)) context.count('missing');
             continue;
           }
           addValue(acc, point, v, ts);
@@ -162,9 +162,9 @@ export const window: ProcessorFactory = (params: Params, context) => {
 };
 
 function addValue(acc: WindowAcc, point: string, v: number, ts: number) {
-  const p = acc.points[point];
+  const p = ownValue(acc.points, point);
   if (!p) {
-    acc.points[point] = { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 };
+    setOwn(acc.points, point, { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 });
     return;
   }
   if (ts > p.lastTs) {

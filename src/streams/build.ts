@@ -72,7 +72,13 @@ export function buildStreams(
 
 /** Checks everything about a loaded config that the schema cannot; throws ConfigError. Needs no database. */
 export function validateConfig(loaded: LoadedConfig): void {
-  buildStreams(loaded);
+  try {
+    buildStreams(loaded);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    // whatever a config makes a step throw is the config's fault: rejected, not a crash
+    throw new ConfigError([{ file: loaded.file, path: '', message: `cannot build the streams: ${(err as Error)?.message ?? String(err)}` }]);
+  }
 }
 
 /** State survives a restart under the stream's name and the step's position and kind. */

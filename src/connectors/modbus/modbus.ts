@@ -103,7 +103,7 @@ class ModbusDevice implements Connector {
   private async poll(group: PollGroup): Promise<void> {
     group.busy = true;
     const ts = Date.now();
-    const values: Reading['values'] = {};
+    const values: Reading['values'] = Object.create(null); // `__proto__` is a point name too
     let quality: Record<string, Quality> | undefined;
     let succeeded = 0;
     let lastError: Error | undefined;

@@ -121,7 +121,7 @@ class MqttDevice implements Connector {
         continue;
       }
       const device = this.template ? this.deviceId(levels) : this.id;
-      reading ??= { device, ts: ts ?? Date.now(), values: {} };
+      reading ??= { device, ts: ts ?? Date.now(), values: Object.create(null) }; // `__proto__` is a point name too
       if (typeof value === 'number' && !Number.isFinite(value)) {
         // 1e400 parses to Infinity: no value, and JSON upstream could not carry it anyway
         reading.values[point.name] = null;

@@ -227,7 +227,7 @@ class OpcuaDevice implements Connector {
 }
 
 function readingOf(device: string, values: [OpcuaPoint, DataValue][]): Reading {
-  const reading: Reading = { device, ts: 0, values: {} };
+  const reading: Reading = { device, ts: 0, values: Object.create(null) }; // `__proto__` is a point name too
   for (const [point, dataValue] of values) {
     const ts = dataValue.sourceTimestamp?.getTime() ?? dataValue.serverTimestamp?.getTime() ?? Date.now();
     if (ts > reading.ts) reading.ts = ts;

@@ -26,7 +26,7 @@ class Simulator implements Connector {
     this.next = Math.ceil(Date.now() / this.poll) * this.poll;
     const tick = () => {
       const ts = this.next;
-      const values: Reading['values'] = {};
+      const values: Reading['values'] = Object.create(null); // `__proto__` is a point name too
       for (const { name, signal } of this.signals) values[name] = this.written.get(name) ?? signal(ts);
       deliver({ device: this.id, ts, values });
       this.next += this.poll;
