@@ -274,6 +274,8 @@ describe('Kafka upstream: faults (test broker)', () => {
     expect(forwarder.retrying).toBe(false);
     // every produce answered after 1.5 s: the old client waited 30 s for an answer, so slow answers looked healthy
     broker.delayAnswers(1500, 'Produce');
+    // logged at the first timeout; the send fails after the client's own retries
+    await until(() => lines.some((l) => /produce to Kafka .* failed \(no answer within 1000 ms/.test(l)), 10_000, 'the first timeout logged');
     await until(() => forwarder.retrying, 30_000, 'the upstream retrying');
     expect(lines.some((l) => /no answer within 1000 ms \(the request timed out\)/.test(l))).toBe(true);
     broker.delayAnswers(0);

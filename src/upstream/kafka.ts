@@ -2,6 +2,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { compatibilityPartitioner, Producer, protocolErrorsCodesById, type MessageToProduce } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import type { KafkaUpstreamConfig } from '../config/types.js';
+import { Backoff } from '../core/backoff.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 import { tlsOptions } from './tls.js';
 import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from './upstream.js';
@@ -67,6 +68,10 @@ export class KafkaUpstream implements Upstream {
   /** Ends a throttle wait at once (on close). */
   private wakeUp: (() => void) | undefined;
   private readonly onResponse = (message: unknown) => this.noteThrottle(message as ApiResponse);
+  /** Between the client's own retries of a request (connect, metadata, produce). */
+  private readonly retryBackoff = new Backoff(250, 5000);
+  /** A request failed and no send has succeeded since: logged once, at the first failure. */
+  private failing = false;
 
   constructor(
     private readonly config: KafkaUpstreamConfig,
@@ -90,7 +95,7 @@ export class KafkaUpstream implements Upstream {
       // ...and the time we wait for any answer: the client's default is 30 s, whatever `timeout` says
       requestTimeout: config.timeout,
       retries: 3,
-      retryDelay: 250,
+      retryDelay: (_client, operation, attempt, _retries, error) => this.retryDelay(operation, attempt, error as KafkaError),
       tls,
       sasl: config.sasl && {
         mechanism: config.sasl.mechanism.toUpperCase() as 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512',
@@ -101,6 +106,20 @@ export class KafkaUpstream implements Upstream {
     // The client reads throttle_time_ms from every answer and drops it: we take it from its
     // diagnostics channel, which publishes each answer of each connection.
     subscribe(API_RESPONSES, this.onResponse);
+  }
+
+  /**
+   * The client's wait before it tries a failed request again: capped exponential with jitter.
+   * The first failure of an episode is logged here, at once: the send itself fails only after
+   * the client's retries (4 timeouts of a broker that accepts connections and never answers).
+   */
+  private retryDelay(operation: string, attempt: number, error: KafkaError): number {
+    if (attempt <= 1) this.retryBackoff.reset();
+    if (!this.failing && !this.closed) {
+      this.failing = true;
+      this.log.warn({ upstream: this.name, operation, err: error.message }, `upstream ${this.name}: ${operation} to Kafka ${this.config.brokers.join(',')} failed (${this.describeFailure(error)}); the client tries again`);
+    }
+    return this.retryBackoff.next();
   }
 
   /** Remembers how long the broker asked this producer to wait (KIP-219: the client must hold back). */
@@ -175,6 +194,7 @@ export class KafkaUpstream implements Upstream {
     try {
       await this.throttle();
       await this.producer.send({ messages });
+      this.failing = false;
       this.acknowledged(messages);
       return;
     } catch (err) {
@@ -289,9 +309,12 @@ export class KafkaUpstream implements Upstream {
 
   /** An error that says which cluster and what went wrong inside the client's nested errors. */
   private failure(err: KafkaError): Error {
+    return new Error(`Kafka ${this.config.brokers.join(',')}: ${this.describeFailure(err)}`, { cause: err });
+  }
+
+  private describeFailure(err: KafkaError): string {
     const timedOut = flatten(err).some((e) => e.message === 'Request timed out');
-    const what = timedOut ? `no answer within ${this.config.timeout} ms (the request timed out)` : describe(err);
-    return new Error(`Kafka ${this.config.brokers.join(',')}: ${what}`, { cause: err });
+    return timedOut ? `no answer within ${this.config.timeout} ms (the request timed out)` : describe(err);
   }
 
   /** Disconnects; gives up after a second on a broker that does not answer. */
