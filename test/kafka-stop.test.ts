@@ -1,39 +1,16 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentProcess } from './support/agent-process.js';
 import { KafkaTestBroker } from './support/kafka-broker.js';
+import { SilentServer } from './support/silent-server.js';
 import { until } from './support/ports.js';
 
 const cleanup: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
   for (const step of cleanup.splice(0).reverse()) await step();
 });
-
-/** A TCP server that accepts connections and never sends a byte: a hung broker. */
-async function silentServer(): Promise<{ port: number; connections: () => number; bytes: () => number }> {
-  const sockets = new Set<Socket>();
-  let connections = 0;
-  let bytes = 0;
-  const server: Server = createServer((socket) => {
-    connections++;
-    sockets.add(socket);
-    socket.on('data', (chunk) => (bytes += chunk.length));
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanup.push(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  );
-  return { port: (server.address() as { port: number }).port, connections: () => connections, bytes: () => bytes };
-}
 
 function writeConfig(brokerPort: number, timeout = '30s'): string {
   const dir = mkdtempSync(join(tmpdir(), 'kafka-stop-'));
@@ -75,12 +52,13 @@ describe('Kafka upstream: clean stop', () => {
   });
 
   it('exits within 5 s of SIGTERM while the broker accepts TCP and never answers', async () => {
-    const broker = await silentServer();
+    const broker = await SilentServer.start();
+    cleanup.push(() => broker.stop());
     const agent = AgentProcess.start(writeConfig(broker.port, '2s'));
     cleanup.push(() => agent.kill('SIGKILL'));
     await agent.waitForLog(/agent gw-1 running/);
     // a request is on its way to the broker, which will not answer it
-    await until(() => broker.bytes() > 0, 10_000, 'a request at the broker');
+    await until(() => broker.bytes > 0, 10_000, 'a request at the broker');
     // the first unanswered request is logged when it times out, not after the client's retries
     await agent.waitForLog(/to Kafka 127.0.0.1:\d+ failed \(no answer within 2000 ms \(the request timed out\)\); the client tries again/, 10_000);
     expect(agent.log.filter((l) => /the client tries again/.test(l)).length).toBe(1);

@@ -68,6 +68,8 @@ export class RefusedTopics {
       refused = { until: 0, reason, backoff: new Backoff(this.base, this.max, () => 0.5 + Math.random() / 2) };
       this.topics.set(topic, refused);
     }
+    // refusals of records sent together (one probe) are one step of the backoff
+    if (refused.until > Date.now()) return refused.until - Date.now();
     const wait = refused.backoff.next();
     refused.until = Date.now() + wait;
     refused.reason = reason;
