@@ -291,7 +291,7 @@ describe('Kafka upstream: faults (test broker)', () => {
     const { agent } = await startAgent(`brokers: [${broker.address}], topic: ${topic}, batch: { max_records: 20, max_wait: 1ms }`);
     await until(() => broker.produceTimes.length >= 6, 20_000, 'six produce requests');
     const gaps = broker.produceTimes.slice(1, 6).map((t, i) => t - broker.produceTimes[i]);
-    console.log(`gaps between produce requests with throttle_time_ms 400: ${gaps.join(', ')} ms`)
+    console.log(`gaps between produce requests with throttle_time_ms 400: ${gaps.join(', ')} ms`);
     // a lower bound only: a slow machine makes the gaps longer, never shorter
     expect(Math.min(...gaps)).toBeGreaterThanOrEqual(380);
     broker.throttleMs = 0;
