@@ -199,6 +199,7 @@ export class KafkaUpstream implements Upstream {
       return;
     } catch (err) {
       outcome = outcomeOf(err as KafkaError);
+      if (outcome.acknowledged.size > 0) this.failing = false;
       const failed = this.failure(err as KafkaError);
       if (outcome.acknowledged.size === 0 && outcome.refused.size === 0) throw failed;
       const unacknowledged = rows.filter((_, i) => !outcome.acknowledged.has(where(messages[i])));
@@ -299,6 +300,7 @@ export class KafkaUpstream implements Upstream {
 
   /** Kafka took records of these topics: a refusal of theirs is over. */
   private acknowledged(messages: Message[]): void {
+    if (this.refusedTopics.size === 0) return;
     let last = '';
     for (const { topic } of messages) {
       if (topic === last) continue;

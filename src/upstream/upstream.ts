@@ -89,6 +89,11 @@ export class RefusedTopics {
     return this.topics.size > 0 && this.topics.has(topic);
   }
 
+  /** Topics refused now. */
+  get size(): number {
+    return this.topics.size;
+  }
+
   /** The topic took a record: its refusal is over. True when there was one. */
   forget(topic: string): boolean {
     return this.topics.size > 0 && this.topics.delete(topic);
