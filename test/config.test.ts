@@ -117,7 +117,7 @@ describe('config loading', () => {
     const kafka = (extra: string) => BASE.replace('    type: file\n    path: out.jsonl', `    type: kafka\n    brokers: [k:9092]\n    topic: t\n${extra}`);
     const { config } = parseConfig(kafka(''), 'test.yaml', {});
     expect(config.upstream[0]).toEqual({
-      name: 'out', type: 'kafka', brokers: ['k:9092'], topic: 't', key: '{device}', acks: 'all', idempotent: true, compression: 'none',
+      name: 'out', type: 'kafka', brokers: ['k:9092'], topic: 't', key: '{device}', acks: 'all', idempotent: true, compression: 'none', timeout: 10_000,
       batch: { max_records: 1000, max_wait: 10 },
     });
     // acks 1 alone turns idempotence off, as the Java client does; asking for both is an error

@@ -362,7 +362,7 @@ function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig 
       if (u.type === 'mqtt') return { qos: 1, batch: 1, keepalive: 30_000, ...u };
       if (u.type === 'file') return { ...u, path: resolve(configDir, u.path) };
       if (u.type === 'kafka') {
-        return { key: '{device}', acks: 'all', idempotent: u.acks === undefined || u.acks === 'all' || u.acks === -1, compression: 'none', ...u, batch: { max_records: 1000, max_wait: 10, ...u.batch } };
+        return { key: '{device}', acks: 'all', idempotent: u.acks === undefined || u.acks === 'all' || u.acks === -1, compression: 'none', timeout: 10_000, ...u, batch: { max_records: 1000, max_wait: 10, ...u.batch } };
       }
       return u;
     }),

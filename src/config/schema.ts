@@ -170,6 +170,7 @@ const upstreamByType: Record<string, object> = {
       idempotent: { type: 'boolean' },
       compression: { enum: ['none', 'gzip', 'snappy', 'lz4', 'zstd'] },
       batch: object({ max_records: { type: 'integer', minimum: 1, maximum: 100000 }, max_wait: duration }),
+      timeout: duration,
       client_id: text,
       tls,
       sasl: object(

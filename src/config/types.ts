@@ -95,6 +95,8 @@ export interface KafkaUpstreamConfig {
   idempotent: boolean;
   compression: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd';
   batch: { max_records: number; max_wait: number };
+  /** How long a request may go unanswered before it is an error, in ms (default 10 s). */
+  timeout: number;
   client_id?: string;
   tls?: TlsConfig;
   sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
