@@ -1,12 +1,12 @@
 import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { dirname } from 'node:path';
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { RolledBack, type ConfigChange, type ManagedAgent } from './managed-agent.js';
 import { ConfigError } from '../config/errors.js';
 import type { AgentConfig } from '../config/types.js';
-import { tlsOptions } from '../upstream/tls.js';
+import { closeMqtt, connectMqtt } from '../mqtt/client.js';
 import { fillTemplate } from '../upstream/upstream.js';
 import { AGENT_ID, readEd25519Key, verifyPush } from './signing.js';
 
@@ -67,27 +67,29 @@ export class RemoteConfigClient {
   ) {
     this.topic = fillTemplate(config.topic, agentId, '', '');
     this.key = readEd25519Key(config.public_key, 'public');
-    this.client = mqtt.connect(config.broker, {
+    this.client = connectMqtt({
+      who: 'remote config',
+      log,
+      url: config.broker,
       clientId: `edge-agent-${agentId}-config`,
       username: config.username,
       password: config.password,
-      reconnectPeriod: 2000,
-      connectTimeout: 10_000,
+      tls: config.tls,
       protocolVersion: 5,
-      clean: false,
-      properties: {
-        // both are 4-byte fields; the largest packet MQTT can carry is 256 MB
-        sessionExpiryInterval: Math.min(Math.ceil(config.session_expiry / 1000), 0xffffffff),
-        maximumPacketSize: Math.min(config.max_size + PACKET_OVERHEAD, 268_435_460),
+      extra: {
+        clean: false,
+        properties: {
+          // both are 4-byte fields; the largest packet MQTT can carry is 256 MB
+          sessionExpiryInterval: Math.min(Math.ceil(config.session_expiry / 1000), 0xffffffff),
+          maximumPacketSize: Math.min(config.max_size + PACKET_OVERHEAD, 268_435_460),
+        },
       },
-      ...tlsOptions(config.tls),
     });
     this.client.on('connect', () => {
       // rh 1: a retained push comes with a new subscription only, not again with each reconnection of the session
       this.client.subscribe(`${this.topic}/set`, { qos: 1, rh: 1 });
       this.publish(this.last ?? { agent: agentId, status: 'running', version: agent.config.version, at: Date.now() });
     });
-    this.client.on('error', (err) => log.warn({ err: err.message }, `remote config: ${config.broker}: ${err.message}`));
     // PUBACK goes back once the push is handled (MQTT.js waits for this callback)
     this.client.handleMessage = (packet, done) => {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
@@ -190,8 +192,7 @@ export class RemoteConfigClient {
   }
 
   async close(): Promise<void> {
-    await Promise.race([this.client.endAsync(false), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
-    if (!this.client.disconnected) await this.client.endAsync(true).catch(() => undefined);
+    await closeMqtt(this.client);
   }
 }
 
