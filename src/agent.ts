@@ -8,6 +8,7 @@ import type { AgentConfig, DeviceConfig, StreamConfig, UpstreamConfig, Value } f
 import type { Connector, WriteOutcome } from './connectors/connector.js';
 import { createConnector } from './connectors/index.js';
 import { startTimer, TimerSchedule } from './connectors/timer/timer.js';
+import { ClockGuard, ClockSync } from './core/clock.js';
 import { startManagement, type Management } from './manage/index.js';
 import { openDatabase } from './outbox/database.js';
 import { Forwarder } from './outbox/forwarder.js';
@@ -92,12 +93,16 @@ export class Agent {
   /** Events that went upstream lately, newest last (for the status page). */
   readonly recentEvents: Reading[] = [];
   appliedAt = Date.now();
+  /** Judges the time of every reading that enters the streams (see core/clock.ts). */
+  readonly clockGuard: ClockGuard;
 
   private constructor(
     private loaded: LoadedConfig,
     readonly log: Logger,
     private readonly env: NodeJS.ProcessEnv,
-  ) {}
+  ) {
+    this.clockGuard = new ClockGuard(loaded.config.agent, log, new ClockSync(log));
+  }
 
   get config(): AgentConfig {
     return this.loaded.config;
@@ -144,6 +149,7 @@ export class Agent {
       setInterval(() => agent.outbox.expire(), EXPIRE_MS),
     );
     agent.outbox.expire();
+    agent.clockGuard.sync.watchSteps();
     agent.watchConfigFile();
     log.info({ devices: agent.devices.size, streams: agent.streamsByName.size, upstreams: agent.upstreams.size }, `agent ${agent.config.agent.id} running`);
     return agent;
@@ -212,6 +218,7 @@ export class Agent {
       try {
         const change = await this.reconcile(loaded, true);
         this.loaded = loaded;
+        this.clockGuard.configure(loaded.config.agent);
         this.log.level = loaded.config.agent.log_level;
         this.appliedAt = Date.now();
         this.log.info({ version: loaded.config.version, ...change }, `config from ${source} applied (restarted: ${describe(change)})`);
@@ -254,6 +261,7 @@ export class Agent {
     this.watcher?.close();
     await this.applying;
     for (const timer of this.timers) clearInterval(timer);
+    this.clockGuard.sync.stop();
     await this.management?.close();
     this.management = undefined;
     await this.stopAll();
@@ -324,7 +332,8 @@ export class Agent {
         continue;
       }
       this.devices.set(device.id, { config: device, connector });
-      connector.start((reading) => {
+      connector.start((received) => {
+        const reading = this.clockGuard.admit(received);
         this.latest.update(reading);
         const streams = this.routes.get(device.id);
         if (streams) for (const stream of streams) stream.push(reading);
@@ -374,7 +383,7 @@ export class Agent {
     if (!timer || !running.deployed) return;
     // the zone of the config being built (this.config is still the one it replaces)
     const schedule = new TimerSchedule(timer, this.timezone);
-    running.stopTimer = startTimer(schedule, (ts) => running.stream.push({ device: 'timer', ts, values: {} }));
+    running.stopTimer = startTimer(schedule, (ts) => running.stream.push(this.clockGuard.admit({ device: 'timer', ts, values: {} })));
   }
 
   /** Which deployed streams each device feeds, and where its status events go. */
