@@ -90,7 +90,9 @@ function stamp(ts: number): string {
   return Number.isFinite(ts) && Math.abs(ts) < 8.64e15 ? new Date(ts).toISOString() : String(ts);
 }
 
-const SYNC_CHECK_MS = 10_000;
+/** A file is looked at every 2 s; timedatectl (a process, a D-Bus call) every 30 s. */
+const SYNC_CHECK_MS = 2_000;
+const TIMEDATECTL_EVERY = 15;
 const TIMESYNCD_DIR = '/run/systemd/timesync';
 
 /**
@@ -114,6 +116,7 @@ export class ClockSync {
   private stepTimer: NodeJS.Timeout | undefined;
   private checking = false;
   private noTimedatectl = false;
+  private checks = 0;
 
   constructor(
     private readonly log: Logger,
@@ -126,6 +129,7 @@ export class ClockSync {
     clearInterval(this.timer);
     this.timer = undefined;
     this.synchronized = undefined;
+    this.checks = 0;
     if (mode === 'off') return;
     this.check();
     this.timer = setInterval(() => this.check(), SYNC_CHECK_MS);
@@ -160,7 +164,7 @@ export class ClockSync {
     const mode = this.mode;
     if (mode.startsWith('/')) return this.set(existsSync(mode), mode);
     if (existsSync(TIMESYNCD_DIR)) return this.set(existsSync(`${TIMESYNCD_DIR}/synchronized`), 'systemd-timesyncd');
-    if (this.noTimedatectl || this.checking) return;
+    if (this.noTimedatectl || this.checking || this.checks++ % TIMEDATECTL_EVERY !== 0) return;
     this.checking = true;
     execFile('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'], { timeout: 2000 }, (err, stdout) => {
       this.checking = false;
