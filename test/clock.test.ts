@@ -181,6 +181,15 @@ describe('operators facing a step of the clock', () => {
     expect(passed.find((r) => 'kwh' in r.values)).toMatchObject({ ts: at('10:00'), values: { kwh: 1 } });
   });
 
+  it('threshold (linear fill) after a step back: held readings go out at the next tick, not 30 days later', () => {
+    const step = new StepHarness('threshold', { point: 'v', max: 10, fill: 'linear', max_hold: minutes(5) });
+    const ahead = 30 * DAY;
+    step.clock = at('10:00') + ahead;
+    step.push(reading(at('10:00') + ahead, { v: 1 }), reading(at('10:01') + ahead, { v: 99 }));
+    step.clock = at('10:01');
+    expect(step.tick(at('10:01'))).toMatchObject([{ ts: at('10:01') + ahead, values: { v: 1 }, quality: { v: 'estimated' } }]);
+  });
+
   it('sampler (server clock) after a step back: the next reading passes', () => {
     const step = new StepHarness('sampler', { interval: minutes(2) });
     step.clock = at('10:00') + 30 * DAY;
