@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startTimer, TimerSchedule } from '../src/connectors/timer/timer.js';
 import { ClockGuard, ClockSync } from '../src/core/clock.js';
 import { MAX_WAIT } from '../src/core/schedule.js';
+import { ActionSink } from '../src/streams/action.js';
 import type { Reading } from '../src/streams/reading.js';
 import { at, minutes, reading, StepHarness } from './support/steps.js';
 
@@ -91,6 +92,16 @@ describe('the scheduler across steps of the wall clock', () => {
     // it fired at its time (a minute of hops at most late), not 30 days later
     expect(ticks[0].wall - ticks[0].due).toBeLessThan(MAX_WAIT);
     expect(Math.max(...delays)).toBeLessThanOrEqual(MAX_WAIT);
+  });
+
+  it('the min_interval of an action is a span: a step back by 30 days does not mute it', () => {
+    const writes: number[] = [];
+    const action = new ActionSink({ device: 'plc', point: 'trip', value: true, min_interval: minutes(1) }, async () => void writes.push(Date.now()), () => {}, pino({ level: 'silent' }));
+    action.handle(reading(Date.now(), { p: 1 }));
+    vi.setSystemTime(Date.now() - 30 * DAY);
+    vi.advanceTimersByTime(minutes(2));
+    action.handle(reading(Date.now(), { p: 1 }));
+    expect(writes).toHaveLength(2);
   });
 
   it('a step forward by a year: no burst of the skipped ticks, aligned to the new time', () => {
