@@ -57,23 +57,25 @@ export function schedule(next: NextTick, fire: (due: number) => void, options: {
     const step = wallNow - wall - (monoNow - mono);
     wall = wallNow;
     mono = monoNow;
-    if (Math.abs(step) > STEP_TOLERANCE) {
-      // the tick awaited belongs to the old timeline: align to the new one, fire nothing now
-      options.onStep?.(step);
-      due = next(wallNow);
-    } else if (wallNow >= due) {
-      try {
-        fire(due);
-      } finally {
-        // after the tick just fired (a timer may wake a little early), or after now if it was late
+    try {
+      if (Math.abs(step) > STEP_TOLERANCE) {
+        // the tick awaited belongs to the old timeline: align to the new one, fire nothing now
+        due = next(wallNow);
+        options.onStep?.(step);
+      } else if (wallNow >= due) {
+        const tick = due;
+        // after the tick due (a timer may wake a little early), or after now if it was late
         due = next(Math.max(due, wallNow));
+        fire(tick);
+      } else {
+        // stepped back by less than the tolerance, or slewed: never wait past the next tick after now
+        const soonest = next(wallNow);
+        if (soonest < due) due = soonest;
       }
-    } else {
-      // stepped back by less than the tolerance, or slewed: never wait past the next tick after now
-      const soonest = next(wallNow);
-      if (soonest < due) due = soonest;
+    } finally {
+      // a tick that throws (the error goes on, as it would from any timer) does not end the schedule
+      if (!stopped) arm();
     }
-    if (!stopped) arm();
   };
 
   const arm = () => {
