@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentProcess } from './support/agent-process.js';
+import { ModbusServer } from './support/modbus-server.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { freePort, until } from './support/ports.js';
 import { Subscriber } from './support/subscriber.js';
@@ -33,13 +34,17 @@ function libfaketime(): string | undefined {
 describe('steps of the system clock (libfaketime)', () => {
   const lib = libfaketime();
   let broker: Mosquitto;
+  let plc: ModbusServer;
   let dir: string;
   beforeAll(async () => {
     broker = await Mosquitto.start();
+    plc = await ModbusServer.start();
+    plc.unit(1).holding[0] = 42;
     dir = mkdtempSync(join(tmpdir(), 'clock-step-'));
   });
   afterAll(async () => {
     await broker?.stop();
+    await plc?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -60,6 +65,13 @@ devices:
     points:
       - { name: energy_kwh, signal: counter, rate: 3600 }
       - { name: power_kw, signal: sine, min: 0, max: 10, period: 10s }
+  - id: plc
+    protocol: modbus-tcp
+    host: 127.0.0.1
+    port: ${plc.port}
+    poll: 200ms
+    points:
+      - { name: level, area: holding, address: 0, type: uint16 }
   - id: sensor
     protocol: mqtt
     broker: ${broker.url}
@@ -79,6 +91,9 @@ streams:
     from: { device: meter, points: [power_kw] }
     steps:
       - window: { size: 2s, functions: { power_kw: [avg, count] } }
+    to: [up]
+  - name: modbus
+    from: { device: plc, points: [level] }
     to: [up]
   - name: sensor_raw
     from: { device: sensor, points: [t] }
@@ -194,11 +209,14 @@ upstream:
       for (const [name, { from, to }] of phaseOf) {
         const raw = byStream('raw', from, to).length;
         const ticks = byStream('tick', from, to).length;
-        counts[name] = { raw, ticks, energy: byStream('energy', from, to).length, power: byStream('power', from, to).length, sensor: byStream('sensor_window', from, to).length };
+        const modbus = byStream('modbus', from, to).length;
+        counts[name] = { raw, modbus, ticks, energy: byStream('energy', from, to).length, power: byStream('power', from, to).length, sensor: byStream('sensor_window', from, to).length };
         const seconds = name === 'unsynchronized' ? 2 : name === 'forward to the real time' || name === 'synchronized' ? 4 : 3;
         expect(raw, `${name}: readings of the simulator`).toBeGreaterThanOrEqual(seconds * 10 * 0.4);
         expect(raw, `${name}: readings of the simulator`).toBeLessThanOrEqual(seconds * 10 * 1.6 + 5);
         expect(ticks, `${name}: timer ticks`).toBeLessThanOrEqual(seconds + 3);
+        expect(modbus, `${name}: Modbus polls`).toBeGreaterThanOrEqual(seconds * 5 * 0.4);
+        expect(modbus, `${name}: Modbus polls`).toBeLessThanOrEqual(seconds * 5 * 1.6 + 3);
       }
       console.log('records per phase', counts);
       for (const name of ['synchronized', 'back 2 minutes', 'back 30 days', 'forward to the real time']) expect(counts[name].ticks, `${name}: timer ticks`).toBeGreaterThanOrEqual(1);
