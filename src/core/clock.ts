@@ -166,13 +166,13 @@ export class ClockSync {
     if (existsSync(TIMESYNCD_DIR)) return this.set(existsSync(`${TIMESYNCD_DIR}/synchronized`), 'systemd-timesyncd');
     if (this.noTimedatectl || this.checking || this.checks++ % TIMEDATECTL_EVERY !== 0) return;
     this.checking = true;
-    execFile('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'], { timeout: 2000 }, (err, stdout) => {
+    execFile('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'], { timeout: 2000 }, (err, stdout, stderr) => {
       this.checking = false;
       if (this.mode !== mode) return;
       const answer = stdout?.trim();
       if (err || (answer !== 'yes' && answer !== 'no')) {
         this.noTimedatectl = true;
-        this.log.info(`cannot tell whether the system clock is synchronized (no systemd-timesyncd, timedatectl: ${err ? err.message.split('\n')[0] : answer}); readings are not marked; set agent.clock_sync to a file, or off`);
+        this.log.info(`cannot tell whether the system clock is synchronized (no systemd-timesyncd, timedatectl: ${err ? String(stderr).trim().split('\n')[0] || err.message : answer}); readings are not marked; set agent.clock_sync to a file, or off`);
         return;
       }
       this.set(answer === 'yes', 'timedatectl');
