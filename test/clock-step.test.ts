@@ -187,6 +187,7 @@ upstream:
       await runPhase('back 30 days', '-30d');
       await runPhase('forward to the real time', '+0', 4000);
 
+      const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
       probing = false;
       publishing = false;
       await Promise.all([prober, publisher]);
@@ -243,6 +244,11 @@ upstream:
       expect(byStream('raw', 0, phaseOf.get('unsynchronized')!.to).some((r) => r.quality?.power_kw === 'estimated')).toBe(true);
       expect(byStream('raw', from, to).slice(-10).every((r) => r.quality === undefined)).toBe(true);
 
+      // counted where the metrics show it (this process: started 2 years ahead, then stepped 3 times)
+      const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
+      expect(metric('edge_clock_steps_total')).toBeGreaterThanOrEqual(3);
+      expect(metric('edge_readings_untimely_total')).toBeGreaterThanOrEqual(1);
+      expect(metric('edge_clock_synchronized')).toBe(1);
       expect(agent.log.some((l) => /TimeoutOverflowWarning/.test(l))).toBe(false);
       expect(agent.log.some((l) => /the system clock was stepped back by 30.0 d/.test(l))).toBe(true);
     } finally {
