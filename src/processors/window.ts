@@ -131,6 +131,7 @@ export const window: ProcessorFactory = (params: Params, context) => {
         context.count('clock_back');
         close(key, keyState, Infinity, emit, true);
         keyState.watermark = ts;
+        state.set(key, keyState);
       }
       if (ts > keyState.watermark) keyState.watermark = ts;
       close(key, keyState, keyState.watermark - lateness, emit);
