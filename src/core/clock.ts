@@ -66,8 +66,8 @@ export class ClockGuard {
       const bound = why === 'future' ? `more than ${this.maxFuture} ms (agent.max_future) ahead of the agent's clock (${new Date(now).toISOString()})` : `before ${new Date(this.minTime).toISOString()} (agent.min_time)`;
       this.log.warn({ device: reading.device, ts: reading.ts }, `device ${reading.device}: reading stamped ${stamp(reading.ts)} is ${bound}: passed with quality bad, not used to advance windows, energy or samplers`);
     } else if (this.episodes.untracked === 1) this.log.warn({ devices: this.episodes.max }, `more than ${this.episodes.max} devices send readings out of time: the others are counted, not logged`);
-    const quality: Record<string, Quality> = {};
-    for (const name in reading.values) quality[name] = 'bad';
+    let quality: Record<string, Quality> | undefined;
+    for (const name in reading.values) (quality ??= {})[name] = 'bad';
     return { ...reading, quality, untimely: why };
   }
 
