@@ -3,10 +3,11 @@ import type { Logger } from 'pino';
 import { ConfigError } from '../config/errors.js';
 import { loadConfigFile, parseConfig, type LoadedConfig } from '../config/load.js';
 import type { AgentConfig } from '../config/types.js';
-import { RolledBack, type ConfigChange, type ConfigStatus, type ManagedAgent } from '../manage/managed-agent.js';
+import { RolledBack, type ClockStatus, type ConfigChange, type ConfigStatus, type ManagedAgent } from '../manage/managed-agent.js';
 import type { Forwarder } from '../outbox/forwarder.js';
 import type { Outbox } from '../outbox/outbox.js';
 import { validateConfig } from '../streams/build.js';
+import { ClockGuard, ClockSync } from '../core/clock.js';
 import { LatestValues } from '../streams/latest.js';
 import type { Reading } from '../streams/reading.js';
 import {
@@ -55,13 +56,17 @@ export class Agent implements ManagedAgent {
   /** The time zone the running streams were built with (windows and timers depend on it). */
   private timezone = '';
   appliedAt = Date.now();
+  /** Judges the time of every reading that enters the streams (see core/clock.ts). */
+  readonly clockGuard: ClockGuard;
   private hooks: AgentHooks = {};
 
   private constructor(
     private loaded: LoadedConfig,
     readonly log: Logger,
     private readonly env: NodeJS.ProcessEnv,
-  ) {}
+  ) {
+    this.clockGuard = new ClockGuard(loaded.config.agent, log, new ClockSync(log));
+  }
 
   get config(): AgentConfig {
     return this.loaded.config;
@@ -124,6 +129,7 @@ export class Agent implements ManagedAgent {
       setInterval(() => agent.outbox.expire(), EXPIRE_MS),
     );
     agent.outbox.expire();
+    agent.clockGuard.sync.watchSteps();
     agent.stopWatching = watchConfigFile(
       file,
       async (text) => {
@@ -189,6 +195,7 @@ export class Agent implements ManagedAgent {
     try {
       const change = await this.reconcile(loaded, true);
       this.loaded = loaded;
+      this.clockGuard.configure(loaded.config.agent);
       this.log.level = loaded.config.agent.log_level;
       this.appliedAt = Date.now();
       this.log.info({ version: loaded.config.version, ...change }, `config from ${source} applied (restarted: ${describe(change)})`);
@@ -206,7 +213,7 @@ export class Agent implements ManagedAgent {
     if (!running) return undefined;
     if (running.deployed !== deployed) {
       running.deployed = deployed;
-      if (deployed) startStreamTimer(running, this.timezone);
+      if (deployed) startStreamTimer(running, this.timezone, this.clockGuard);
       else running.stopTimer?.();
       this.router.route(this.parts.streams.values());
       this.log.info({ stream: name }, `stream ${name} ${deployed ? 'deployed' : 'undeployed'}`);
@@ -230,6 +237,11 @@ export class Agent implements ManagedAgent {
     return { agent: this.config.agent.id, version: this.config.version ?? null, file: resolve(this.file), applied_at: this.appliedAt };
   }
 
+  clockStatus(): ClockStatus {
+    const { rejected, estimated, sync } = this.clockGuard;
+    return { untimely: rejected, estimated, steps: sync.steps, synchronized: sync.synchronized };
+  }
+
   events(): readonly Reading[] {
     return this.router.recentEvents;
   }
@@ -248,6 +260,7 @@ export class Agent implements ManagedAgent {
     this.stopWatching();
     await this.applying;
     for (const timer of this.timers) clearInterval(timer);
+    this.clockGuard.sync.stop();
     await this.hooks.stopping?.();
     await this.stopAll();
     closeStore(this.store);
@@ -289,7 +302,8 @@ export class Agent implements ManagedAgent {
       this.parts,
       config,
       {
-        deliver: (reading) => {
+        deliver: (received) => {
+          const reading = this.clockGuard.admit(received);
           this.latest.update(reading);
           this.router.deliver(reading);
         },
@@ -301,7 +315,7 @@ export class Agent implements ManagedAgent {
     );
     this.timezone = config.agent.timezone;
     const router = this.router;
-    await reconcileStreams(this.parts, loaded, state, { now: Date.now, latest: this.latest }, {
+    await reconcileStreams(this.parts, loaded, state, { now: Date.now, latest: this.latest }, this.clockGuard, {
       send: (upstreams, stream, reading) => router.send(upstreams, stream, reading),
       write: (device, point, value) => router.write(device, point, value),
       log: this.log,

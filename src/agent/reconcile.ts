@@ -4,6 +4,7 @@ import type { AgentConfig, DeviceConfig, StreamConfig, UpstreamConfig } from '..
 import type { Connector } from '../connectors/connector.js';
 import { createConnector } from '../connectors/index.js';
 import { startTimer, TimerSchedule } from '../connectors/timer/timer.js';
+import type { ClockGuard } from '../core/clock.js';
 import { Forwarder } from '../outbox/forwarder.js';
 import type { Outbox } from '../outbox/outbox.js';
 import { buildStreams, type StepRuntime } from '../streams/build.js';
@@ -120,7 +121,15 @@ export async function reconcileDevices(
 }
 
 /** Streams: each changed one stopped, each new one built with its state and wired to its sinks. */
-export async function reconcileStreams(parts: Parts, loaded: LoadedConfig, state: StateStore, runtime: StepRuntime, sinks: StreamSinks, change: ConfigChange): Promise<void> {
+export async function reconcileStreams(
+  parts: Parts,
+  loaded: LoadedConfig,
+  state: StateStore,
+  runtime: StepRuntime,
+  clockGuard: ClockGuard,
+  sinks: StreamSinks,
+  change: ConfigChange,
+): Promise<void> {
   const { config } = loaded;
   await removeChanged(parts.streams, config.streams, (s) => s.name, change.streams, (running) => running.stopTimer?.());
   const toBuild = new Set(config.streams.filter((s) => !parts.streams.has(s.name)).map((s) => s.name));
@@ -130,15 +139,15 @@ export async function reconcileStreams(parts: Parts, loaded: LoadedConfig, state
     if (!toBuild.has(streamConfig.name) || !steps) continue;
     const running: RunningStream = { config: streamConfig, stream: wireStream(streamConfig, steps, sinks), deployed: true };
     parts.streams.set(streamConfig.name, running);
-    startStreamTimer(running, config.agent.timezone);
+    startStreamTimer(running, config.agent.timezone, clockGuard);
     added(change.streams, streamConfig.name);
   }
 }
 
 /** A timer stream's ticks, in the time zone of the config it was built with. */
-export function startStreamTimer(running: RunningStream, timezone: string): void {
+export function startStreamTimer(running: RunningStream, timezone: string, clockGuard: ClockGuard): void {
   const { timer } = running.config.from;
   if (!timer || !running.deployed) return;
   const schedule = new TimerSchedule(timer, timezone);
-  running.stopTimer = startTimer(schedule, (ts) => running.stream.push({ device: 'timer', ts, values: {} }));
+  running.stopTimer = startTimer(schedule, (ts) => running.stream.push(clockGuard.admit({ device: 'timer', ts, values: {} })));
 }

@@ -350,6 +350,9 @@ function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig 
     log_level: 'info',
     http: '127.0.0.1:8080',
     timezone: 'UTC',
+    max_future: 3_600_000,
+    min_time: '2020-01-01',
+    clock_sync: 'auto',
     ...raw.agent,
   };
   agent.data_dir = resolve(configDir, agent.data_dir);

@@ -11,6 +11,12 @@ export interface AgentSection {
   /** Bearer token the API requires; needed when `http` is not on loopback. */
   http_token?: string;
   timezone: string;
+  /** ms: a reading whose ts is further ahead of the agent's clock is not believed (quality bad). */
+  max_future: number;
+  /** ISO date: a reading before it is not believed (a device or agent clock that lost its time). */
+  min_time: string;
+  /** How to tell whether the system clock is synchronized: `auto`, `off`, or a file that exists when it is. */
+  clock_sync: string;
 }
 
 export interface PointConfig {

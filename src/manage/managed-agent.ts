@@ -56,6 +56,17 @@ export interface OutboxStatus {
   last_seq: number;
 }
 
+export interface ClockStatus {
+  /** Readings whose ts was too far ahead (agent.max_future) or before agent.min_time. */
+  untimely: number;
+  /** Readings marked estimated because the system clock was not synchronized. */
+  estimated: number;
+  /** Steps of the system clock seen. */
+  steps: number;
+  /** Whether the system clock is synchronized; undefined when it cannot be told. */
+  synchronized: boolean | undefined;
+}
+
 export interface ConfigStatus {
   agent: string;
   version: string | number | null;
@@ -76,6 +87,7 @@ export interface ManagedAgent {
   deviceStatus(): DeviceStatus[];
   outboxStatus(): OutboxStatus;
   configStatus(): ConfigStatus;
+  clockStatus(): ClockStatus;
   /** Events that went upstream lately, newest last. */
   events(): readonly Reading[];
   /** A config text as if it were the config file; throws ConfigError. */

@@ -70,6 +70,13 @@ export function createMetrics(agent: ManagedAgent): Registry {
   gauge('edge_upstream_retrying', '1 from a failed send until a send succeeds again', ['upstream'], (set) => {
     for (const upstream of agent.outboxStatus().upstreams) set({ upstream: upstream.name }, upstream.retrying ? 1 : 0);
   });
+  counter('edge_readings_untimely_total', 'Readings whose ts was too far ahead (agent.max_future) or before agent.min_time: passed as bad', [], (set) => set({}, agent.clockStatus().untimely));
+  counter('edge_readings_estimated_total', 'Readings marked estimated because the system clock was not synchronized', [], (set) => set({}, agent.clockStatus().estimated));
+  counter('edge_clock_steps_total', 'Steps of the system clock seen (polls and timers re-aligned)', [], (set) => set({}, agent.clockStatus().steps));
+  gauge('edge_clock_synchronized', '1 while the system clock is synchronized, 0 while not (absent when unknown)', [], (set) => {
+    const { synchronized } = agent.clockStatus();
+    if (synchronized !== undefined) set({}, synchronized ? 1 : 0);
+  });
   gauge('edge_config_info', 'The running config version', ['version'], (set) => set({ version: String(agent.config.version ?? '') }, 1));
   return registry;
 }

@@ -57,6 +57,14 @@ const HOUR = 3_600_000;
  * aggregated (counted); readings later than `lateness` for a closed window are dropped
  * (counted); empty windows emit nothing. Open windows are persisted; one that ended while the
  * agent was down is emitted at the first tick after start-up, as `partial`.
+ *
+ * Time: a reading marked `untimely` (its ts not believed, see core/clock.ts) is not aggregated
+ * and does not move the watermark (counted). When a key's watermark lies further ahead of the
+ * agent's clock than max_future + lateness + size and an earlier reading comes (the clock that
+ * stamped the readings was stepped back), the open windows are emitted `partial` and the
+ * watermark starts again from the reading (`clock_back`), instead of every reading being dropped
+ * as late until the clock catches up. Empty windows never emit, so a gap of any length costs
+ * nothing.
  */
 export const window: ProcessorFactory = (params: Params, context) => {
   const every = params.every ?? params.size;
@@ -70,6 +78,7 @@ export const window: ProcessorFactory = (params: Params, context) => {
   const { state } = context;
   const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
   let restored = keys.size > 0;
+  const maxFuture = context.maxFuture ?? HOUR;
 
   function emitWindow(acc: WindowAcc, device: string, emit: Emit, forcePartial: boolean) {
     if (acc.readings === 0) return;
@@ -107,6 +116,10 @@ export const window: ProcessorFactory = (params: Params, context) => {
 
   return {
     process(reading, emit) {
+      if (reading.untimely) {
+        context.count('untimely');
+        return;
+      }
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
       if (!keyState) {
@@ -114,6 +127,12 @@ export const window: ProcessorFactory = (params: Params, context) => {
         keys.add(key);
       }
       const { ts } = reading;
+      if (ts < keyState.watermark && keyState.watermark > context.now() + maxFuture + lateness + params.size) {
+        context.count('clock_back');
+        close(key, keyState, Infinity, emit, true);
+        keyState.watermark = ts;
+        state.set(key, keyState);
+      }
       if (ts > keyState.watermark) keyState.watermark = ts;
       close(key, keyState, keyState.watermark - lateness, emit);
 

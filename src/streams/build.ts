@@ -51,6 +51,7 @@ export function buildStreams(
             now: runtime.now,
             latest: runtime.latest,
             timezone: loaded.config.agent.timezone,
+            maxFuture: loaded.config.agent.max_future,
             count: (name, n = 1) => {
               const counter = `${index + 1}.${operator}.${name}`;
               counters.set(counter, (counters.get(counter) ?? 0) + n);

@@ -1,6 +1,7 @@
 import type { DeviceConfig, Value } from '../../config/types.js';
 import type { Quality, Reading } from '../../streams/reading.js';
 import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
+import { everyTick, schedule } from '../../core/schedule.js';
 import { acquireBus, BusError, isTimeout, releaseBus, type Client, type ModbusBus } from './bus.js';
 import { decode, encode, EncodeError } from './codec.js';
 import { DEFAULT_LIMITS, plan, type Block } from './planner.js';
@@ -26,7 +27,7 @@ export const createModbus: ConnectorFactory = async (device, context) => new Mod
 interface PollGroup {
   every: number;
   blocks: Block[];
-  timer?: NodeJS.Timeout;
+  stopPolls?: () => void;
   busy: boolean;
 }
 
@@ -83,20 +84,11 @@ class ModbusDevice implements Connector {
   start(deliver: (reading: Reading) => void): void {
     this.deliver = deliver;
     for (const group of this.groups) {
-      // Polls fall on multiples of the rate from the epoch: no drift, however long it runs.
-      // The next one follows the one due, not the clock, which a timer may read a little early.
-      const { every } = group;
-      let due = Math.ceil((Date.now() + 1) / every) * every;
-      const arm = () => {
-        group.timer = setTimeout(() => {
-          if (this.stopped) return;
-          due += every;
-          if (due <= Date.now()) due = Math.ceil((Date.now() + 1) / every) * every; // skip what a stall missed
-          arm();
-          if (!group.busy) void this.poll(group);
-        }, Math.max(0, due - Date.now()));
-      };
-      arm();
+      // Polls fall on multiples of the rate from the epoch (no drift), waited for on the
+      // monotonic clock (a step of the wall clock neither silences nor floods them).
+      group.stopPolls = schedule(everyTick(group.every), () => {
+        if (!this.stopped && !group.busy) void this.poll(group);
+      });
     }
   }
 
@@ -218,7 +210,7 @@ class ModbusDevice implements Connector {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const group of this.groups) clearTimeout(group.timer);
+    for (const group of this.groups) group.stopPolls?.();
     await releaseBus(this.bus);
   }
 }
