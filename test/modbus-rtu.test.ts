@@ -1,0 +1,110 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Connector } from '../src/connectors/connector.js';
+import { createModbus } from '../src/connectors/modbus/modbus.js';
+import type { Reading } from '../src/streams/reading.js';
+import { AgentProcess } from './support/agent-process.js';
+import { until } from './support/ports.js';
+import { RtuLine } from './support/rtu.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function line(units: number[], faulty?: 'late'): Promise<RtuLine> {
+  const l = await RtuLine.start(units, faulty);
+  cleanups.push(() => l.stop());
+  return l;
+}
+
+/** Two points of unit 1 read in two requests of the same function and length: a at holding 0, b at holding 100. */
+async function twoPoints(path: string) {
+  const lines: string[] = [];
+  const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+  const readings: Reading[] = [];
+  const connector = (await createModbus(
+    { id: 'pair', protocol: 'modbus-rtu', serial: { path, baud: 19200 }, unit_id: 1, poll: 100, timeout: 200, retries: 0, points: [{ name: 'a', area: 'holding', address: 0 }, { name: 'b', area: 'holding', address: 100 }] },
+    { log, agentId: 'gw' },
+  )) as Connector & { readErrors: number; discardedReplies: number };
+  cleanups.push(() => connector.stop());
+  connector.start((r) => readings.push(r));
+  const good = (name: 'a' | 'b') => readings.filter((r) => r.quality?.[name] !== 'bad').map((r) => r.values[name]);
+  return { connector, readings, lines, good };
+}
+
+describe('Modbus RTU framing', () => {
+  it('never takes a late reply for the reply to the next request: every value of a is a’s, every value of b is b’s', async () => {
+    // The values as pymodbus serves them (register N of unit 1 holds 100 + N)…
+    const pymodbus = await line([1]);
+    const right = await twoPoints(pymodbus.path);
+    await until(() => right.good('b').length >= 5, 10_000, 'five good readings from pymodbus');
+    await right.connector.stop();
+    pymodbus.stop();
+    const expected = { a: right.good('a')[0], b: right.good('b')[0] };
+    expect(expected).toEqual({ a: 100, b: 200 });
+
+    // …and from a slave with the same registers that answers one request in seven after 300 ms
+    const late = await line([], 'late');
+    const pair = await twoPoints(late.path);
+    await until(() => pair.readings.length >= 100, 60_000, '100 polls');
+    const a = pair.good('a');
+    const b = pair.good('b');
+    const badValues = pair.readings.length * 2 - a.length - b.length;
+    console.log(`late slave: ${pair.readings.length} polls, ${a.length} good a, ${b.length} good b, ${badValues} bad, ${pair.connector.discardedReplies} replies discarded`);
+    expect(a.filter((v) => v !== expected.a)).toEqual([]);
+    expect(b.filter((v) => v !== expected.b)).toEqual([]);
+    expect(badValues).toBeGreaterThan(0); // the late replies happened, as timeouts
+    expect(a.length + b.length).toBeGreaterThan(pair.readings.length); // and most reads were good
+    // each late reply was discarded, counted, and logged once per episode
+    expect(pair.connector.discardedReplies).toBeGreaterThan(0);
+    expect(pair.connector.readErrors).toBe(badValues);
+    const discards = pair.lines.filter((l) => l.includes('discarded a reply'));
+    const recoveries = pair.lines.filter((l) => l.includes('replies match their requests again'));
+    expect(discards.length).toBeGreaterThan(0);
+    expect(discards[0]).toMatch(/modbus-rtu .*: discarded a reply: a reply that came after its request timed out/);
+    expect(discards.length - recoveries.length).toBeLessThanOrEqual(1);
+  });
+
+  it('stops on SIGTERM within 5 s with exit code 0 while an RTU device is between retries', { timeout: 60_000 }, async () => {
+    const rtu = await line([1]);
+    const dir = mkdtempSync(join(tmpdir(), 'rtu-sigterm-'));
+    const config = join(dir, 'agent.yaml');
+    writeFileSync(
+      config,
+      `agent: { id: gw, data_dir: ${dir}/data }
+devices:
+  - id: dead
+    protocol: modbus-rtu
+    serial: { path: ${rtu.path}, baud: 19200 }
+    unit_id: 7
+    timeout: 8s
+    retries: 3
+    poll: 1s
+    points:
+      - { name: v, area: holding, address: 0 }
+streams:
+  - name: s
+    from: { device: dead }
+    steps: []
+    to: [file]
+upstream: [{ name: file, type: file, path: out.jsonl }]
+`,
+    );
+    const agent = AgentProcess.start(config);
+    cleanups.push(() => agent.kill('SIGKILL'));
+    await agent.waitForLog(/agent gw running/);
+    // the first poll (within 1 s) times out after 8 s; then the line is drained and retried
+    await sleep(9500);
+    agent.kill('SIGTERM');
+    const took = await Promise.race([agent.exit(), sleep(5000).then(() => -1)]);
+    console.log(`SIGTERM with an RTU device mid-retry: exited after ${took} ms (-1: not within 5 s)`);
+    expect(took).toBeGreaterThanOrEqual(0);
+    expect(agent.exitCode).toBe(0);
+  });
+});
