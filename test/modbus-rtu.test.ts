@@ -17,7 +17,7 @@ afterEach(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function line(units: number[], faulty?: 'late'): Promise<RtuLine> {
+async function line(units: number[], faulty?: 'late' | 'echo'): Promise<RtuLine> {
   const l = await RtuLine.start(units, faulty);
   cleanups.push(() => l.stop());
   return l;
@@ -69,6 +69,22 @@ describe('Modbus RTU framing', () => {
     expect(discards.length).toBeGreaterThan(0);
     expect(discards[0]).toMatch(/modbus-rtu .*: discarded a reply: a reply that came after its request timed out/);
     expect(discards.length - recoveries.length).toBeLessThanOrEqual(1);
+  });
+
+  it('refuses a write whose echo names another address, as a reply that does not match its request', async () => {
+    const rtu = await line([], 'echo');
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    const connector = (await createModbus(
+      { id: 'valve', protocol: 'modbus-rtu', serial: { path: rtu.path, baud: 19200 }, unit_id: 1, poll: 60_000, timeout: 200, retries: 0, points: [{ name: 'open', area: 'holding', address: 10, writable: true }] },
+      { log, agentId: 'gw' },
+    )) as Connector & { discardedReplies: number };
+    cleanups.push(() => connector.stop());
+    await expect(connector.write('open', 5)).rejects.toThrow(
+      'device valve, point open: unit 1, function 6, address 10: reply does not match the request: function 6 echoed address 11 and 5, not the 10 and 5 sent',
+    );
+    expect(connector.discardedReplies).toBe(1);
+    expect(lines.filter((l) => l.includes('discarded a reply'))).toHaveLength(1);
   });
 
   it('stops on SIGTERM within 5 s with exit code 0 while an RTU device is between retries', { timeout: 60_000 }, async () => {

@@ -2,7 +2,8 @@
 
 usage: rtu_faulty.py PORT MODE   (MODE: crc = replies with a wrong CRC; short = replies with
 one register less than asked, with a right CRC; late = right replies, but one request in seven
-is answered after 300 ms). Answers FC3 reads only; register N of unit U holds 100 * U + N, as
+is answered after 300 ms; echo = FC6 writes are answered with the address after the one
+written, with a right CRC). Answers FC3 reads (and FC6 writes in echo mode); register N of unit U holds 100 * U + N, as
 in rtu_server.py. Prints "ready". Needs pyserial: Debian's python3-serial, so run it with
 /usr/bin/python3 (a pyenv python3 on PATH does not have it).
 """
@@ -34,6 +35,10 @@ while True:
     request, buffer = buffer[:8], buffer[8:]
     unit, function, start, count = struct.unpack(">BBHH", request[:6])
     requests += 1
+    if mode == "echo" and function == 6:
+        body = request[:2] + struct.pack(">HH", start + 1, count)
+        port.write(body + struct.pack("<H", crc16(body)))
+        continue
     if mode == "short":
         count -= 1
     body = bytes([unit, function, 2 * count]) + b"".join(struct.pack(">H", 100 * unit + start + i) for i in range(count))
