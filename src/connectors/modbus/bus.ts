@@ -15,6 +15,8 @@ export interface BusAddress {
 }
 
 const MAX_UNIT_BACKOFF = 60_000;
+/** Replies matching their requests for this long end an episode of discarded ones. */
+const DISCARD_EPISODE = 60_000;
 
 /** The part of modbus-serial's RTUBufferedPort (not in its typings) that CheckedRtuPort builds on. */
 interface BufferedPort extends EventEmitter {
@@ -91,6 +93,11 @@ class CheckedRtuPort extends RTUBufferedPort {
   private release(): void {
     clearTimeout(this.held);
     this.held = undefined;
+  }
+
+  /** Bytes received and not passed on. */
+  get buffered(): number {
+    return this._buffer.length;
   }
 
   /** Empties the buffer: bytes that came after their request timed out, or belong to no request. */
@@ -173,6 +180,7 @@ export class ModbusBus {
   private readonly discards = new Episodes();
   /** Replies discarded on a serial line: late, stray, or not matching their request. */
   discardedReplies = 0;
+  private lastDiscard = 0;
   users = 0;
 
   constructor(
@@ -262,6 +270,7 @@ export class ModbusBus {
    */
   private async drain(port: CheckedRtuPort, window: number): Promise<void> {
     port.expecting = false;
+    const partial = port.buffered;
     const end = performance.now() + window;
     for (;;) {
       const now = performance.now();
@@ -269,17 +278,23 @@ export class ModbusBus {
       if (wait <= 0 || this.closed) break;
       await this.sleep(wait);
     }
-    port.flush('a reply that came after its request timed out');
+    port.flush(partial > 0 ? `an incomplete or unrecognised reply (${partial} bytes when its request timed out)` : 'a reply that came after its request timed out');
   }
 
+  /**
+   * Counts a discarded reply; logs the first of an episode, which lasts until replies have
+   * matched their requests for a minute (a slave late one time in seven is one episode).
+   */
   private discarded(reason: string): void {
     this.discardedReplies++;
-    if (this.discards.begin('discard')) this.log.warn({ bus: this.name }, `${this.name}: discarded a reply: ${reason} (counted; logged again when replies match their requests again)`);
+    this.lastDiscard = Date.now();
+    if (this.discards.begin('discard')) this.log.warn({ bus: this.name }, `${this.name}: discarded a reply: ${reason} (each is counted; logged again after a quiet minute)`);
   }
 
   private matchesAgain(): void {
+    if (!this.discards.has('discard') || Date.now() - this.lastDiscard < DISCARD_EPISODE) return;
     const count = this.discards.end('discard');
-    if (count > 0) this.log.info({ bus: this.name }, `${this.name}: replies match their requests again, after ${count} discarded`);
+    this.log.info({ bus: this.name }, `${this.name}: replies have matched their requests for a minute, after ${count} discarded`);
   }
 
   private async connect(timeout: number): Promise<Client> {
