@@ -2,7 +2,7 @@
 
 usage: rtu_faulty.py PORT MODE   (MODE: crc = replies with a wrong CRC; short = replies with
 one register less than asked, with a right CRC; late = right replies, but one request in seven
-is answered after 300 ms; echo = FC6 writes are answered with the address after the one
+is answered after 300 ms; very-late = the same after 500 ms; echo = FC6 writes are answered with the address after the one
 written, with a right CRC). Answers FC3 reads (and FC6 writes in echo mode); register N of unit U holds 100 * U + N, as
 in rtu_server.py. Prints "ready". Needs pyserial: Debian's python3-serial, so run it with
 /usr/bin/python3 (a pyenv python3 on PATH does not have it).
@@ -45,6 +45,6 @@ while True:
     crc = crc16(body)
     if mode == "crc":
         crc ^= 0x5A5A
-    if mode == "late" and requests % 7 == 0:
-        time.sleep(0.3)
+    if mode in ("late", "very-late") and requests % 7 == 0:
+        time.sleep(0.3 if mode == "late" else 0.5)
     port.write(body + struct.pack("<H", crc))
