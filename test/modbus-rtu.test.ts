@@ -114,6 +114,7 @@ devices:
     unit_id: 7
     timeout: 8s
     retries: 3
+    offline_after: 2
     poll: 1s
     points:
       - { name: v, area: holding, address: 0 }
