@@ -142,5 +142,8 @@ describe('Modbus TCP connecting', () => {
     expect(readings.every((r) => r.quality?.v === 'bad')).toBe(true);
     expect(lines.filter((l) => l.includes('"level":40') && l.includes('function 3'))).toHaveLength(1);
     expect(connector.readErrors).toBeGreaterThanOrEqual(5);
+    // stopping ends a connection attempt in flight (it waited for the attempt, minutes without an answer)
+    await until(() => lines.length > 0, 1000, 'a log line');
+    await connector.stop();
   });
 });

@@ -222,7 +222,7 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
     await until(() => s.unit(1).coils[0] === 1, 5000, 'the breaker coil');
     const records = () => readJsonLines(join(dir, 'out.jsonl'));
     await until(() => records().some((r) => r.event?.code === 'ACTION'), 5000, 'the ACTION event');
-    expect(records().find((r) => r.event?.code === 'ACTION').event).toMatchObject({ ok: true, point: 'breaker', value: true });
+    expect(records().find((r) => r.event?.code === 'ACTION').event).toMatchObject({ ok: true, point: 'breaker', value: true, written: true, read_back: true, description: 'wrote true to meter-1.breaker; read back true' });
     expect(records().find((r) => r.event?.code === 'OVERLOAD').event).toMatchObject({ description: 'power 450 kW', state: 'raised' });
   });
 });
