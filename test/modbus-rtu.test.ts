@@ -81,6 +81,10 @@ async function lateSlave(late: RtuLine, expected: { a: unknown; b: unknown }, po
   const discards = pair.lines.filter((l) => l.includes('discarded a reply'));
     expect(discards).toHaveLength(1);
   expect(discards[0]).toMatch(/modbus-rtu .*: discarded a reply: /);
+  // and the failed reads: one warning per point's read for the whole run, not one per late reply
+  const warnings = pair.lines.filter((l) => l.includes('"level":40') && l.includes('function 3'));
+  expect(warnings.length).toBeGreaterThanOrEqual(1);
+  expect(warnings.length).toBeLessThanOrEqual(2);
 }
 
 describe('Modbus RTU replies', () => {

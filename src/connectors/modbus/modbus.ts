@@ -2,7 +2,7 @@ import type { DeviceConfig, Value } from '../../config/types.js';
 import type { Quality, Reading } from '../../streams/reading.js';
 import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory, type WriteOutcome } from '../connector.js';
 import { DeviceStatus } from '../status.js';
-import { acquireBus, BusError, isTimeout, releaseBus, type Client, type ModbusBus } from './bus.js';
+import { acquireBus, BusError, releaseBus, type Client, type ModbusBus } from './bus.js';
 import { decode, encode, EncodeError } from './codec.js';
 import { DEFAULT_LIMITS, plan, type Block } from './planner.js';
 import { spanOf, type ModbusPoint } from './points.js';
@@ -21,6 +21,8 @@ interface ModbusDeviceConfig extends DeviceConfig {
 }
 
 const FUNCTION = { coil: 1, discrete: 2, holding: 3, input: 4 } as const;
+/** A read that fails now and then is one episode until it has worked this long. */
+const QUIET_EPISODE = 60_000;
 
 export const createModbus: ConnectorFactory = async (device, context) => new ModbusDevice(device as ModbusDeviceConfig, context);
 
@@ -52,8 +54,8 @@ class ModbusDevice implements Connector {
   private readonly timeout: number;
   private readonly retries: number;
   private readonly groups: PollGroup[];
-  /** Reads failing now, with the kind of error that began the episode. */
-  private readonly failing = new Map<string, string>();
+  /** Reads failing now (or lately): failures in the episode, and when the last was. */
+  private readonly failing = new Map<string, { failures: number; last: number }>();
   private readonly status: DeviceStatus;
   private deliver: (reading: Reading) => void = () => {};
   private stopped = false;
@@ -172,17 +174,25 @@ class ModbusDevice implements Connector {
   /**
    * Logs an error once when its episode starts, not on every poll: a read that keeps failing
    * (whatever the error of each try: a short RTU reply is a timeout, then a CRC error on the
-   * bytes that follow, then a backed-off unit) is one episode until a read succeeds.
+   * bytes that follow, then a backed-off unit) is one episode, and so is one that fails now and
+   * then (a slave late one time in seven): the episode ends after a minute without failures.
    */
   private failed(episode: string, where: string, err: Error): void {
-    if (this.failing.has(episode)) return;
-    this.failing.set(episode, errorKind(err));
+    const open = this.failing.get(episode);
+    if (open) {
+      open.failures++;
+      open.last = Date.now();
+      return;
+    }
+    this.failing.set(episode, { failures: 1, last: Date.now() });
     this.context.log.warn({ device: this.id, unit: this.unit, err: err.message }, `device ${this.id}: ${where}: ${err.message}`);
   }
 
   private recovered(episode: string): void {
-    if (!this.failing.delete(episode)) return;
-    this.context.log.info({ device: this.id }, `device ${this.id}: ${episode} works again`);
+    const open = this.failing.get(episode);
+    if (!open || Date.now() - open.last < QUIET_EPISODE) return;
+    this.failing.delete(episode);
+    this.context.log.info({ device: this.id }, `device ${this.id}: ${episode} has worked for a minute, after ${open.failures} failures`);
   }
 
   /**
@@ -258,12 +268,4 @@ async function readBlock(client: Client, block: Block): Promise<ArrayLike<number
     case 'input':
       return (await client.readInputRegisters(block.start, block.count)).data;
   }
-}
-
-function errorKind(err: Error): string {
-  if (err instanceof BusError) return err.kind;
-  const code = (err as { modbusCode?: number }).modbusCode;
-  if (code !== undefined) return `exception ${code}`;
-  if (isTimeout(err)) return 'timeout';
-  return err.message.replace(/\d+/g, '#');
 }
