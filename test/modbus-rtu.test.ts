@@ -17,7 +17,7 @@ afterEach(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function line(units: number[], faulty?: 'late' | 'very-late' | 'echo'): Promise<RtuLine> {
+async function line(units: number[], faulty?: 'late' | 'very-late' | 'count' | 'echo'): Promise<RtuLine> {
   const l = await RtuLine.start(units, faulty);
   cleanups.push(() => l.stop());
   return l;
@@ -88,6 +88,16 @@ async function lateSlave(late: RtuLine, expected: { a: unknown; b: unknown }, po
 }
 
 describe('Modbus RTU replies', () => {
+  it('discards a read reply whose byte count is not the request’s, though its length and CRC are right', async () => {
+    const rtu = await line([], 'count');
+    const { connector, readings, lines } = await twoPoints(rtu.path);
+    await until(() => readings.length >= 4, 20_000, 'four polls');
+    expect(readings.every((r) => r.values.a === null && r.values.b === null)).toBe(true);
+    expect(connector.discardedReplies).toBeGreaterThanOrEqual(4);
+    expect(lines.filter((l) => l.includes('discarded a reply'))).toHaveLength(1);
+    expect(lines.find((l) => l.includes('"level":40') && l.includes('address 0'))).toMatch(/reply does not match the request: a reply of 4 bytes to function 3 for 2/);
+  });
+
   it('refuses a write whose echo names another address, as a reply that does not match its request', async () => {
     const rtu = await line([], 'echo');
     const lines: string[] = [];

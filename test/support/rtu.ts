@@ -15,7 +15,7 @@ export class RtuLine {
   ) {}
 
   /** A pymodbus server for `units`, or with `faulty`, a slave that answers with that fault. */
-  static async start(units: number[], faulty?: 'crc' | 'short' | 'late' | 'very-late' | 'echo'): Promise<RtuLine> {
+  static async start(units: number[], faulty?: 'crc' | 'short' | 'late' | 'very-late' | 'count' | 'echo'): Promise<RtuLine> {
     const dir = mkdtempSync(join(tmpdir(), 'rtu-'));
     const [agentEnd, serverEnd] = [join(dir, 'agent'), join(dir, 'server')];
     const socat = spawn('socat', [`pty,raw,echo=0,link=${agentEnd}`, `pty,raw,echo=0,link=${serverEnd}`], { stdio: 'ignore' });

@@ -2,7 +2,8 @@
 
 usage: rtu_faulty.py PORT MODE   (MODE: crc = replies with a wrong CRC; short = replies with
 one register less than asked, with a right CRC; late = right replies, but one request in seven
-is answered after 300 ms; very-late = the same after 500 ms; echo = FC6 writes are answered with the address after the one
+is answered after 300 ms; very-late = the same after 500 ms; count = replies whose byte count says one register more
+than they hold (frame length right, CRC right); echo = FC6 writes are answered with the address after the one
 written, with a right CRC). Answers FC3 reads (and FC6 writes in echo mode); register N of unit U holds 100 * U + N, as
 in rtu_server.py. Prints "ready". Needs pyserial: Debian's python3-serial, so run it with
 /usr/bin/python3 (a pyenv python3 on PATH does not have it).
@@ -41,7 +42,7 @@ while True:
         continue
     if mode == "short":
         count -= 1
-    body = bytes([unit, function, 2 * count]) + b"".join(struct.pack(">H", 100 * unit + start + i) for i in range(count))
+    body = bytes([unit, function, 2 * count + (2 if mode == "count" else 0)]) + b"".join(struct.pack(">H", 100 * unit + start + i) for i in range(count))
     crc = crc16(body)
     if mode == "crc":
         crc ^= 0x5A5A
