@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Connector } from '../src/connectors/connector.js';
+import { rtuSilence } from '../src/connectors/modbus/bus.js';
 import { createModbus } from '../src/connectors/modbus/modbus.js';
 import type { Reading } from '../src/streams/reading.js';
 import { AgentProcess } from './support/agent-process.js';
@@ -88,6 +89,13 @@ async function lateSlave(late: RtuLine, expected: { a: unknown; b: unknown }, po
 }
 
 describe('Modbus RTU replies', () => {
+  it('spaces frames by 3.5 characters of 11 bits, 1.75 ms above 19200 baud', () => {
+    expect(rtuSilence(9600)).toBeCloseTo(4.01, 2);
+    expect(rtuSilence(19200)).toBeCloseTo(2.005, 3);
+    expect(rtuSilence(38400)).toBe(1.75);
+    expect(rtuSilence(115200)).toBe(1.75);
+  });
+
   it('discards a read reply whose byte count is not the request’s, though its length and CRC are right', async () => {
     const rtu = await line([], 'count');
     const { connector, readings, lines } = await twoPoints(rtu.path);

@@ -29,6 +29,11 @@ interface BufferedPort extends EventEmitter {
 const require = createRequire(import.meta.url);
 const RTUBufferedPort = require('modbus-serial/ports/rtubufferedport.js') as new (path: string, options: object) => BufferedPort;
 const crc16 = require('modbus-serial/utils/crc16.js') as (data: Buffer) => number;
+// CheckedRtuPort overrides internals of modbus-serial 8.0 (_emitData, _buffer): fail at once,
+// not silently, if an update renames them.
+if (typeof (RTUBufferedPort.prototype as Partial<BufferedPort>)._emitData !== 'function') {
+  throw new Error('modbus-serial: RTUBufferedPort has no _emitData; the RTU reply checks in bus.ts need updating');
+}
 
 /**
  * modbus-serial's buffered RTU port, made to take only the reply to the request just sent.
