@@ -46,6 +46,7 @@ const modbusCommon = {
   max_gap: { type: 'integer', minimum: 0, maximum: 124 },
   max_registers: { type: 'integer', minimum: 1, maximum: 125 },
   max_bits: { type: 'integer', minimum: 1, maximum: 2000 },
+  offline_after: { type: 'integer', minimum: 1, maximum: 1000 },
   points: { type: 'array', items: modbusPoint, minItems: 1 },
 };
 

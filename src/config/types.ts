@@ -29,6 +29,8 @@ export interface DeviceConfig {
   id: string;
   protocol: 'modbus-tcp' | 'modbus-rtu' | 'opcua' | 'mqtt' | 'simulator';
   poll?: number;
+  /** Failed polls in a row before DEVICE_OFFLINE (default 3; Modbus devices so far). */
+  offline_after?: number;
   points: PointConfig[];
   [key: string]: unknown;
 }
