@@ -5,14 +5,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readEd25519Key, signedPush } from './manage/signing.js';
 import pino from 'pino';
-import { Agent } from './agent.js';
+import type { Agent } from './agent/agent.js';
 import { ConfigError, formatIssue } from './config/errors.js';
 import { loadConfigFile } from './config/load.js';
-import { buildProcessors } from './streams/build.js';
-import { StateStore } from './streams/state.js';
-import Database from 'better-sqlite3';
+import { validateConfig } from './streams/build.js';
 import { replay, ReplayInputError } from './replay.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
+import { startAgent } from './start.js';
 
 const USAGE = `usage: edge-agent <command> [options]
 
@@ -24,8 +23,11 @@ commands:
                              run the config's streams over recorded data (CSV: ts,device,point,value)
                              and print the upstream records as JSON lines; actions are printed,
                              not performed
-  sign-config --key PRIVATE.pem FILE
-                             print FILE as a signed config push (JSON) for remote_config
+  sign-config --key PRIVATE.pem [--target ID] [--new-id ID] FILE
+                             print FILE as a signed config push (JSON) for remote_config, for
+                             the gateway whose agent.id is ID (default: FILE's agent.id); only
+                             that gateway applies it. --new-id: the push renames the gateway
+                             (FILE's agent.id must be that ID)
   keygen DIR                 write an Ed25519 key pair for config pushes:
                              DIR/config-signing.key (keep it safe) and DIR/config-signing.pub
   help                       this text`;
@@ -36,7 +38,14 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, input: { type: 'string', short: 'i' }, key: { type: 'string', short: 'k' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      input: { type: 'string', short: 'i' },
+      key: { type: 'string', short: 'k' },
+      target: { type: 'string', short: 't' },
+      'new-id': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   const [command, ...rest] = positionals;
   if (values.help || !command || command === 'help') {
@@ -52,7 +61,7 @@ async function main(argv: string[]): Promise<number> {
     case 'replay':
       return replayCommand(file, values.input);
     case 'sign-config':
-      return signConfig(rest[0], values.key);
+      return signConfig(rest[0], values.key, values.target, values['new-id']);
     case 'keygen':
       return keygen(rest[0]);
     default:
@@ -64,15 +73,15 @@ async function main(argv: string[]): Promise<number> {
 function validate(file: string): number {
   try {
     const loaded = loadConfigFile(file);
-    const { unavailable } = buildProcessors(loaded, new StateStore(new Database(':memory:')));
-    for (const issue of unavailable) console.error(`warning: ${formatIssue(issue)}`);
+    validateConfig(loaded);
     const { devices, streams, upstream } = loaded.config;
     console.log(`${file}: ok (${devices.length} devices, ${streams.length} streams, ${upstream.length} upstreams)`);
     return 0;
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    console.error(err.message);
-    console.error(`${file}: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'}`);
+    // whatever a config makes fail is a bad config: said plainly, exit 1, never a stack trace
+    const issues = err instanceof ConfigError ? err.issues : [{ file, path: '', message: `cannot check the config: ${(err as Error)?.message ?? String(err)}` }];
+    for (const issue of issues) console.error(formatIssue(issue));
+    console.error(`${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}`);
     return 1;
   }
 }
@@ -106,14 +115,30 @@ async function replayCommand(file: string, input: string | undefined): Promise<n
   }
 }
 
-function signConfig(file: string | undefined, keyFile: string | undefined): number {
+function signConfig(file: string | undefined, keyFile: string | undefined, target: string | undefined, newId: string | undefined): number {
   if (!file || !keyFile) {
-    console.error('usage: edge-agent sign-config --key PRIVATE.pem FILE');
+    console.error('usage: edge-agent sign-config --key PRIVATE.pem [--target ID] [--new-id ID] FILE');
     return 2;
   }
   // The push carries the bytes as they are: what was validated is what was signed.
-  const { text } = loadConfigFile(file, {});
-  console.log(signedPush(text, readEd25519Key(keyFile, 'private')));
+  const loaded = loadConfigFile(file, {});
+  validateConfig(loaded);
+  const { text, config } = loaded;
+  const id = config.agent.id;
+  if (newId !== undefined && newId !== id) {
+    console.error(`edge-agent sign-config: --new-id ${newId}, but ${file} says agent.id ${id}`);
+    return 2;
+  }
+  if (newId === undefined && target !== undefined && target !== id) {
+    // the gateway would refuse it: a push changes agent.id only when it says so
+    console.error(`edge-agent sign-config: ${file} says agent.id ${id}, not ${target}: add --new-id ${id} to rename ${target}, or sign it for ${id}`);
+    return 2;
+  }
+  if (newId !== undefined && target === undefined) {
+    console.error('edge-agent sign-config: --new-id needs --target, the agent.id the gateway has now');
+    return 2;
+  }
+  console.log(signedPush(text, readEd25519Key(keyFile, 'private'), target ?? id, newId));
   return 0;
 }
 
@@ -150,7 +175,7 @@ async function run(file: string): Promise<number> {
     process.on('SIGINT', () => void shutdown('SIGINT'));
   });
   let reloading: Promise<void> = Promise.resolve();
-  const starting = Agent.start(file, log);
+  const starting = startAgent(file, log);
 
   let agent: Agent;
   try {

@@ -1,16 +1,14 @@
-import Database from 'better-sqlite3';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { loadConfigFile } from './config/load.js';
 import type { Value } from './config/types.js';
 import { TimerSchedule } from './connectors/timer/timer.js';
 import { recordJson } from './outbox/record.js';
-import { ActionSink } from './streams/action.js';
-import { buildProcessors } from './streams/build.js';
+import { buildStreams } from './streams/build.js';
 import { LatestValues } from './streams/latest.js';
 import type { Reading } from './streams/reading.js';
-import { StateStore } from './streams/state.js';
-import { Stream } from './streams/stream.js';
+import type { Stream } from './streams/stream.js';
+import { wireStream, type StreamSinks } from './streams/wiring.js';
 
 export class ReplayInputError extends Error {}
 
@@ -30,45 +28,33 @@ export interface ReplaySummary {
  * ISO 8601; rows with the same device and ts are one reading; an empty value is missing.
  */
 export function replay(configFile: string, inputFile: string, write: (line: string) => void): ReplaySummary {
-  const { config, ...loaded } = loadConfigFile(configFile);
+  const loaded = loadConfigFile(configFile);
+  const { config } = loaded;
   const readings = readCsv(inputFile);
   let clock = readings[0]?.ts ?? 0;
+  const now = () => clock;
   const latest = new LatestValues();
-  const state = new StateStore(new Database(':memory:'));
-  const { streams: built } = buildProcessors({ config, ...loaded }, state, { now: () => clock, latest });
-  const log = pino({ level: 'silent' });
+  const built = buildStreams(loaded, { now, latest });
   const summary: ReplaySummary = { readings: readings.length, records: 0, actions: 0 };
   let seq = 0;
+  const sinks: StreamSinks = {
+    send(_upstreams, stream, reading) {
+      summary.records++;
+      write(recordJson(config.agent.id, stream, reading, ++seq));
+    },
+    async write(device, point, value, stream) {
+      summary.actions++;
+      write(JSON.stringify({ action: { stream, device, point, value, ts: clock } }));
+    },
+    log: pino({ level: 'silent' }),
+    now,
+    actionEvents: false,
+  };
 
   const streams: Stream[] = [];
   const timers: { stream: Stream; schedule: TimerSchedule; due: number }[] = [];
   for (const streamConfig of config.streams) {
-    const steps = built.get(streamConfig.name);
-    if (!steps) continue;
-    const toUpstream = streamConfig.to.some((sink) => typeof sink === 'string');
-    const actions = streamConfig.to.flatMap((sink) =>
-      typeof sink === 'string'
-        ? []
-        : [
-            new ActionSink(
-              sink.action,
-              async (point, value) => {
-                summary.actions++;
-                write(JSON.stringify({ action: { stream: streamConfig.name, device: sink.action.device, point, value, ts: clock } }));
-              },
-              () => {},
-              log,
-              () => clock,
-            ),
-          ],
-    );
-    const stream = new Stream(streamConfig, steps.steps, (reading) => {
-      if (toUpstream) {
-        summary.records++;
-        write(recordJson(config.agent.id, streamConfig.name, reading, ++seq));
-      }
-      for (const action of actions) action.handle(reading);
-    });
+    const stream = wireStream(streamConfig, built.get(streamConfig.name)!, sinks);
     streams.push(stream);
     if (streamConfig.from.timer) {
       const schedule = new TimerSchedule(streamConfig.from.timer, config.agent.timezone);
@@ -125,7 +111,7 @@ function readCsv(file: string): Reading[] {
     }
     let reading = open.get(row.device);
     if (!reading) {
-      reading = { device: row.device, ts: row.ts, values: {} };
+      reading = { device: row.device, ts: row.ts, values: Object.create(null) }; // `__proto__` is a point name too
       open.set(row.device, reading);
       readings.push(reading);
     }

@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import type { Agent } from '../src/agent/agent.js';
+import { startAgent as launchAgent } from '../src/start.js';
 import { ConfigError } from '../src/config/errors.js';
 import { testLog } from './support/log.js';
 import { Mosquitto } from './support/mosquitto.js';
@@ -56,7 +57,7 @@ upstream:
 }
 
 async function startAgent(file: string): Promise<Agent> {
-  const agent = await Agent.start(file, testLog);
+  const agent = await launchAgent(file, testLog);
   cleanups.push(() => agent.stop());
   return agent;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileExpression, ExpressionError, MISSING } from '../src/expr/expression.js';
+import { compileExpression, ExpressionError, MAX_DEPTH, MAX_TERMS, MISSING } from '../src/expr/expression.js';
 import { LatestValues } from '../src/streams/latest.js';
 import type { Reading } from '../src/streams/reading.js';
 
@@ -73,5 +73,55 @@ describe('expressions', () => {
       ['abs(1, 2)', 'column 1: abs() takes 1 argument, not 2'],
     ];
     for (const [source, message] of cases) expect(() => compileExpression(source), source).toThrow(message);
+  });
+});
+
+describe('expression limits: what validates cannot throw when it runs', () => {
+  const chain = (n: number, op = '+') => Array(n).fill('rpm').join(op);
+
+  it('refuses more than MAX_TERMS terms at validation, and runs a chain of MAX_TERMS', () => {
+    expect(() => compileExpression(chain(20_000))).toThrow(`more than ${MAX_TERMS} terms`);
+    expect(() => compileExpression(chain(MAX_TERMS + 1, ' and '))).toThrow(ExpressionError);
+    expect(run(chain(MAX_TERMS))).toBe(105 * MAX_TERMS);
+    expect(run(chain(MAX_TERMS, '-'))).toBe(105 - 105 * (MAX_TERMS - 1));
+    expect(test(chain(MAX_TERMS, ' or '))).toBe(true);
+  });
+
+  it('refuses nesting deeper than MAX_DEPTH: parentheses, unary chains, calls', () => {
+    const parens = (n: number) => '('.repeat(n) + 'rpm' + ')'.repeat(n);
+    expect(run(parens(MAX_DEPTH))).toBe(105);
+    expect(() => compileExpression(parens(MAX_DEPTH + 1))).toThrow(`nested more than ${MAX_DEPTH} deep`);
+    expect(() => compileExpression(parens(100_000))).toThrow(`nested more than ${MAX_DEPTH} deep`);
+    expect(run('-'.repeat(MAX_DEPTH) + 'rpm')).toBe(105);
+    expect(() => compileExpression('-'.repeat(50_000) + 'rpm')).toThrow(ExpressionError);
+    expect(() => compileExpression('not '.repeat(MAX_DEPTH + 1) + 'on')).toThrow(ExpressionError);
+    expect(() => compileExpression('abs('.repeat(MAX_DEPTH + 1) + '1' + ')'.repeat(MAX_DEPTH + 1))).toThrow(ExpressionError);
+  });
+
+  it('gives MISSING, never Infinity, NaN or an exception, for huge numbers, division by zero and NaN', () => {
+    expect(() => compileExpression('1e400 + 1')).toThrow('number 1e400 is too large');
+    expect(run('1e308 * 10')).toBe(MISSING);
+    expect(run('-1e308 - 1e308')).toBe(MISSING);
+    expect(run('rpm / 0')).toBe(MISSING);
+    expect(run('rpm % 0')).toBe(MISSING);
+    expect(run('0 / 0')).toBe(MISSING);
+    expect(run('nan + 1')).toBe(MISSING);
+    expect(run('round(rpm, 400)')).toBe(MISSING);
+    expect(run('round(rpm, -400)')).toBe(MISSING);
+    expect(run('max(1e308, 1e308) * 2 > 0')).toBe(MISSING);
+    expect(test('rpm / 0 > 1')).toBe(false);
+  });
+
+  it('takes point names such as constructor, __proto__ and toString as names, never Object properties', () => {
+    const names = ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf'];
+    const none: Reading = { device: 'x', ts: 1, values: {} };
+    for (const name of names) {
+      expect(compileExpression(name).evaluate({ reading: none }), name).toBe(MISSING);
+      expect(compileExpression(`${name} + 1`).evaluate({ reading: none }), name).toBe(MISSING);
+      const values: Reading['values'] = {};
+      Object.defineProperty(values, name, { value: 4, enumerable: true });
+      expect(compileExpression(`${name} * 2`).evaluate({ reading: { device: 'x', ts: 1, values } }), name).toBe(8);
+      expect(compileExpression(`x.${name}`).evaluate({ reading: none }), name).toBe(MISSING);
+    }
   });
 });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import { startAgent } from '../src/start.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseConfig } from '../src/config/load.js';
 import { decode } from '../src/connectors/modbus/codec.js';
@@ -35,7 +35,7 @@ streams: [{ name: s, from: { device: sim }, to: [file] }]
 upstream: [{ name: file, type: file, path: out.jsonl }]
 `,
     );
-    const agent = await Agent.start(file, testLog);
+    const agent = await startAgent(file, testLog);
     await until(() => readJsonLines(join(dir, 'out.jsonl')).length >= 3, 5000, 'records');
     await agent.stop();
     const [first, ...rest] = readJsonLines(join(dir, 'out.jsonl'));
@@ -106,7 +106,7 @@ outbox: { max_size: 1MB, when_full: drop-oldest }
 `,
     );
     await broker.stop();
-    const agent = await Agent.start(file, testLog);
+    const agent = await startAgent(file, testLog);
     await until(() => (agent.outbox.drops.get('broker')?.overflow ?? 0) > 500, 60_000, 'the cap to be reached');
     const sizes = ['edge-agent.db', 'edge-agent.db-wal'].map((f) => (existsSync(join(dir, 'data', f)) ? statSync(join(dir, 'data', f)).size : 0));
     expect(sizes[0] + sizes[1]).toBeLessThanOrEqual(1024 * 1024);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import { startAgent } from '../src/start.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';
 import { FlakyLink, type LinkMode } from './support/proxy.js';
@@ -34,7 +34,7 @@ upstream: [{ name: broker, type: mqtt, url: "mqtt://127.0.0.1:${link.port}", top
   );
   const lines: string[] = [];
   const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
-  return { agent: await Agent.start(file, log), lines };
+  return { agent: await startAgent(file, log), lines };
 }
 
 describe('uplink flapping and half-open links', () => {

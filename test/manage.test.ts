@@ -8,7 +8,11 @@ import { join, resolve } from 'node:path';
 import mqtt from 'mqtt';
 import { chromium } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Agent, RolledBack } from '../src/agent.js';
+import type { Agent } from '../src/agent/agent.js';
+import { RolledBack } from '../src/manage/managed-agent.js';
+import { startAgent as launchAgent } from '../src/start.js';
+import { CLI } from './support/cli.js';
+import { readEd25519Key, signedPush } from '../src/manage/signing.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseConfig } from '../src/config/load.js';
 import { testLog } from './support/log.js';
@@ -51,7 +55,7 @@ async function startAgent(text: string): Promise<{ agent: Agent; dir: string; fi
   const dir = mkdtempSync(join(tmpdir(), 'manage-'));
   const file = join(dir, 'agent.yaml');
   writeFileSync(file, text.replaceAll('$DIR', dir));
-  const agent = await Agent.start(file, testLog);
+  const agent = await launchAgent(file, testLog);
   cleanup.push(() => agent.stop());
   return { agent, dir, file };
 }
@@ -219,7 +223,7 @@ describe('management API', () => {
   it('needs a token when it listens beyond loopback, and then checks it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'manage-'));
     writeFileSync(join(dir, 'open.yaml'), configText(dir, { agent: ', http: "0.0.0.0:8080"' }));
-    await expect(Agent.start(join(dir, 'open.yaml'), testLog)).rejects.toThrow(/agent\.http: the management API on 0\.0\.0\.0:8080 is reachable from the network: set agent\.http_token/);
+    await expect(launchAgent(join(dir, 'open.yaml'), testLog)).rejects.toThrow(/agent\.http: the management API on 0\.0\.0\.0:8080 is reachable from the network: set agent\.http_token/);
 
     const token = 'a-token-of-24-characters';
     const { url } = await withApi(`, http_token: ${token}`);
@@ -278,7 +282,7 @@ describe('remote config over MQTT', () => {
   it('applies a signed, newer, valid push and refuses the others, each with a state message', async () => {
     const keys = mkdtempSync(join(tmpdir(), 'keys-'));
     // the key pair and the signature come from the CLI an operator uses
-    execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'keygen', keys]);
+    execFileSync(process.execPath, [...CLI, 'keygen', keys]);
     const { privateKey: otherKey } = generateKeyPairSync('ed25519');
     const remote = `remote_config: { broker: "${broker.url}", topic: "plant/{agent}/config", public_key: ${keys}/config-signing.pub }`;
     const { agent, dir, file } = await startAgent(configText('$DIR', { more: remote }));
@@ -294,7 +298,7 @@ describe('remote config over MQTT', () => {
     const sign = (text: string) => {
       const path = join(keys, `push-${states.length}.yaml`);
       writeFileSync(path, text);
-      return execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'sign-config', '--key', join(keys, 'config-signing.key'), path], { encoding: 'utf8' }).trim();
+      return execFileSync(process.execPath, [...CLI, 'sign-config', '--key', join(keys, 'config-signing.key'), path], { encoding: 'utf8' }).trim();
     };
     const push = async (payload: string) => {
       const count = states.length;
@@ -305,7 +309,7 @@ describe('remote config over MQTT', () => {
     const v2 = configText(dir, { version: 2, stepsB: '{ change: { point: q, deadband: 1 } }', more: remote });
     const streamA = agent.streamsByName.get('a')!.stream;
 
-    expect(await push('version: 2')).toMatchObject({ status: 'rejected', reason: 'not a signed push: expected JSON {"config": "...", "signature": "..."}' });
+    expect(await push('version: 2')).toMatchObject({ status: 'rejected', reason: 'not a signed push: expected JSON {"target": "...", "config": "...", "signature": "..."}' });
     expect(await push(JSON.stringify({ config: v2 }))).toMatchObject({ status: 'rejected', version: 1, reason: 'unsigned push: no "signature"' });
     expect(await push(sign(v2.replace('version: 2\n', '')))).toMatchObject({ status: 'rejected', reason: 'the pushed config has no "version"' });
     const forged = JSON.stringify({ config: v2, signature: (await import('node:crypto')).sign(null, Buffer.from(v2), otherKey).toString('base64') });
@@ -313,7 +317,10 @@ describe('remote config over MQTT', () => {
     const tampered = JSON.parse(sign(v2));
     tampered.config = tampered.config.replace('deadband: 1', 'deadband: 2');
     expect((await push(JSON.stringify(tampered))).reason).toMatch(/^bad signature/);
-    expect((await push(sign(v2.replace('{ change: { point: q, deadband: 1 } }', '{ threshold: { point: q, min: 5, max: 1 } }')))).reason).toMatch(/^invalid config: .*stream b, step 1 \(threshold\)/);
+    // sign-config refuses to sign an invalid config: sign this one with the library, as a careless tool might
+    const invalid = v2.replace('{ change: { point: q, deadband: 1 } }', '{ threshold: { point: q, min: 5, max: 1 } }');
+    expect(() => sign(invalid)).toThrow(/stream b, step 1 \(threshold\): min \(5\) is greater than max \(1\)/);
+    expect((await push(signedPush(invalid, readEd25519Key(join(keys, 'config-signing.key'), 'private'), 'gw-1'))).reason).toMatch(/^invalid config: .*stream b, step 1 \(threshold\)/);
     expect(agent.config.version).toBe(1);
     expect(readFileSync(file, 'utf8')).toBe(original);
 
@@ -349,7 +356,7 @@ describe('remote config over MQTT', () => {
     await until(() => states.length > liveCount, 5000, 'the live copy refused');
     expect(states[states.length - 1]).toMatchObject({ status: 'rejected', reason: 'version 2 is not newer than the running version 2' });
     await agent.stop();
-    const restarted = await Agent.start(file, testLog);
+    const restarted = await launchAgent(file, testLog);
     cleanup.push(() => restarted.stop());
     const count = states.length;
     await until(() => states.length > count, 5000, 'the restarted agent says which version runs');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import { startAgent } from '../src/start.js';
 import type { DeviceConfig } from '../src/config/types.js';
 import type { Connector } from '../src/connectors/connector.js';
 import { createModbus } from '../src/connectors/modbus/modbus.js';
@@ -214,7 +214,7 @@ streams:
 upstream: [{ name: file, type: file, path: out.jsonl }]
 `,
     );
-    const agent = await Agent.start(file, testLog);
+    const agent = await startAgent(file, testLog);
     cleanups.push(() => agent.stop());
     await new Promise((r) => setTimeout(r, 300));
     expect(s.unit(1).coils[0]).toBe(0);
@@ -222,7 +222,7 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
     await until(() => s.unit(1).coils[0] === 1, 5000, 'the breaker coil');
     const records = () => readJsonLines(join(dir, 'out.jsonl'));
     await until(() => records().some((r) => r.event?.code === 'ACTION'), 5000, 'the ACTION event');
-    expect(records().find((r) => r.event?.code === 'ACTION').event).toMatchObject({ ok: true, point: 'breaker', value: true });
+    expect(records().find((r) => r.event?.code === 'ACTION').event).toMatchObject({ ok: true, point: 'breaker', value: true, written: true, read_back: true, description: 'wrote true to meter-1.breaker; read back true' });
     expect(records().find((r) => r.event?.code === 'OVERLOAD').event).toMatchObject({ description: 'power 450 kW', state: 'raised' });
   });
 });
@@ -248,15 +248,16 @@ describe('Modbus RTU over a serial line', () => {
     const dead2 = await device('slave-4', 4);
     const started = Date.now();
     for (const d of [one, two, dead, dead2]) d.connector.start((r) => d.readings.push(r));
-    await new Promise((r) => setTimeout(r, 5000));
-    // the steady state: from the second second on, once the dead slaves were found out
-    const from = started + 1000;
+    await new Promise((r) => setTimeout(r, 6000));
+    // the steady state: from the third second on, once the dead slaves were found out (each
+    // timeout costs 200 ms and as long again to drain the line of a late reply: 2 × 2 × 400 ms)
+    const from = started + 2000;
     const seconds = (Date.now() - from) / 1000;
     const good = (d: { readings: Reading[] }) => d.readings.filter((r) => r.quality === undefined && r.ts >= from).length;
     expect(one.readings.find((r) => !r.quality)?.values.v).toBe(103);
     expect(two.readings.find((r) => !r.quality)?.values.v).toBe(203);
     expect(dead.events.map((e) => e.event!.code)).toEqual(['DEVICE_OFFLINE']);
-    // 10 polls a second are due; a dead slave costs 3 × 200 ms a poll until it is backed off,
+    // 10 polls a second are due; a dead slave costs 2 × 400 ms a poll until it is backed off,
     // yet the live slaves keep at least 80 % of their polls
     console.log(`RTU, 4 slaves (two dead), ${seconds.toFixed(1)} s: good readings ${good(one)} and ${good(two)} of ${Math.floor(seconds * 10)} due`);
     expect(good(one)).toBeGreaterThanOrEqual(seconds * 10 * 0.8);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import { startAgent } from '../src/start.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { makePki } from './support/pki.js';
 import { until } from './support/ports.js';
@@ -73,7 +73,7 @@ describe('MQTT upstream over TLS with a client certificate and a password', () =
       key: readFileSync(pki.clientKey),
     });
     const { log } = capturingLog();
-    const agent = await Agent.start(config('s3cret'), log);
+    const agent = await startAgent(config('s3cret'), log);
     await until(() => subscriber.records.length >= 5, 10_000, 'records over TLS');
     expect(subscriber.records[0]).toMatchObject({ agent: 'gw-tls', stream: 's', seq: 1 });
     await agent.stop();
@@ -82,7 +82,7 @@ describe('MQTT upstream over TLS with a client certificate and a password', () =
 
   it('keeps the records and says why when the broker refuses the password', async () => {
     const { log, lines } = capturingLog();
-    const agent = await Agent.start(config('wrong'), log);
+    const agent = await startAgent(config('wrong'), log);
     await until(() => agent.outbox.depth('cloud') >= 10, 10_000, 'records piling up in the outbox');
     await until(() => lines.some((l) => /upstream cloud: cannot reach mqtts:\/\/127.0.0.1:\d+: .*(Bad username or password|Not authorized)/i.test(l)), 5000, 'the refusal in the log');
     // once per episode, not once per attempt

@@ -22,7 +22,7 @@ afterEach(() => {
 
 const reading = (i: number) => ({ device: 'm', ts: i, values: { i, pad: 'p'.repeat(200) } });
 const dbFiles = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('edge-agent.')).map((f) => join(dir, f));
-const faultLines = (lines: { msg: string }[]) => lines.filter((l) => /the storage fails/.test(l.msg));
+const faultLines = (lines: { msg: string; [k: string]: unknown }[]) => lines.filter((l) => /the storage fails/.test(l.msg));
 
 /** A store with 1,000 committed records (the first 100 acknowledged), on `dir`. */
 function storeWithRecords(dir: string, log: ReturnType<typeof capturingLog>['log']) {

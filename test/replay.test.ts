@@ -3,8 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { CLI } from './support/cli.js';
 
-const CLI = resolve(import.meta.dirname, '../dist/cli.js');
 
 const CONFIG = `agent: { id: gw-replay }
 devices:
@@ -52,7 +52,7 @@ function csv(): string {
 }
 
 function run(config: string, input: string) {
-  return spawnSync(process.execPath, [CLI, 'replay', '--config', config, '--input', input], { encoding: 'utf8' });
+  return spawnSync(process.execPath, [...CLI, 'replay', '--config', config, '--input', input], { encoding: 'utf8' });
 }
 
 describe('edge-agent replay', () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import { startAgent } from '../src/start.js';
 import { processors } from '../src/processors/index.js';
 import { pass } from '../src/processors/pass.js';
 import type { ProcessorFactory } from '../src/processors/processor.js';
@@ -78,12 +78,12 @@ streams: [{ name: s, from: { device: sim }, steps: [{ pass: {} }], to: [file] }]
 upstream: [{ name: file, type: file, path: out.jsonl }]
 `,
       );
-      const agent = await Agent.start(config, testLog);
+      const agent = await startAgent(config, testLog);
       await until(() => agent.outbox.lastSeq >= 5, 5000, 'five readings');
       await agent.stop();
       const lastBefore = Math.max(...readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).values.n));
 
-      const again = await Agent.start(config, testLog);
+      const again = await startAgent(config, testLog);
       await until(() => again.outbox.lastSeq >= lastBefore + 3, 5000, 'readings after the restart');
       await again.stop();
       const ns = readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).values.n as number);

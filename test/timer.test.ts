@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent.js';
+import { startAgent } from '../src/start.js';
 import { TimerSchedule } from '../src/connectors/timer/timer.js';
 import { readJsonLines } from './support/files.js';
 import { testLog } from './support/log.js';
@@ -55,7 +55,7 @@ streams:
 upstream: [{ name: file, type: file, path: out.jsonl }]
 `,
     );
-    const agent = await Agent.start(file, testLog);
+    const agent = await startAgent(file, testLog);
     const lines = () => readJsonLines(join(dir, 'out.jsonl'));
     await until(() => lines().length >= 2, 5000, 'two timer ticks');
     await agent.stop();

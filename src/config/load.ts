@@ -1,13 +1,22 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
-import { isMap, isScalar, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
 import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
 import { configSchema } from './schema.js';
 import type { AgentConfig } from './types.js';
 import { parseDuration, parseSize } from './units.js';
 
 export type ConfigPath = readonly (string | number)[];
+
+/**
+ * Anchors and aliases (`&pts` / `*pts`, `<<: *defaults`) are resolved into a plain tree before
+ * validation. A config of many aliases of aliases (a "billion laughs") would expand without
+ * end: yaml's own guard counts the uses of each anchor (weighted by the aliases inside it), and
+ * the expanded tree may hold at most MAX_CONFIG_VALUES scalars and collections.
+ */
+export const MAX_ALIAS_COUNT = 10_000;
+export const MAX_CONFIG_VALUES = 500_000;
 
 /** A loaded config and where each of its keys came from, for errors found after the schema. */
 export interface LoadedConfig {
@@ -59,10 +68,24 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   return parseConfig(text, file, env);
 }
 
+/**
+ * Parses and validates a config text. Throws ConfigError and nothing else: whatever goes wrong
+ * in a config is a rejected config (a reload keeps the running one; at start, exit 78).
+ */
 export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  try {
+    return parseConfigText(text, file, env);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError([{ file, path: '', message: `cannot load the config: ${(err as Error)?.message ?? String(err)}` }]);
+  }
+}
+
+function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
-  const position = (offset: number | undefined) => (offset === undefined ? {} : lineCounter.linePos(offset));
+  // `<<: *defaults` is YAML 1.1, not 1.2: enabled here, as users expect it from other tools.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
+  const position = (offset: number | undefined): { line?: number; col?: number } => (offset === undefined ? {} : lineCounter.linePos(offset));
 
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -74,19 +97,50 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   }
 
   const issueAt = (path: ConfigPath, message: string): ConfigIssue => {
-    const node = nearestNode(doc, path);
-    return { file, ...position(node?.range?.[0]), path: formatPath(path), message };
+    const { node, alias } = nearestNode(doc, path);
+    // the faulty value is in an anchor: say through which alias this path reaches it
+    const via = alias ? ` (reached through the alias *${alias.source} at line ${position(alias.range?.[0]).line ?? '?'})` : '';
+    return { file, ...position(node?.range?.[0]), path: formatPath(path), message: message + via };
   };
 
   const issues = substitute(doc, env, file, position);
   if (issues.length > 0) throw new ConfigError(issues);
 
-  const data = doc.toJS() as Record<string, unknown>;
+  const data = resolvedTree(doc, file);
   if (!validateSchema(data)) {
     throw new ConfigError(schemaIssues(validateSchema.errors ?? [], doc, issueAt, position));
   }
   const config = withDefaults(data, dirname(resolve(file)));
   return { config, file, text, issueAt };
+}
+
+/**
+ * The document as plain data, aliases expanded into copies: yaml's toJS shares one object
+ * between an anchor and its aliases, and the schema's duration and size keywords rewrite
+ * values in place, so the second visit of a shared `period: 10m` would find a number.
+ */
+function resolvedTree(doc: Document, file: string): Record<string, unknown> {
+  let shared: unknown;
+  try {
+    shared = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    throw new ConfigError([{ file, path: '', message: `cannot resolve the YAML aliases: ${(err as Error).message} (at most ${MAX_ALIAS_COUNT} uses of an anchor)` }]);
+  }
+  let budget = MAX_CONFIG_VALUES;
+  const copy = (value: unknown): unknown => {
+    if (--budget < 0) {
+      throw new ConfigError([{ file, path: '', message: `the config expands to more than ${MAX_CONFIG_VALUES} values (aliases of aliases?)` }]);
+    }
+    if (Array.isArray(value)) return value.map(copy);
+    if (value === null || typeof value !== 'object') return value;
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) {
+      // `__proto__: x` is a key like any other, not the object's prototype
+      Object.defineProperty(out, key, { value: copy(item), writable: true, enumerable: true, configurable: true });
+    }
+    return out;
+  };
+  return copy(shared) as Record<string, unknown>;
 }
 
 function firstLine(message: string): string {
@@ -149,10 +203,58 @@ function keyPath(ancestry: readonly unknown[]): string {
   return formatPath(parts);
 }
 
-function nearestNode(doc: Document, path: ConfigPath): Node | undefined {
-  for (let n = path.length; n >= 0; n--) {
-    const node = doc.getIn(path.slice(0, n), true) as Node | undefined;
-    if (node && typeof node === 'object' && 'range' in node) return node;
+/**
+ * The node at `path`, or the nearest ancestor that exists, following aliases into their anchors
+ * and `<<` merge keys into their sources; `alias` is the first alias followed on the way.
+ */
+function nearestNode(doc: Document, path: ConfigPath): { node: Node | undefined; alias?: Alias; complete: boolean } {
+  const deref = dereferencer(doc);
+  let found: Node | undefined = deref(doc.contents);
+  for (const segment of path) {
+    const next = childOf(found, segment, deref);
+    if (!next) return { node: found, alias: deref.firstAlias, complete: false };
+    found = next;
+  }
+  return { node: found, alias: deref.firstAlias, complete: true };
+}
+
+type Deref = ((n: unknown) => Node | undefined) & { firstAlias?: Alias };
+
+/** Resolves an alias to its anchored node, remembering the first alias it went through. */
+function dereferencer(doc: Document): Deref {
+  const deref: Deref = (n) => {
+    let current = n as Node | undefined;
+    // an alias resolves to its anchor, never to another alias: the guard is only for safety
+    for (let hops = 0; isAlias(current) && hops < 100; hops++) {
+      deref.firstAlias ??= current;
+      current = current.resolve(doc) as Node | undefined;
+    }
+    return current ?? undefined;
+  };
+  return deref;
+}
+
+const isMergeKey = (key: unknown) => isScalar(key) && (key.value === '<<' || (typeof key.value === 'symbol' && key.value.description === '<<'));
+
+function childOf(node: Node | undefined, segment: string | number, deref: Deref): Node | undefined {
+  if (isSeq(node)) return typeof segment === 'number' ? deref(node.items[segment]) : undefined;
+  const pair = pairOf(node, segment, deref);
+  return pair ? (deref(pair.value) ?? deref(pair.key)) : undefined;
+}
+
+/** The pair of `key` in a map, or in what it merges (`<<: *defaults`). */
+function pairOf(node: Node | undefined, key: string | number, deref: Deref, depth = 0): Pair<Node, Node> | undefined {
+  if (!isMap(node) || depth > 32) return undefined;
+  const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(key));
+  if (pair) return pair as Pair<Node, Node>;
+  // explicit keys win over merged ones, and earlier merge sources over later ones
+  for (const merge of node.items.filter((p) => isMergeKey(p.key))) {
+    const source = deref(merge.value);
+    const sources = isSeq(source) ? source.items.map(deref) : [source];
+    for (const s of sources) {
+      const found = pairOf(s, key, deref, depth + 1);
+      if (found) return found;
+    }
   }
   return undefined;
 }
@@ -220,26 +322,37 @@ function schemaAt(schema: unknown): { properties?: Record<string, unknown> } | u
 }
 
 function valueAt(doc: Document, path: ConfigPath): unknown {
-  const node = doc.getIn(path, true);
-  return isScalar(node) ? node.value : doc.getIn(path);
+  const { node, complete } = nearestNode(doc, path);
+  if (!complete) return undefined;
+  if (isScalar(node)) return node.value;
+  try {
+    return node?.toJS(doc, { maxAliasCount: 100 });
+  } catch {
+    return isMap(node) ? 'a mapping' : 'a list';
+  }
 }
 
 /** Where the key itself starts, so an unknown key is reported on its own line and column. */
 function keyOffset(doc: Document, path: ConfigPath, key: string): number | undefined {
-  const map = doc.getIn(path, true);
-  if (!isMap(map)) return undefined;
-  const pair = map.items.find((p) => isScalar(p.key) && p.key.value === key);
+  const { node: map, complete } = nearestNode(doc, path);
+  if (!complete) return undefined;
+  const pair = pairOf(map, key, dereferencer(doc));
   return isScalar(pair?.key) ? pair.key.range?.[0] : undefined;
 }
 
 // The schema has checked `raw`; this fills what it left optional.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig {
+  // the `x-` keys only held anchors
+  raw = Object.fromEntries(Object.entries(raw).filter(([key]) => !key.startsWith('x-')));
   const agent = {
     data_dir: '/var/lib/edge-agent',
     log_level: 'info',
     http: '127.0.0.1:8080',
     timezone: 'UTC',
+    max_future: 3_600_000,
+    min_time: '2020-01-01',
+    clock_sync: 'auto',
     ...raw.agent,
   };
   agent.data_dir = resolve(configDir, agent.data_dir);
@@ -252,10 +365,11 @@ function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig 
       if (u.type === 'mqtt') return { qos: 1, batch: 1, keepalive: 30_000, ...u };
       if (u.type === 'file') return { ...u, path: resolve(configDir, u.path) };
       if (u.type === 'kafka') {
-        return { key: '{device}', acks: 'all', idempotent: u.acks === undefined || u.acks === 'all' || u.acks === -1, compression: 'none', ...u, batch: { max_records: 1000, max_wait: 10, ...u.batch } };
+        return { key: '{device}', acks: 'all', idempotent: u.acks === undefined || u.acks === 'all' || u.acks === -1, compression: 'none', timeout: 10_000, ...u, batch: { max_records: 1000, max_wait: 10, ...u.batch } };
       }
       return u;
     }),
+    ...(raw.remote_config && { remote_config: { max_size: 1024 ** 2, session_expiry: 7 * 86_400_000, allow_untargeted: false, ...raw.remote_config } }),
     outbox: {
       max_size: 1024 ** 3,
       max_age: 7 * 86_400_000,

@@ -46,6 +46,7 @@ const modbusCommon = {
   max_gap: { type: 'integer', minimum: 0, maximum: 124 },
   max_registers: { type: 'integer', minimum: 1, maximum: 125 },
   max_bits: { type: 'integer', minimum: 1, maximum: 2000 },
+  offline_after: { type: 'integer', minimum: 1, maximum: 1000 },
   points: { type: 'array', items: modbusPoint, minItems: 1 },
 };
 
@@ -170,6 +171,7 @@ const upstreamByType: Record<string, object> = {
       idempotent: { type: 'boolean' },
       compression: { enum: ['none', 'gzip', 'snappy', 'lz4', 'zstd'] },
       batch: object({ max_records: { type: 'integer', minimum: 1, maximum: 100000 }, max_wait: duration }),
+      timeout: duration,
       client_id: text,
       tls,
       sasl: object(
@@ -285,7 +287,8 @@ const stream = object(
   ['name', 'from', 'to'],
 );
 
-export const configSchema = object(
+// `x-anything:` at the top holds YAML anchors to use further down (as in docker-compose); ignored.
+export const configSchema = withExtensions(object(
   {
     version: { type: ['string', 'integer'] },
     agent: object(
@@ -296,6 +299,9 @@ export const configSchema = object(
         http: { type: 'string', pattern: '^(off|([^:]+|\\[[0-9a-fA-F:]+\\]):[0-9]{1,5})$' },
         http_token: { type: 'string', minLength: 16 },
         timezone: text,
+        max_future: duration,
+        min_time: { type: 'string', pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}' },
+        clock_sync: { type: 'string', pattern: '^(auto|off|/.+)$' },
       },
       ['id'],
     ),
@@ -314,9 +320,23 @@ export const configSchema = object(
       group_wait: duration,
     }),
     remote_config: object(
-      { broker: text, topic: text, public_key: text, username: text, password: { type: 'string' }, tls },
+      {
+        broker: text,
+        topic: text,
+        public_key: text,
+        username: text,
+        password: { type: 'string' },
+        tls,
+        max_size: size,
+        session_expiry: duration,
+        allow_untargeted: { type: 'boolean' },
+      },
       ['broker', 'topic', 'public_key'],
     ),
   },
   ['agent'],
-);
+));
+
+function withExtensions<T extends object>(schema: T): T & { patternProperties: Record<string, unknown> } {
+  return { ...schema, patternProperties: { '^x-': {} } };
+}

@@ -11,6 +11,12 @@ export interface AgentSection {
   /** Bearer token the API requires; needed when `http` is not on loopback. */
   http_token?: string;
   timezone: string;
+  /** ms: a reading whose ts is further ahead of the agent's clock is not believed (quality bad). */
+  max_future: number;
+  /** ISO date: a reading before it is not believed (a device or agent clock that lost its time). */
+  min_time: string;
+  /** How to tell whether the system clock is synchronized: `auto`, `off`, or a file that exists when it is. */
+  clock_sync: string;
 }
 
 export interface PointConfig {
@@ -23,6 +29,8 @@ export interface DeviceConfig {
   id: string;
   protocol: 'modbus-tcp' | 'modbus-rtu' | 'opcua' | 'mqtt' | 'simulator';
   poll?: number;
+  /** Failed polls in a row before DEVICE_OFFLINE (default 3; Modbus devices so far). */
+  offline_after?: number;
   points: PointConfig[];
   [key: string]: unknown;
 }
@@ -95,6 +103,8 @@ export interface KafkaUpstreamConfig {
   idempotent: boolean;
   compression: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd';
   batch: { max_records: number; max_wait: number };
+  /** How long a request may go unanswered before it is an error, in ms (default 10 s). */
+  timeout: number;
   client_id?: string;
   tls?: TlsConfig;
   sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
@@ -120,5 +130,18 @@ export interface AgentConfig {
   streams: StreamConfig[];
   upstream: UpstreamConfig[];
   outbox: OutboxConfig;
-  remote_config?: { broker: string; topic: string; public_key: string; username?: string; password?: string; tls?: TlsConfig };
+  remote_config?: {
+    broker: string;
+    topic: string;
+    public_key: string;
+    username?: string;
+    password?: string;
+    tls?: TlsConfig;
+    /** Bytes; a larger push is dropped by the broker (MQTT 5 maximum packet size). */
+    max_size: number;
+    /** ms the broker keeps the agent's session (and pushes sent meanwhile) while it is away. */
+    session_expiry: number;
+    /** Accept pushes of the first format, which name no target gateway. */
+    allow_untargeted: boolean;
+  };
 }

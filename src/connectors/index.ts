@@ -5,7 +5,7 @@ import type { ConnectorContext, ConnectorFactory } from './connector.js';
  * Connectors by protocol. Each is imported only when a config uses it: a Pi has little
  * memory, and node-opcua alone is tens of megabytes.
  */
-const factories: Partial<Record<DeviceConfig['protocol'], () => Promise<ConnectorFactory>>> = {
+const factories: Record<DeviceConfig['protocol'], () => Promise<ConnectorFactory>> = {
   simulator: async () => (await import('./simulator/simulator.js')).createSimulator,
   'modbus-tcp': async () => (await import('./modbus/modbus.js')).createModbus,
   'modbus-rtu': async () => (await import('./modbus/modbus.js')).createModbus,
@@ -13,12 +13,6 @@ const factories: Partial<Record<DeviceConfig['protocol'], () => Promise<Connecto
   opcua: async () => (await import('./opcua/opcua.js')).createOpcuaDevice,
 };
 
-export function hasConnector(protocol: string): boolean {
-  return protocol in factories;
-}
-
 export async function createConnector(device: DeviceConfig, context: ConnectorContext) {
-  const load = factories[device.protocol];
-  if (!load) throw new Error(`device ${device.id}: protocol ${device.protocol} is not available in this build yet`);
-  return (await load())(device, context);
+  return (await factories[device.protocol]())(device, context);
 }

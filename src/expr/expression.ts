@@ -15,6 +15,15 @@ import type { Reading } from '../streams/reading.js';
  */
 
 export const MISSING: unique symbol = Symbol('missing');
+
+/**
+ * Limits checked when the config is validated, so that an expression that passed cannot throw
+ * when it runs: the compiled closures nest as deep as the expression, and a 20,000-term chain
+ * `a+a+...` overflowed the stack at the first reading. A real expression has a few dozen terms.
+ */
+export const MAX_TERMS = 1000;
+/** Parentheses, unary operators (`- - x`, `not not x`) and function calls nested in each other. */
+export const MAX_DEPTH = 64;
 type Result = Value | typeof MISSING;
 
 export interface Scope {
@@ -54,8 +63,15 @@ interface Token {
 const OPERATORS = ['&&', '||', '==', '!=', '<=', '>=', '<', '>', '!', '+', '-', '*', '/', '%', '(', ')', ','];
 const WORDS: Record<string, string> = { and: '&&', or: '||', not: '!' };
 
+const NUMBER = /(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/y;
+const NAME = /[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?/y;
+
 function tokenize(source: string): Token[] {
   const tokens: Token[] = [];
+  let terms = 0;
+  const term = (column: number) => {
+    if (++terms > MAX_TERMS) throw new ExpressionError(`more than ${MAX_TERMS} terms (values and names): split the expression`, column);
+  };
   let i = 0;
   while (i < source.length) {
     const c = source[i];
@@ -64,15 +80,20 @@ function tokenize(source: string): Token[] {
       i++;
       continue;
     }
-    const number = /^(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/.exec(source.slice(i));
+    NUMBER.lastIndex = i;
+    const number = NUMBER.exec(source);
     if (number) {
-      tokens.push({ kind: 'number', text: number[0], value: Number(number[0]), column });
+      term(column);
+      const value = Number(number[0]);
+      if (!Number.isFinite(value)) throw new ExpressionError(`number ${number[0]} is too large`, column);
+      tokens.push({ kind: 'number', text: number[0], value, column });
       i += number[0].length;
       continue;
     }
     if (c === '"' || c === "'") {
       const end = source.indexOf(c, i + 1);
       if (end < 0) throw new ExpressionError('string without its closing quote', column);
+      term(column);
       tokens.push({ kind: 'string', text: source.slice(i, end + 1), value: source.slice(i + 1, end), column });
       i = end + 1;
       continue;
@@ -80,14 +101,17 @@ function tokenize(source: string): Token[] {
     if (c === '`') {
       const end = source.indexOf('`', i + 1);
       if (end < 0) throw new ExpressionError('name without its closing backtick', column);
+      term(column);
       tokens.push({ kind: 'name', text: source.slice(i + 1, end), column });
       i = end + 1;
       continue;
     }
-    const name = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?/.exec(source.slice(i));
+    NAME.lastIndex = i;
+    const name = NAME.exec(source);
     if (name) {
       // own keys only: `constructor` is a point name, not Object.prototype.constructor
       const word = Object.hasOwn(WORDS, name[0]) ? WORDS[name[0]] : undefined;
+      if (!word) term(column);
       tokens.push(word ? { kind: 'op', text: word, column } : { kind: 'name', text: name[0], column });
       i += name[0].length;
       continue;
@@ -102,7 +126,11 @@ function tokenize(source: string): Token[] {
 }
 
 const isNumber = (v: Result): v is number => typeof v === 'number';
+/** 1e308 * 10 and round(x, 400) give no usable number: MISSING, like a point without one. */
+const finite = (v: Result): Result => (typeof v === 'number' && !Number.isFinite(v) ? MISSING : v);
 const truthy = (v: Result) => v !== MISSING && v !== false && v !== 0 && v !== '';
+
+const isBad = (reading: Reading, point: string) => reading.quality !== undefined && Object.hasOwn(reading.quality, point) && reading.quality[point] === 'bad';
 
 function usable(value: Value | null | undefined): Result {
   if (value === null || value === undefined) return MISSING;
@@ -121,6 +149,14 @@ export function compileExpression(source: string): Expression {
   const tokens = tokenize(source);
   let position = 0;
   let missing = 0;
+  let depth = 0;
+  /** Parses one nested part (parentheses, a unary operand, a call) within MAX_DEPTH. */
+  const nested = <T>(token: Token, parsePart: () => T): T => {
+    if (++depth > MAX_DEPTH) throw new ExpressionError(`nested more than ${MAX_DEPTH} deep`, token.column);
+    const part = parsePart();
+    depth--;
+    return part;
+  };
   const peek = () => tokens[position];
   const next = () => tokens[position++];
   const expect = (text: string) => {
@@ -148,7 +184,7 @@ export function compileExpression(source: string): Expression {
     const token = peek();
     if (token.kind === 'op' && token.text === '!') {
       next();
-      const operand = unary();
+      const operand = nested(token, unary);
       return (s) => {
         const v = operand(s);
         return v === MISSING ? MISSING : !truthy(v);
@@ -156,7 +192,7 @@ export function compileExpression(source: string): Expression {
     }
     if (token.kind === 'op' && token.text === '-') {
       next();
-      const operand = unary();
+      const operand = nested(token, unary);
       return (s) => {
         const v = operand(s);
         return isNumber(v) ? -v : MISSING;
@@ -172,12 +208,12 @@ export function compileExpression(source: string): Expression {
       return () => value;
     }
     if (token.kind === 'op' && token.text === '(') {
-      const inner = parse(1);
+      const inner = nested(token, () => parse(1));
       expect(')');
       return inner;
     }
     if (token.kind === 'name') {
-      if (peek().kind === 'op' && peek().text === '(') return call(token);
+      if (peek().kind === 'op' && peek().text === '(') return nested(token, () => call(token));
       return name(token.text);
     }
     throw new ExpressionError(`expected a value but found ${describe(token)}`, token.column);
@@ -207,7 +243,7 @@ export function compileExpression(source: string): Expression {
         if (!isNumber(v)) return MISSING;
         values.push(v);
       }
-      return fn.apply(values);
+      return finite(fn.apply(values));
     };
   }
 
@@ -224,7 +260,7 @@ export function compileExpression(source: string): Expression {
       const point = text.slice(dot + 1);
       return (s) => {
         const value =
-          s.reading.device === device && Object.hasOwn(s.reading.values, point) && s.reading.quality?.[point] !== 'bad'
+          s.reading.device === device && Object.hasOwn(s.reading.values, point) && !isBad(s.reading, point)
             ? usable(s.reading.values[point])
             : usable(s.latest?.get(device, point));
         if (value === MISSING) missing++;
@@ -234,7 +270,7 @@ export function compileExpression(source: string): Expression {
     return (s) => {
       const { values, quality } = s.reading;
       let value: Result = MISSING;
-      if (Object.hasOwn(values, text) && quality?.[text] !== 'bad') value = usable(values[text]);
+      if (Object.hasOwn(values, text) && !isBad(s.reading, text)) value = usable(values[text]);
       if (value === MISSING) value = usable(s.latest?.get(s.reading.device, text));
       if (value === MISSING) missing++;
       return value;
@@ -244,10 +280,21 @@ export function compileExpression(source: string): Expression {
   const root = parse(1);
   if (peek().kind !== 'end') throw new ExpressionError(`unexpected ${describe(peek())}`, peek().column);
 
+  // The limits above keep the closures shallow and no operation throws; should one all the same,
+  // the expression is MISSING for that reading rather than the agent down.
+  const evaluate = (scope: Scope): Result => {
+    try {
+      return root(scope);
+    } catch {
+      missing++;
+      return MISSING;
+    }
+  };
+
   return {
     source,
-    evaluate: root,
-    test: (scope) => truthy(root(scope)),
+    evaluate,
+    test: (scope) => truthy(evaluate(scope)),
     get missing() {
       return missing;
     },
@@ -274,7 +321,7 @@ function combine(op: string, left: Node, right: Node): Node {
       return (s) => {
         const a = left(s);
         const b = right(s);
-        if (isNumber(a) && isNumber(b)) return a + b;
+        if (isNumber(a) && isNumber(b)) return finite(a + b);
         if (typeof a === 'string' && b !== MISSING) return a + String(b);
         return MISSING;
       };
@@ -284,7 +331,7 @@ function combine(op: string, left: Node, right: Node): Node {
         const a = left(s);
         const b = right(s);
         if (a === MISSING || b === MISSING) return MISSING;
-        if (isNumber(a) && isNumber(b)) return apply(a, b);
+        if (isNumber(a) && isNumber(b)) return finite(apply(a, b));
         // strings compare with strings; anything else mixed is missing
         if (typeof a === 'string' && typeof b === 'string' && COMPARISONS.has(op)) return apply(a as never, b as never);
         return MISSING;

@@ -1,66 +1,42 @@
 import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { resolve } from 'node:path';
 import type { Logger } from 'pino';
-import type { Agent } from '../agent.js';
+import type { ManagedAgent } from './managed-agent.js';
 import { parseHostPort } from '../config/units.js';
+import { Episodes } from '../core/episodes.js';
 import { createMetrics } from './metrics.js';
 
 const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
 
-/** The JSON views of the REST API, one function each (README lists them). */
-export function streamsView(agent: Agent) {
-  return [...agent.streamsByName.values()].map(({ config, stream, deployed }) => ({
-    name: config.name,
-    from: config.from,
-    steps: config.steps.map((step) => Object.keys(step)[0]),
-    to: config.to.map((sink) => (typeof sink === 'string' ? sink : `action:${sink.action.device}.${sink.action.point}`)),
-    deployed,
-    readings_in: stream.readingsIn,
-    readings_out: stream.readingsOut,
-    counters: Object.fromEntries(stream.counters),
-  }));
-}
+/**
+ * Idle connections cannot starve the API: beyond MAX_CONNECTIONS new ones are closed at once
+ * (the agent's file descriptors stay free for devices, upstreams and the database), and a
+ * connection that says nothing is closed after IDLE_MS, one slow to send its request after
+ * REQUEST_MS. The API answers small requests from a status page or a fleet tool: these bounds
+ * are far above what they need.
+ */
+export const HTTP_LIMITS = { MAX_CONNECTIONS: 64, IDLE_MS: 5000, HEADERS_MS: 5000, REQUEST_MS: 10_000, KEEP_ALIVE_MS: 5000 };
 
-export function devicesView(agent: Agent) {
-  return [...agent.devices.values()].map(({ config, connector }) => ({
-    id: config.id,
-    protocol: config.protocol,
-    online: connector.online,
-    read_errors: connector.readErrors,
-    points: Object.fromEntries(agent.latest.samplesOf(config.id)),
-  }));
-}
+/** Server options: the request timeouts checked every second (Node's default: 30 s). */
+const SERVER_OPTIONS = {
+  keepAliveTimeout: HTTP_LIMITS.KEEP_ALIVE_MS,
+  headersTimeout: HTTP_LIMITS.HEADERS_MS,
+  requestTimeout: HTTP_LIMITS.REQUEST_MS,
+  connectionsCheckingInterval: 1000,
+};
 
-export function outboxView(agent: Agent) {
-  const now = Date.now();
-  return {
-    upstreams: [...agent.upstreams.entries()].map(([name, { config, upstream, forwarder }]) => ({
-      name,
-      type: config.type,
-      connected: upstream.connected,
-      retrying: forwarder.retrying,
-      depth: agent.outbox.depth(name),
-      oldest_age_ms: agent.outbox.oldestAge(name, now),
-      drops: agent.outbox.drops.get(name) ?? { overflow: 0, expired: 0 },
-      dead_lettered: agent.outbox.deadLettered.get(name) ?? 0,
-      sent: forwarder.sent,
-      errors: forwarder.errors,
-    })),
-    last_seq: agent.outbox.lastSeq,
-  };
-}
-
-export function configView(agent: Agent) {
-  return { agent: agent.config.agent.id, version: agent.config.version ?? null, file: resolve(agent.file), applied_at: agent.appliedAt };
+function limitConnections(server: Server): void {
+  server.maxConnections = HTTP_LIMITS.MAX_CONNECTIONS;
+  // a socket that sends and receives nothing for IDLE_MS is destroyed (no 'timeout' listener)
+  server.timeout = HTTP_LIMITS.IDLE_MS;
 }
 
 /**
  * The management API on `agent.http`: the REST API under /api, Prometheus metrics at /metrics
  * and the status page at /. With a token, /api and /metrics require `Authorization: Bearer`.
  */
-export async function startHttp(agent: Agent, hostPort: string, token: string | undefined, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
+export async function startHttp(agent: ManagedAgent, hostPort: string, token: string | undefined, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
   const page = readFileSync(STATUS_PAGE);
   const metrics = createMetrics(agent);
   const expected = token ? Buffer.from(`Bearer ${token}`) : undefined;
@@ -74,7 +50,7 @@ export async function startHttp(agent: Agent, hostPort: string, token: string | 
     res.end(JSON.stringify(body));
   };
 
-  const server: Server = createServer(async (req, res) => {
+  const server: Server = createServer(SERVER_OPTIONS, async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://agent');
     const path = url.pathname;
     try {
@@ -95,25 +71,34 @@ export async function startHttp(agent: Agent, hostPort: string, token: string | 
         if (req.method !== 'POST') return json(res, 405, { error: `${path} takes POST` });
         const name = decodeURIComponent(deploy[1]);
         const running = agent.setDeployed(name, deploy[2] === 'deploy');
-        if (!running) return json(res, 404, { error: `no stream "${name}" (streams: ${[...agent.streamsByName.keys()].join(', ')})` });
+        if (!running) return json(res, 404, { error: `no stream "${name}" (streams: ${agent.streamStatus().map((s) => s.name).join(', ')})` });
         return json(res, 200, { name, deployed: running.deployed });
       }
       if (req.method !== 'GET') return json(res, 405, { error: `${req.method} is not allowed on ${path}` });
-      if (path === '/api/streams') return json(res, 200, streamsView(agent));
-      if (path === '/api/devices') return json(res, 200, devicesView(agent));
-      if (path === '/api/outbox') return json(res, 200, outboxView(agent));
-      if (path === '/api/config') return json(res, 200, configView(agent));
-      if (path === '/api/events') return json(res, 200, agent.recentEvents);
+      if (path === '/api/streams') return json(res, 200, agent.streamStatus());
+      if (path === '/api/devices') return json(res, 200, agent.deviceStatus());
+      if (path === '/api/outbox') return json(res, 200, agent.outboxStatus());
+      if (path === '/api/config') return json(res, 200, agent.configStatus());
+      if (path === '/api/events') return json(res, 200, agent.events());
       return json(res, 404, { error: `nothing at ${path} (see /api/streams, /api/devices, /api/outbox, /api/config, /api/events, /metrics)` });
     } catch (err) {
       log.error({ err: (err as Error).message, path }, `management API: ${path} failed`);
       json(res, 500, { error: (err as Error).message });
     }
   });
+  limitConnections(server);
   const address = parseHostPort(hostPort);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(address.port, address.host, () => resolve());
+  });
+  // after start, a failed accept (out of file descriptors) is logged, once until a request is served again
+  const acceptErrors = new Episodes();
+  server.on('request', () => {
+    for (const code of ['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']) if (acceptErrors.end(code)) log.info(`management API on ${hostPort}: accepting connections again`);
+  });
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    if (acceptErrors.begin(err.code ?? err.message)) log.warn({ err: err.message }, `management API on ${hostPort}: ${err.message}`);
   });
   const port = (server.address() as { port: number }).port;
   log.info({ http: hostPort }, `management API, metrics and status page on http://${hostPort.slice(0, hostPort.lastIndexOf(':'))}:${port}/`);

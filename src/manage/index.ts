@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Agent } from '../agent.js';
+import type { ManagedAgent } from './managed-agent.js';
 import type { AgentConfig } from '../config/types.js';
 
 /** The management side of a running agent: the HTTP API and the remote config client. */
@@ -16,7 +16,7 @@ export interface Management {
  * that cannot start throws (an apply then goes back to the previous config); otherwise it is
  * logged and left out, so that a busy port never keeps the agent from forwarding data.
  */
-export async function startManagement(agent: Agent, config: AgentConfig, running: Management | undefined, strict: boolean, log: Logger): Promise<Management> {
+export async function startManagement(agent: ManagedAgent, config: AgentConfig, running: Management | undefined, strict: boolean, log: Logger): Promise<Management> {
   // Changed in place as parts stop and start, so that it always tells what runs.
   const m: Management = running ?? {
     httpKey: '',

@@ -91,9 +91,12 @@ export class Forwarder {
       this.inFlight++;
       this.upstream.send(rows).then(
         (result) => {
+          // `sent` counts what the upstream acknowledged: dead letters have their own counter
+          let refused = 0;
           for (const { ids, reason } of result?.rejected ?? []) {
             this.outbox.deadLetter(this.upstream.name, ids, reason);
             this.deadLettered += ids.length;
+            refused += ids.length;
             // one line per ten seconds at most: a refused topic may get a record every second
             if (Date.now() - this.lastDeadLetterLog > 10_000) {
               this.lastDeadLetterLog = Date.now();
@@ -104,12 +107,12 @@ export class Forwarder {
           if (retry?.ids.length) {
             const unacknowledged = new Set(retry.ids);
             this.outbox.ackIds(this.upstream.name, rows.filter((r) => !unacknowledged.has(r.id)).map((r) => r.id));
-            this.sent += rows.length - unacknowledged.size;
+            this.sent += rows.length - unacknowledged.size - refused;
             this.errors++;
             if (!this.failed) this.onFailure(new Error(`${unacknowledged.size} of ${rows.length} records not acknowledged: ${retry.reason}`));
           } else {
             this.outbox.ack(this.upstream.name, first, last);
-            this.sent += rows.length;
+            this.sent += rows.length - refused;
           }
           this.settle();
         },

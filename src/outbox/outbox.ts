@@ -593,6 +593,14 @@ export class Outbox {
     return this.seq;
   }
 
+  /** Seqs handed out from now on follow `seq` (another database was in use before this one). */
+  continueAfter(seq: number): void {
+    if (seq <= this.seq) return;
+    this.seq = seq;
+    // saved with the next group when it cannot be now
+    if (this.write('seq save', () => this.saveSeq.run(seq)) !== undefined) this.saved();
+  }
+
   /** Commits what is open; call before closing the database. */
   close(): void {
     this.commit();

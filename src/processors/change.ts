@@ -1,6 +1,6 @@
 import type { Value } from '../config/types.js';
 import { check, type ProcessorFactory } from './processor.js';
-import { keyFunction } from './values.js';
+import { keyFunction, pointQuality, pointValue } from './values.js';
 
 interface Params {
   point: string;
@@ -27,8 +27,8 @@ export const change: ProcessorFactory = (params: Params, context) => {
 
   return {
     process(reading, emit) {
-      const value = reading.values[point];
-      if (value === undefined || value === null || reading.quality?.[point] === 'bad' || (typeof value === 'number' && !Number.isFinite(value))) {
+      const value = pointValue(reading, point);
+      if (value === undefined || value === null || pointQuality(reading, point) === 'bad' || (typeof value === 'number' && !Number.isFinite(value))) {
         context.count('missing');
         return;
       }

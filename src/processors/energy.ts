@@ -1,6 +1,6 @@
 import type { Emit } from '../streams/reading.js';
 import { check, type ProcessorFactory } from './processor.js';
-import { keyFunction, numberOf } from './values.js';
+import { hasPoint, keyFunction, numberOf } from './values.js';
 import { checkWindow, Windows } from './windows.js';
 
 interface Params {
@@ -39,6 +39,9 @@ interface KeyState {
 }
 
 const HOUR = 3_600_000;
+const DAY = 86_400_000;
+/** A step spanning more windows than this is a gap, whatever its length: the work per reading stays bounded. */
+const MAX_SPREAD_WINDOWS = 1000;
 
 /**
  * `energy: { method, point, window: 15m, output, scale, max_rate, rollover, max_gap }`: energy
@@ -51,9 +54,14 @@ const HOUR = 3_600_000;
  *   the baseline moves to v2). A decrease from near `rollover` (top 10%) to near 0 (bottom 10%)
  *   is a rollover: R - v1 + v2. Any other decrease is a meter reset: v2 is counted (the new meter
  *   from zero) and the window is flagged `estimated`. Δt ≤ 0 is dropped.
+ *   A step longer than max_gap (for this method default 1d) is a gap: a flat profile over it
+ *   would be made up, so its energy is not spread but goes to the window of v2, marked `partial`
+ *   (no kWh lost), and the windows in between emit nothing.
  * - instant-power: the trapezoid (P1 + P2)/2 × Δh of a kW point, split at window boundaries with
  *   the power interpolated there. A gap longer than max_gap (default 15m) adds nothing and marks
- *   the windows it spans `partial`.
+ *   the windows at its two ends `partial` (those between held no reading: they emit nothing).
+ * - Either: a step spanning more than 1,000 windows is a gap too, so that a step of the clock by
+ *   a year costs what a short gap costs (not 35,040 windows of 15 minutes).
  * - average-power: each reading is the average power of the window its ts falls in; energy is
  *   the mean of those averages × the window's length in hours.
  *
@@ -61,6 +69,12 @@ const HOUR = 3_600_000;
  * closed (the device came back after the clock closed it) goes to the next window still open,
  * which is marked `partial`, so that no kWh is lost or counted twice. The previous reading and the
  * open windows are persisted: a restart continues the count where it stopped.
+ *
+ * Time: a reading marked `untimely` (its ts not believed, see core/clock.ts) passes without
+ * touching the state. When a key's state lies further ahead of the agent's clock than
+ * max_future + window and an earlier reading comes (the clock was stepped back after it stamped
+ * them), the open windows are emitted `partial`, a meter's increase since the previous reading
+ * goes to the window of the new one (`partial`), and counting starts again from it (`clock_back`).
  */
 export const energy: ProcessorFactory = (params: Params, context) => {
   const problem = checkWindow(params.window, params.window);
@@ -68,20 +82,32 @@ export const energy: ProcessorFactory = (params: Params, context) => {
   check(params.max_gap === undefined || params.max_gap > 0, context, 'max_gap must be positive', 'max_gap');
   const { method, point, output } = params;
   const scale = params.scale ?? 1;
-  const maxGap = params.max_gap ?? 900_000;
+  const maxGap = params.max_gap ?? (method === 'meter-reading' ? DAY : 900_000);
+  const maxSpread = Math.min(maxGap, MAX_SPREAD_WINDOWS * params.window);
+  const maxFuture = context.maxFuture ?? HOUR;
   const windows = new Windows(params.window, params.window, context.timezone);
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
   const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
 
   function windowAt(keyState: KeyState, start: number): EnergyWindow {
-    let w = keyState.open.find((o) => o.start === start);
-    if (!w) {
-      w = { start, end: windows.end(start), kwh: 0, covered: 0 };
-      keyState.open.push(w);
-      keyState.open.sort((a, b) => a.start - b.start);
-    }
+    const { open } = keyState;
+    // from the latest: time mostly moves forward, so the window is the last one or a new last one
+    let i = open.length - 1;
+    while (i >= 0 && open[i].start > start) i--;
+    if (i >= 0 && open[i].start === start) return open[i];
+    const w: EnergyWindow = { start, end: windows.end(start), kwh: 0, covered: 0 };
+    open.splice(i + 1, 0, w);
     return w;
+  }
+
+  /** Marks the (still open) window of `ts` partial, adding `kwh`; a closed one takes nothing more. */
+  function markPartial(keyState: KeyState, ts: number, kwh = 0) {
+    const start = windows.startOf(ts);
+    if (isClosed(keyState, windows.end(start))) return;
+    const w = windowAt(keyState, start);
+    w.partial = true;
+    w.kwh += kwh;
   }
 
   const isClosed = (keyState: KeyState, end: number) => keyState.closedUntil !== undefined && end <= keyState.closedUntil;
@@ -155,10 +181,12 @@ export const energy: ProcessorFactory = (params: Params, context) => {
       return;
     }
     const hours = (t2 - t1) / HOUR;
+    const gap = t2 - t1 > maxSpread;
     if (method === 'instant-power') {
-      if (t2 - t1 > maxGap) {
+      if (gap) {
         context.count('gaps');
-        distribute(keyState, t1, t2, () => 0, 'partial');
+        markPartial(keyState, t1);
+        markPartial(keyState, t2);
         return;
       }
       const power = (t: number) => v1 + ((v2 - v1) * (t - t1)) / (t2 - t1);
@@ -185,12 +213,32 @@ export const energy: ProcessorFactory = (params: Params, context) => {
       context.count('rejected');
       return;
     }
+    if (gap) {
+      context.count('gaps');
+      markPartial(keyState, t1);
+      markPartial(keyState, t2, kwh);
+      return;
+    }
     distribute(keyState, t1, t2, (a, b) => (kwh * (b - a)) / (t2 - t1), mark);
+  }
+
+  /** The latest instant the key's state has seen. */
+  const latestOf = (keyState: KeyState) => Math.max(keyState.last?.[0] ?? -Infinity, keyState.closedUntil ?? -Infinity, keyState.open.at(-1)?.start ?? -Infinity);
+
+  /** The clock that stamped the key's state was stepped back: close what is open and count again from `reading`. */
+  function startAgain(key: string, keyState: KeyState, t2: number, v2: number, emit: Emit) {
+    context.count('clock_back');
+    for (const w of keyState.open) w.partial = true;
+    close(key, keyState, Infinity, emit);
+    keyState.closedUntil = undefined;
+    const last = keyState.last;
+    keyState.last = undefined;
+    if (method === 'meter-reading' && last && v2 >= last[1]) markPartial(keyState, t2, (v2 - last[1]) * scale);
   }
 
   return {
     process(reading, emit) {
-      if (!(point in reading.values)) return emit(reading);
+      if (!hasPoint(reading, point) || reading.untimely) return emit(reading);
       const v = numberOf(reading, point);
       if (v === undefined) {
         context.count('missing');
@@ -202,6 +250,8 @@ export const energy: ProcessorFactory = (params: Params, context) => {
         keyState = { device: reading.device, open: [] };
         keys.add(key);
       }
+      const latest = latestOf(keyState);
+      if (reading.ts < latest && latest > context.now() + maxFuture + params.window) startAgain(key, keyState, reading.ts, v, emit);
       step(keyState, reading.ts, v);
       state.set(key, keyState);
       close(key, keyState, reading.ts, emit);

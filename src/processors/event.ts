@@ -2,6 +2,7 @@ import type { Expression } from '../expr/expression.js';
 import { MISSING } from '../expr/expression.js';
 import type { ProcessorFactory } from './processor.js';
 import { stepExpression } from './expression.js';
+import { hasPoint, pointValue, setOwn } from './values.js';
 
 interface Params {
   code: string;
@@ -34,13 +35,13 @@ export const event: ProcessorFactory = (params: Params, context) => {
           continue;
         }
         const name = parts[i];
-        const value = name in reading.values ? reading.values[name] : latest.get(reading.device, name);
+        const value = hasPoint(reading, name) ? pointValue(reading, name) : latest.get(reading.device, name);
         description += value === undefined || value === null ? '?' : String(value);
       }
       const computed: Record<string, unknown> = {};
       for (const [name, expression] of fields) {
         const value = expression.evaluate({ reading, latest });
-        computed[name] = value === MISSING ? null : value;
+        setOwn(computed, name, value === MISSING ? null : value);
       }
       emit({
         ...reading,

@@ -22,6 +22,12 @@ export interface StepContext {
   latest: LatestValues;
   /** agent.timezone, for windows of a day or more. */
   timezone: string;
+  /**
+   * agent.max_future (default 1h): how far ahead of the agent's clock a reading's ts may be.
+   * State stamped further ahead than this came from a clock that was then stepped back: the
+   * steps that judge time start again from the readings instead of waiting for it.
+   */
+  maxFuture?: number;
   /** Counts an event of this step (a drop, a missing value) under `name`. */
   count(name: string, n?: number): void;
   /** A config issue located at this step (or at one of its keys). */

@@ -13,6 +13,12 @@ interface Params {
  * Per key, passes the first reading, then drops readings until `interval` has passed since
  * the last one passed, then passes the next. `clock: server` (the default) measures on the
  * agent's clock, `data` on the readings' ts.
+ *
+ * Time: when the reference lies ahead of the clock in use (the agent's clock was stepped back
+ * since; for `data`, by more than agent.max_future), the next reading passes and becomes the
+ * reference, instead of everything being dropped until the clock catches up. With `data`, a
+ * reading marked `untimely` (its ts not believed, see core/clock.ts) is sampled on the agent's
+ * clock under a reference of its own, so its ts never becomes the reference.
  */
 export const sampler: ProcessorFactory = (params: Params, context) => {
   check(params.interval > 0, context, 'interval must be positive', 'interval');
@@ -20,12 +26,15 @@ export const sampler: ProcessorFactory = (params: Params, context) => {
   const dataClock = params.clock === 'data';
   const keyOf = keyFunction(params.key);
   const { state } = context;
+  const maxFuture = context.maxFuture ?? 3_600_000;
   return {
     process(reading, emit) {
-      const key = keyOf(reading);
-      const now = dataClock ? reading.ts : context.now();
+      const untimely = dataClock && reading.untimely !== undefined;
+      const key = untimely ? `${keyOf(reading)}\u0000untimely` : keyOf(reading);
+      const now = dataClock && !untimely ? reading.ts : context.now();
       const last = state.get<number>(key);
-      if (last !== undefined && now - last < interval) {
+      const steppedBack = last !== undefined && (dataClock && !untimely ? last > context.now() + maxFuture : now < last);
+      if (last !== undefined && !steppedBack && now - last < interval) {
         context.count('dropped');
         return;
       }

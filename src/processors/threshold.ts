@@ -1,6 +1,6 @@
 import type { Emit, Reading } from '../streams/reading.js';
 import { check, type ProcessorFactory } from './processor.js';
-import { keyFunction, numberOf, withoutValue, withValue } from './values.js';
+import { hasPoint, keyFunction, numberOf, withoutValue, withValue } from './values.js';
 
 interface Params {
   point: string;
@@ -27,7 +27,9 @@ interface KeyState {
  * (quality interpolated), followed by the good one; after max_hold without one it goes out as
  * `previous` would. An outlier with no earlier good value is dropped. While a reading is held,
  * later readings of the same key wait behind it, so the order is kept. A missing value (null,
- * NaN, bad quality) is not judged: it passes as it is and is counted.
+ * NaN, bad quality) is not judged: it passes as it is and is counted. Held readings stamped
+ * further ahead of the agent's clock than agent.max_future (the clock was stepped back since)
+ * go out as `previous` would at the next tick, instead of being held until the clock catches up.
  */
 export const threshold: ProcessorFactory = (params: Params, context) => {
   const { point, min, max } = params;
@@ -36,6 +38,7 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
   check(params.max_hold === undefined || params.max_hold > 0, context, 'max_hold must be positive', 'max_hold');
   const fill = params.fill ?? 'none';
   const maxHold = params.max_hold ?? 300_000;
+  const maxFuture = context.maxFuture ?? 3_600_000;
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
   /** Keys holding readings; filled from the saved state on the first tick after a start. */
@@ -55,7 +58,7 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
   }
 
   function holdExpired(key: string, keyState: KeyState, now: number, emit: Emit) {
-    if (keyState.held && now >= keyState.held[0].ts + maxHold) {
+    if (keyState.held && (now >= keyState.held[0].ts + maxHold || keyState.held[0].ts > context.now() + maxFuture)) {
       const [, previous] = keyState.good!;
       release(key, keyState, emit, () => previous, 'estimated');
       state.set(key, keyState);
@@ -64,7 +67,7 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
 
   return {
     process(reading, emit) {
-      if (!(point in reading.values)) return emit(reading);
+      if (!hasPoint(reading, point)) return emit(reading);
       const key = keyOf(reading);
       const keyState = state.get<KeyState>(key) ?? {};
       if (keyState.held) holdExpired(key, keyState, reading.ts, emit);

@@ -1,10 +1,43 @@
-import type { Reading } from '../streams/reading.js';
+import type { Value } from '../config/types.js';
+import type { Quality, Reading } from '../streams/reading.js';
+
+/*
+ * Point names are the user's: `constructor`, `toString` or `__proto__` are points like any
+ * other. Values and qualities are plain objects (they travel as JSON), so they are read through
+ * own keys only (a point a reading does not carry must not find Object.prototype.constructor)
+ * and written as own properties (`x.__proto__ = 5` would set nothing).
+ */
+
+/** The point's own value in the reading (undefined when the reading does not carry it). */
+export function pointValue(reading: Reading, point: string): Value | null | undefined {
+  return Object.hasOwn(reading.values, point) ? reading.values[point] : undefined;
+}
+
+export function hasPoint(reading: Reading, point: string): boolean {
+  return Object.hasOwn(reading.values, point);
+}
+
+export function pointQuality(reading: Reading, point: string): Quality | undefined {
+  const { quality } = reading;
+  return quality && Object.hasOwn(quality, point) ? quality[point] : undefined;
+}
+
+/** `dictionary[key]` when it is the dictionary's own, else undefined. */
+export function ownValue<T>(dictionary: Record<string, T>, key: string): T | undefined {
+  return Object.hasOwn(dictionary, key) ? dictionary[key] : undefined;
+}
+
+/** `dictionary[key] = value` as an own property, `__proto__` included. */
+export function setOwn<T>(dictionary: Record<string, T>, key: string, value: T): void {
+  if (key === '__proto__') Object.defineProperty(dictionary, key, { value, writable: true, enumerable: true, configurable: true });
+  else dictionary[key] = value;
+}
 
 /** The point's value as a number, or undefined when it is missing: absent, null, NaN, ±Infinity, not a number, or of bad quality. */
 export function numberOf(reading: Reading, point: string): number | undefined {
-  const value = reading.values[point];
+  const value = pointValue(reading, point);
   if (typeof value !== 'number' || !Number.isFinite(value)) return undefined;
-  if (reading.quality?.[point] === 'bad') return undefined;
+  if (pointQuality(reading, point) === 'bad') return undefined;
   return value;
 }
 
@@ -23,7 +56,7 @@ export function keyFunction(fields: string[] | undefined, point?: string): (read
       return key;
     };
   }
-  const part = (r: Reading, field: string) => (field === 'device' ? r.device : String(r.values[field] ?? ''));
+  const part = (r: Reading, field: string) => (field === 'device' ? r.device : String(pointValue(r, field) ?? ''));
   // One level of Maps per field, so that no string is built to look a key up.
   type Level = Map<string, Level | string>;
   const root: Level = new Map();
@@ -56,7 +89,7 @@ export function withValue(reading: Reading, point: string, value: number, qualit
   const values = { ...reading.values, [point]: value };
   let qualities = reading.quality;
   if (quality) qualities = { ...qualities, [point]: quality };
-  else if (qualities?.[point]) {
+  else if (pointQuality(reading, point)) {
     qualities = { ...qualities };
     delete qualities[point];
   }
@@ -69,7 +102,7 @@ export function withoutValue(reading: Reading, point: string): Reading | undefin
   delete values[point];
   if (Object.keys(values).length === 0) return undefined;
   let quality = reading.quality;
-  if (quality?.[point]) {
+  if (pointQuality(reading, point)) {
     quality = { ...quality };
     delete quality[point];
   }

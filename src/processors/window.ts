@@ -1,6 +1,6 @@
 import type { Emit, Quality, Reading } from '../streams/reading.js';
 import { check, type ProcessorFactory } from './processor.js';
-import { keyFunction, numberOf } from './values.js';
+import { hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
 import { checkWindow, Windows } from './windows.js';
 
 type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
@@ -57,6 +57,14 @@ const HOUR = 3_600_000;
  * aggregated (counted); readings later than `lateness` for a closed window are dropped
  * (counted); empty windows emit nothing. Open windows are persisted; one that ended while the
  * agent was down is emitted at the first tick after start-up, as `partial`.
+ *
+ * Time: a reading marked `untimely` (its ts not believed, see core/clock.ts) is not aggregated
+ * and does not move the watermark (counted). When a key's watermark lies further ahead of the
+ * agent's clock than max_future + lateness + size and an earlier reading comes (the clock that
+ * stamped the readings was stepped back), the open windows are emitted `partial` and the
+ * watermark starts again from the reading (`clock_back`), instead of every reading being dropped
+ * as late until the clock catches up. Empty windows never emit, so a gap of any length costs
+ * nothing.
  */
 export const window: ProcessorFactory = (params: Params, context) => {
   const every = params.every ?? params.size;
@@ -70,13 +78,14 @@ export const window: ProcessorFactory = (params: Params, context) => {
   const { state } = context;
   const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
   let restored = keys.size > 0;
+  const maxFuture = context.maxFuture ?? HOUR;
 
   function emitWindow(acc: WindowAcc, device: string, emit: Emit, forcePartial: boolean) {
     if (acc.readings === 0) return;
     const values: Reading['values'] = {};
     let any = false;
     for (const [point, fns] of functions) {
-      const p = acc.points[point];
+      const p = ownValue(acc.points, point);
       if (!p) continue;
       for (const fn of fns) {
         values[`${point}_${fn}`] = result(p, fn);
@@ -107,6 +116,10 @@ export const window: ProcessorFactory = (params: Params, context) => {
 
   return {
     process(reading, emit) {
+      if (reading.untimely) {
+        context.count('untimely');
+        return;
+      }
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
       if (!keyState) {
@@ -114,6 +127,12 @@ export const window: ProcessorFactory = (params: Params, context) => {
         keys.add(key);
       }
       const { ts } = reading;
+      if (ts < keyState.watermark && keyState.watermark > context.now() + maxFuture + lateness + params.size) {
+        context.count('clock_back');
+        close(key, keyState, Infinity, emit, true);
+        keyState.watermark = ts;
+        state.set(key, keyState);
+      }
       if (ts > keyState.watermark) keyState.watermark = ts;
       close(key, keyState, keyState.watermark - lateness, emit);
 
@@ -134,7 +153,7 @@ export const window: ProcessorFactory = (params: Params, context) => {
         for (const point of points) {
           const v = numberOf(reading, point);
           if (v === undefined) {
-            if (point in reading.values) context.count('missing');
+            if (hasPoint(reading, point)) context.count('missing');
             continue;
           }
           addValue(acc, point, v, ts);
@@ -162,9 +181,9 @@ export const window: ProcessorFactory = (params: Params, context) => {
 };
 
 function addValue(acc: WindowAcc, point: string, v: number, ts: number) {
-  const p = acc.points[point];
+  const p = ownValue(acc.points, point);
   if (!p) {
-    acc.points[point] = { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 };
+    setOwn(acc.points, point, { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 });
     return;
   }
   if (ts > p.lastTs) {

@@ -19,7 +19,8 @@ export class ActionSink {
     private readonly write: Write,
     private readonly report: (event: Reading) => void,
     private readonly log: Logger,
-    private readonly now: () => number = Date.now,
+    /** min_interval is a span, not a date: monotonic, so a step of the wall clock back cannot mute the action for as long. */
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   handle(reading: Reading): void {

@@ -1,14 +1,12 @@
 import { ConfigError, type ConfigIssue } from '../config/errors.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { StreamConfig } from '../config/types.js';
-import { hasConnector } from '../connectors/index.js';
 import { TimerSchedule } from '../connectors/timer/timer.js';
-import { hasUpstream } from '../upstream/index.js';
 import { parseHostPort } from '../config/units.js';
 import { processors as registry } from '../processors/index.js';
 import type { Processor } from '../processors/processor.js';
 import { LatestValues } from './latest.js';
-import type { StateStore } from './state.js';
+import { ScopedState, type StateStore } from './state.js';
 
 /** What steps need from the agent that runs them. */
 export interface StepRuntime {
@@ -22,52 +20,38 @@ export interface BuiltStream {
   counters: Map<string, number>;
 }
 
-export interface BuiltProcessors {
-  /** The processors of each stream that can run. */
-  streams: Map<string, BuiltStream>;
-  /**
-   * Parts of the config that are valid but that this build cannot run yet (a protocol,
-   * operator or upstream type whose issue has not landed): reported, and left out.
-   */
-  unavailable: ConfigIssue[];
-}
-
 /**
- * Checks what the schema cannot (names that refer to each other, operators this build has)
- * and builds each stream's processors. Throws one ConfigError with every issue found.
+ * Checks what the schema cannot (names that refer to each other, step parameters) and builds
+ * each stream's steps, with their state in `state` (without one, in memory: validation needs
+ * no database). Throws one ConfigError with every issue found.
  */
-export function buildProcessors(
+export function buildStreams(
   loaded: LoadedConfig,
-  state: StateStore,
   runtime: StepRuntime = { now: Date.now, latest: new LatestValues() },
+  state?: StateStore,
   /** Builds only these streams (a reload that leaves the others running); all are checked. */
   only?: ReadonlySet<string>,
-): BuiltProcessors {
-  const { issues, unavailable } = checkReferences(loaded);
+): Map<string, BuiltStream> {
+  const issues = checkReferences(loaded);
   const built = new Map<string, BuiltStream>();
+  const scopeOf = (name: string) => (state ? state.scope(name) : new ScopedState(name, () => {}));
   loaded.config.streams.forEach((stream, s) => {
     if (only && !only.has(stream.name)) return;
-    let runnable = true;
     const steps: Processor[] = [];
     const counters = new Map<string, number>();
     stream.steps.forEach((step, index) => {
       const [operator, params] = Object.entries(step)[0];
       const path = ['streams', s, 'steps', index];
-      const factory = registry[operator];
-      if (!factory) {
-        unavailable.push(loaded.issueAt([...path, operator], `stream ${stream.name}, step ${index + 1}: operator "${operator}" is not available in this build yet; the stream will not run`));
-        runnable = false;
-        return;
-      }
       try {
         steps.push(
-          factory(params, {
+          registry[operator](params, {
             stream: stream.name,
             index,
-            state: state.scope(stateScope(stream, index)),
+            state: scopeOf(stateScope(stream, index)),
             now: runtime.now,
             latest: runtime.latest,
             timezone: loaded.config.agent.timezone,
+            maxFuture: loaded.config.agent.max_future,
             count: (name, n = 1) => {
               const counter = `${index + 1}.${operator}.${name}`;
               counters.set(counter, (counters.get(counter) ?? 0) + n);
@@ -81,10 +65,21 @@ export function buildProcessors(
         else issues.push(loaded.issueAt(path, `stream ${stream.name}, step ${index + 1} (${operator}): ${(err as Error).message}`));
       }
     });
-    if (runnable) built.set(stream.name, { steps, counters });
+    built.set(stream.name, { steps, counters });
   });
   if (issues.length > 0) throw new ConfigError(issues);
-  return { streams: built, unavailable };
+  return built;
+}
+
+/** Checks everything about a loaded config that the schema cannot; throws ConfigError. Needs no database. */
+export function validateConfig(loaded: LoadedConfig): void {
+  try {
+    buildStreams(loaded);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    // whatever a config makes a step throw is the config's fault: rejected, not a crash
+    throw new ConfigError([{ file: loaded.file, path: '', message: `cannot build the streams: ${(err as Error)?.message ?? String(err)}` }]);
+  }
 }
 
 /** State survives a restart under the stream's name and the step's position and kind. */
@@ -92,9 +87,8 @@ export function stateScope(stream: StreamConfig, index: number): string {
   return `${stream.name}/${index}/${Object.keys(stream.steps[index])[0]}`;
 }
 
-function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIssue[]; unavailable: ConfigIssue[] } {
+function checkReferences({ config, issueAt }: LoadedConfig): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  const unavailable: ConfigIssue[] = [];
   const unique = (section: 'devices' | 'streams' | 'upstream', key: 'id' | 'name', names: string[]) => {
     const seen = new Set<string>();
     names.forEach((name, i) => {
@@ -109,9 +103,6 @@ function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIss
   const devices = new Map(config.devices.map((d) => [d.id, d]));
   const upstreams = new Set(config.upstream.map((u) => u.name));
   config.devices.forEach((device, d) => {
-    if (!hasConnector(device.protocol)) {
-      unavailable.push(issueAt(['devices', d, 'protocol'], `device ${device.id}: protocol ${device.protocol} is not available in this build yet; the device will not be read`));
-    }
     const points = new Set<string>();
     device.points.forEach((point, p) => {
       if (points.has(point.name)) issues.push(issueAt(['devices', d, 'points', p, 'name'], `device ${device.id}: point "${point.name}" is defined twice`));
@@ -159,14 +150,11 @@ function checkReferences({ config, issueAt }: LoadedConfig): { issues: ConfigIss
   }
 
   config.upstream.forEach((upstream, u) => {
-    if (!hasUpstream(upstream.type)) {
-      unavailable.push(issueAt(['upstream', u, 'type'], `upstream ${upstream.name}: type ${upstream.type} is not available in this build yet; its records wait in the outbox`));
-    }
     if (upstream.type === 'kafka' && upstream.idempotent && upstream.acks !== 'all' && upstream.acks !== -1) {
       issues.push(issueAt(['upstream', u, 'idempotent'], `upstream ${upstream.name}: an idempotent producer needs acks: all (set idempotent: false to use acks: ${upstream.acks})`));
     }
   });
-  return { issues, unavailable };
+  return issues;
 }
 
 /** True for an address only this machine can reach: 127.0.0.0/8, ::1, localhost. */

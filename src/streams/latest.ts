@@ -24,7 +24,7 @@ export class LatestValues {
     if (!samples) this.samples.set(reading.device, (samples = new Map()));
     for (const name in reading.values) {
       const value = reading.values[name];
-      const quality = reading.quality?.[name] ?? 'good';
+      const quality = (reading.quality && Object.hasOwn(reading.quality, name) ? reading.quality[name] : undefined) ?? 'good';
       // updated in place: no allocation per reading once a point has been seen
       const sample = samples.get(name);
       if (sample) {

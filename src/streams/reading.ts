@@ -23,6 +23,12 @@ export interface Reading {
   /** Set by edge-detecting operators (hysteresis); events and actions follow it. */
   edge?: 'raise' | 'clear';
   event?: EventInfo;
+  /**
+   * The ts is not believed (set where readings enter the streams, see core/clock.ts): too far
+   * ahead of the agent's clock, or before agent.min_time. Steps that judge time (window, energy,
+   * sampler) pass such a reading on without letting its ts move their state.
+   */
+  untimely?: 'future' | 'past';
 }
 
 export type Emit = (reading: Reading) => void;

@@ -1,5 +1,6 @@
 import type { StreamConfig } from '../config/types.js';
 import type { Processor } from '../processors/processor.js';
+import { pointQuality, setOwn } from '../processors/values.js';
 import type { Emit, Reading } from './reading.js';
 
 /** One source, an ordered list of processors, and what to do with what comes out. */
@@ -53,10 +54,11 @@ function project(reading: Reading, points: ReadonlySet<string>): Reading | undef
   let values: Reading['values'] | undefined;
   let quality: Reading['quality'];
   for (const name of points) {
-    if (!(name in reading.values)) continue;
-    (values ??= {})[name] = reading.values[name];
-    const q = reading.quality?.[name];
-    if (q) (quality ??= {})[name] = q;
+    // own keys only: a point named `constructor` is not Object.prototype.constructor
+    if (!Object.hasOwn(reading.values, name)) continue;
+    setOwn((values ??= {}), name, reading.values[name]);
+    const q = pointQuality(reading, name);
+    if (q) setOwn((quality ??= {}), name, q);
   }
   if (!values) return undefined;
   return { ...reading, values, quality };

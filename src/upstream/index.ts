@@ -3,16 +3,12 @@ import type { UpstreamConfig } from '../config/types.js';
 import type { Upstream } from './upstream.js';
 
 /** Upstreams by type; each imported only when the config uses it (the Kafka client is large). */
-const factories: Record<string, (config: any, agentId: string, log: Logger) => Promise<Upstream>> = {
+const factories: Record<UpstreamConfig['type'], (config: any, agentId: string, log: Logger) => Promise<Upstream>> = {
   mqtt: async (config, agentId, log) => new (await import('./mqtt.js')).MqttUpstream(config, agentId, log),
   file: async (config) => new (await import('./file.js')).FileUpstream(config),
   kafka: async (config, agentId, log) => new (await import('./kafka.js')).KafkaUpstream(config, agentId, log),
 };
 
-export function hasUpstream(type: string): boolean {
-  return type in factories;
-}
-
-export async function createUpstream(config: UpstreamConfig, agentId: string, log: Logger): Promise<Upstream | undefined> {
-  return factories[config.type]?.(config, agentId, log);
+export async function createUpstream(config: UpstreamConfig, agentId: string, log: Logger): Promise<Upstream> {
+  return factories[config.type](config, agentId, log);
 }

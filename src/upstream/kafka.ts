@@ -1,6 +1,8 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { compatibilityPartitioner, Producer, protocolErrorsCodesById, type MessageToProduce } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import type { KafkaUpstreamConfig } from '../config/types.js';
+import { Backoff } from '../core/backoff.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 import { tlsOptions } from './tls.js';
 import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from './upstream.js';
@@ -57,8 +59,19 @@ export class KafkaUpstream implements Upstream {
   readonly connected = true;
   private readonly producer: Producer<Buffer, Buffer, Buffer, Buffer>;
   private readonly routes = new Map<string, Map<string, Route>>();
-  /** Topics Kafka refused for good lately: their records are dead-lettered without a send. */
+  /** Topics Kafka refused for good lately: their records are dead-lettered without a send until the topic's next probe. */
   private readonly refusedTopics = new RefusedTopics();
+  /** No produce before this time (Date.now()): the broker's throttle_time_ms asked us to wait. */
+  private throttledUntil = 0;
+  private throttled = false;
+  private closed = false;
+  /** Ends a throttle wait at once (on close). */
+  private wakeUp: (() => void) | undefined;
+  private readonly onResponse = (message: unknown) => this.noteThrottle(message as ApiResponse);
+  /** Between the client's own retries of a request (connect, metadata, produce). */
+  private readonly retryBackoff = new Backoff(250, 5000);
+  /** A request failed and no send has succeeded since: logged once, at the first failure. */
+  private failing = false;
 
   constructor(
     private readonly config: KafkaUpstreamConfig,
@@ -77,9 +90,12 @@ export class KafkaUpstream implements Upstream {
       compression: config.compression,
       autocreateTopics: true,
       connectTimeout: 5000,
-      timeout: 10_000,
+      // the time the broker may take for a produce (its timeout_ms)...
+      timeout: config.timeout,
+      // ...and the time we wait for any answer: the client's default is 30 s, whatever `timeout` says
+      requestTimeout: config.timeout,
       retries: 3,
-      retryDelay: 250,
+      retryDelay: (_client, operation, attempt, _retries, error) => this.retryDelay(operation, attempt, error as KafkaError),
       tls,
       sasl: config.sasl && {
         mechanism: config.sasl.mechanism.toUpperCase() as 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512',
@@ -87,6 +103,52 @@ export class KafkaUpstream implements Upstream {
         password: config.sasl.password,
       },
     });
+    // The client reads throttle_time_ms from every answer and drops it: we take it from its
+    // diagnostics channel, which publishes each answer of each connection.
+    subscribe(API_RESPONSES, this.onResponse);
+  }
+
+  /**
+   * The client's wait before it tries a failed request again: capped exponential with jitter.
+   * The first failure of an episode is logged here, at once: the send itself fails only after
+   * the client's retries (4 timeouts of a broker that accepts connections and never answers).
+   */
+  private retryDelay(operation: string, attempt: number, error: KafkaError): number {
+    if (attempt <= 1) this.retryBackoff.reset();
+    if (!this.failing && !this.closed) {
+      this.failing = true;
+      this.log.warn({ upstream: this.name, operation, err: error.message }, `upstream ${this.name}: ${operation} to Kafka ${this.config.brokers.join(',')} failed (${this.describeFailure(error)}); the client tries again`);
+    }
+    return this.retryBackoff.next();
+  }
+
+  /** Remembers how long the broker asked this producer to wait (KIP-219: the client must hold back). */
+  private noteThrottle(message: ApiResponse): void {
+    if (message.connection?.ownerId !== this.producer.instanceId) return;
+    const throttle = message.result?.throttleTimeMs;
+    if (typeof throttle !== 'number') return;
+    if (throttle > 0) {
+      this.throttledUntil = Math.max(this.throttledUntil, Date.now() + throttle);
+      if (!this.throttled) this.log.warn({ upstream: this.name, throttle_ms: throttle }, `upstream ${this.name}: Kafka ${this.config.brokers.join(',')} throttles this client (throttle_time_ms ${throttle}, a quota is exceeded); produce requests wait as asked`);
+      this.throttled = true;
+    } else if (this.throttled && message.apiKey === PRODUCE) {
+      this.throttled = false;
+      this.log.info({ upstream: this.name }, `upstream ${this.name}: Kafka no longer throttles this client`);
+    }
+  }
+
+  /** Waits out the broker's throttle before the next produce. */
+  private async throttle(): Promise<void> {
+    const wait = this.throttledUntil - Date.now();
+    if (wait <= 0 || this.closed) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, wait);
+      this.wakeUp = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wakeUp = undefined;
   }
 
   onConnect(): void {
@@ -130,10 +192,14 @@ export class KafkaUpstream implements Upstream {
   private async produce(messages: Message[], rows: OutboxRow[], rejected: SendResult['rejected'], retry: (ids: number[], reason: string) => void): Promise<void> {
     let outcome: Outcome;
     try {
+      await this.throttle();
       await this.producer.send({ messages });
+      this.failing = false;
+      this.acknowledged(messages);
       return;
     } catch (err) {
       outcome = outcomeOf(err as KafkaError);
+      if (outcome.acknowledged.size > 0) this.failing = false;
       const failed = this.failure(err as KafkaError);
       if (outcome.acknowledged.size === 0 && outcome.refused.size === 0) throw failed;
       const unacknowledged = rows.filter((_, i) => !outcome.acknowledged.has(where(messages[i])));
@@ -142,19 +208,25 @@ export class KafkaUpstream implements Upstream {
       if (unacknowledged.length === rows.length && retriable.length === refusals.length) throw failed;
     }
     const tooLarge: [Message[], OutboxRow[]] = [[], []];
+    const refusedTopics = new Map<string, string>();
     rows.forEach((row, i) => {
       const at = where(messages[i]);
-      if (outcome.acknowledged.has(at)) return;
+      if (outcome.acknowledged.has(at)) {
+        this.acknowledged([messages[i]]);
+        return;
+      }
       const refusal = outcome.refused.get(at);
       if (refusal && TOO_LARGE.has(refusal) && messages.length > 1) {
         tooLarge[0].push(messages[i]);
         tooLarge[1].push(row);
       } else if (refusal && FOR_GOOD.has(refusal)) {
         const reason = `Kafka refused the record: ${refusal} on ${at}`;
-        if (!TOO_LARGE.has(refusal)) this.refusedTopics.remember(messages[i].topic, reason);
+        if (!TOO_LARGE.has(refusal)) refusedTopics.set(messages[i].topic, reason);
         rejected.push({ ids: [row.id], reason });
       } else retry([row.id], refusal ?? 'no answer for its partition');
     });
+    // once per topic and send: each refusal is one step of the topic's probe backoff
+    for (const [topic, reason] of refusedTopics) this.refuse(topic, reason);
     const [large, largeRows] = tooLarge;
     if (large.length > 0) {
       const half = Math.ceil(large.length / 2);
@@ -205,33 +277,69 @@ export class KafkaUpstream implements Upstream {
         continue;
       }
       try {
-        const metadata = await this.producer.metadata({ topics: [topic], autocreateTopics: true });
+        // a probe of a refused topic asks the broker afresh: the client's cached answer may say it is still missing
+        const metadata = await this.producer.metadata({ topics: [topic], autocreateTopics: true, forceUpdate: this.refusedTopics.has(topic) });
         counts.set(topic, metadata.topics.get(topic)!.partitionsCount);
       } catch (err) {
         const refusal = refusalOf(err as KafkaError);
         if (!refusal) throw this.failure(err as KafkaError);
         const reason = `Kafka refused topic ${topic}: ${refusal}`;
-        this.refusedTopics.remember(topic, reason);
-        this.log.warn({ upstream: this.name, topic }, `upstream ${this.name}: ${reason}; its records go to the dead-letter table`);
+        this.refuse(topic, reason);
         counts.set(topic, reason);
       }
     }
     return counts;
   }
 
+  /** Dead-letters the topic's records until its next probe; logged when the refusal starts, not at each probe. */
+  private refuse(topic: string, reason: string): void {
+    const first = !this.refusedTopics.has(topic);
+    const wait = this.refusedTopics.remember(topic, reason);
+    if (first) this.log.warn({ upstream: this.name, topic }, `upstream ${this.name}: ${reason}; its records go to the dead-letter table, and the topic is probed again after a backoff (first in ${Math.round(wait / 1000)} s, then up to every 60 s)`);
+  }
+
+  /** Kafka took records of these topics: a refusal of theirs is over. */
+  private acknowledged(messages: Message[]): void {
+    if (this.refusedTopics.size === 0) return;
+    let last = '';
+    for (const { topic } of messages) {
+      if (topic === last) continue;
+      last = topic;
+      if (this.refusedTopics.forget(topic)) this.log.info({ upstream: this.name, topic }, `upstream ${this.name}: Kafka takes records for topic ${topic} again`);
+    }
+  }
+
   /** An error that says which cluster and what went wrong inside the client's nested errors. */
   private failure(err: KafkaError): Error {
-    return new Error(`Kafka ${this.config.brokers.join(',')}: ${describe(err)}`, { cause: err });
+    return new Error(`Kafka ${this.config.brokers.join(',')}: ${this.describeFailure(err)}`, { cause: err });
+  }
+
+  private describeFailure(err: KafkaError): string {
+    const timedOut = flatten(err).some((e) => e.message === 'Request timed out');
+    return timedOut ? `no answer within ${this.config.timeout} ms (the request timed out)` : describe(err);
   }
 
   /** Disconnects; gives up after a second on a broker that does not answer. */
   async close(): Promise<void> {
+    this.closed = true;
+    this.wakeUp?.();
+    unsubscribe(API_RESPONSES, this.onResponse);
     const closed = this.producer.close(true).then(
       () => true,
       () => false,
     );
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
   }
+}
+
+/** Each answer the client's connections receive, as their diagnostics channel publishes it. */
+const API_RESPONSES = 'tracing:plt:kafka:connections:api:asyncStart';
+const PRODUCE = 0;
+
+interface ApiResponse {
+  connection?: { ownerId?: number };
+  apiKey?: number;
+  result?: { throttleTimeMs?: number };
 }
 
 function where(message: Message): string {

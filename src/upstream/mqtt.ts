@@ -1,8 +1,8 @@
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import type { MqttUpstreamConfig } from '../config/types.js';
+import { closeMqtt, connectMqtt } from '../mqtt/client.js';
 import type { OutboxRow } from '../outbox/outbox.js';
-import { tlsOptions } from './tls.js';
 import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from './upstream.js';
 
 interface Refusal {
@@ -11,8 +11,6 @@ interface Refusal {
 
 /** 0x97: the broker asks us to slow down, not to give up. */
 const QUOTA_EXCEEDED = 0x97;
-const MIN_RECONNECT = 1000;
-const MAX_RECONNECT = 30_000;
 
 /**
  * Publishes records to an MQTT broker: one message per record, or JSON arrays of up to
@@ -33,8 +31,6 @@ export class MqttUpstream implements Upstream {
   private readonly listeners: (() => void)[] = [];
   /** Sends waiting for acknowledgement; failed at once when the connection closes. */
   private readonly pending = new Set<(err: Error) => void>();
-  private reconnectDelay = MIN_RECONNECT;
-  private down = false;
 
   constructor(
     private readonly config: MqttUpstreamConfig,
@@ -42,41 +38,27 @@ export class MqttUpstream implements Upstream {
     private readonly log: Logger,
   ) {
     this.name = config.name;
-    this.client = mqtt.connect(config.url, {
+    // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
+    this.client = connectMqtt({
+      who: `upstream ${this.name}`,
+      log,
+      logFields: { upstream: this.name },
+      url: config.url,
       clientId: config.client_id ?? `edge-agent-${agentId}-${config.name}`,
       username: config.username,
       password: config.password,
-      keepalive: Math.round(config.keepalive / 1000),
-      protocolVersion: config.protocol_version ?? 4,
-      reconnectPeriod: MIN_RECONNECT,
-      connectTimeout: 10_000,
-      clean: true,
-      queueQoSZero: false,
-      ...tlsOptions(config.tls),
+      tls: config.tls,
+      keepalive: config.keepalive,
+      protocolVersion: config.protocol_version,
+      whileDown: 'records are kept in the outbox',
+      extra: { clean: true, queueQoSZero: false },
     });
     this.client.on('connect', () => {
       // Our messages go out at once instead of waiting for the broker's delayed ACK (Nagle).
       (this.client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
-      this.reconnectDelay = MIN_RECONNECT;
-      this.client.options.reconnectPeriod = MIN_RECONNECT;
-      if (this.down) log.info({ upstream: this.name }, `upstream ${this.name}: connected to ${config.url}`);
-      this.down = false;
       for (const listener of this.listeners) listener();
     });
-    this.client.on('close', () => {
-      this.failPending(new Error(`connection to ${config.url} closed`));
-      // Exponential backoff with jitter between reconnect attempts.
-      this.reconnectDelay = Math.min(MAX_RECONNECT, this.reconnectDelay * 2);
-      this.client.options.reconnectPeriod = Math.round(this.reconnectDelay / 2 + (Math.random() * this.reconnectDelay) / 2);
-    });
-    this.client.on('error', (err) => {
-      if (!this.down) log.warn({ upstream: this.name, err: err.message }, `upstream ${this.name}: cannot reach ${config.url}: ${err.message}; retrying`);
-      this.down = true;
-    });
-    this.client.on('offline', () => {
-      if (!this.down) log.warn({ upstream: this.name }, `upstream ${this.name}: ${config.url} unreachable; records are kept in the outbox`);
-      this.down = true;
-    });
+    this.client.on('close', () => this.failPending(new Error(`connection to ${config.url} closed`)));
   }
 
   get connected(): boolean {
@@ -146,7 +128,10 @@ export class MqttUpstream implements Upstream {
           this.refusedTopics.remember(topic, reason);
           resolve({ reason });
         } else if (err) reject(err);
-        else resolve(undefined);
+        else {
+          if (this.refusedTopics.forget(topic)) this.log.info({ upstream: this.name, topic }, `upstream ${this.name}: the broker takes messages on ${topic} again`);
+          resolve(undefined);
+        }
       });
     });
   }
@@ -157,12 +142,7 @@ export class MqttUpstream implements Upstream {
 
   /** Disconnects cleanly when the broker answers within a second, else drops the connection (the outbox keeps what was not acknowledged). */
   async close(): Promise<void> {
-    const clean = this.client.endAsync(false).then(
-      () => true,
-      () => false,
-    );
-    const ended = await Promise.race([clean, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1000).unref())]);
-    if (!ended) await this.client.endAsync(true).catch(() => undefined);
+    await closeMqtt(this.client);
     this.failPending(new Error('upstream closed'));
   }
 }

@@ -1,3 +1,4 @@
+import { Backoff } from '../core/backoff.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 
 /** Where records go after the outbox: an MQTT broker, Kafka, a file. */
@@ -42,21 +43,59 @@ export function fillTemplate(template: string, agent: string, stream: string, de
 
 /**
  * Topics an upstream refused for good lately, with the refusal: their records go to the
- * dead-letter table without being sent again for five minutes, so that a refused topic costs
- * one attempt, not one per record.
+ * dead-letter table without a send until the topic's next probe, so that a refused topic costs
+ * one attempt per probe, not one per record. Probes come after a capped exponential backoff
+ * with jitter (1 s, 2 s, 4 s … 60 s while the refusals go on): a topic an admin recreates, or
+ * a permission granted again, is noticed within a minute, not after a fixed five. A record of
+ * the topic acknowledged (`forget`) ends the refusal and resets its backoff.
  */
 export class RefusedTopics {
-  private static readonly MEMORY = 5 * 60_000;
-  private readonly topics = new Map<string, { until: number; reason: string }>();
+  /** Topics remembered at most: beyond, the oldest is forgotten (and simply tried again). */
+  private static readonly MAX = 10_000;
+  private readonly topics = new Map<string, { until: number; reason: string; backoff: Backoff }>();
 
-  remember(topic: string, reason: string): void {
-    this.topics.set(topic, { until: Date.now() + RefusedTopics.MEMORY, reason });
+  constructor(
+    private readonly base = 1000,
+    private readonly max = 60_000,
+  ) {}
+
+  /** The topic was refused (again): no send before its next probe. Returns the wait, in ms. */
+  remember(topic: string, reason: string): number {
+    let refused = this.topics.get(topic);
+    if (!refused) {
+      if (this.topics.size >= RefusedTopics.MAX) this.topics.delete(this.topics.keys().next().value!);
+      // jitter in the upper half: full jitter could probe again at once, and every batch would be a probe
+      refused = { until: 0, reason, backoff: new Backoff(this.base, this.max, () => 0.5 + Math.random() / 2) };
+      this.topics.set(topic, refused);
+    }
+    // refusals of records sent together (one probe) are one step of the backoff
+    if (refused.until > Date.now()) return refused.until - Date.now();
+    const wait = refused.backoff.next();
+    refused.until = Date.now() + wait;
+    refused.reason = reason;
+    return wait;
   }
 
-  /** Why the topic is refused, for a record not sent again; undefined when it may be tried. */
+  /** Why the topic is refused, for a record not sent; undefined when it may be tried (a probe, when it was refused before). */
   recall(topic: string): string | undefined {
+    if (this.topics.size === 0) return undefined;
     const refused = this.topics.get(topic);
     if (!refused || refused.until <= Date.now()) return undefined;
-    return `${refused.reason} (refused within the last ${RefusedTopics.MEMORY / 60_000} min; not sent again)`;
+    return `${refused.reason} (not sent: the topic is probed again in ${Math.ceil((refused.until - Date.now()) / 1000)} s)`;
+  }
+
+  /** True when the topic was refused before: its next try is a probe. */
+  has(topic: string): boolean {
+    return this.topics.size > 0 && this.topics.has(topic);
+  }
+
+  /** Topics refused now. */
+  get size(): number {
+    return this.topics.size;
+  }
+
+  /** The topic took a record: its refusal is over. True when there was one. */
+  forget(topic: string): boolean {
+    return this.topics.size > 0 && this.topics.delete(topic);
   }
 }

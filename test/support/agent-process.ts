@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { afterAll } from 'vitest';
+import { CLI } from './cli.js';
 import { until } from './ports.js';
 
-const CLI = resolve(import.meta.dirname, '../../dist/cli.js');
 
 /** Agents still running: killed after the test file, so a failed or timed-out test leaves none behind. */
 const running = new Set<ChildProcess>();
@@ -41,7 +41,7 @@ export class AgentProcess {
   }
 
   static start(config: string, env: NodeJS.ProcessEnv = {}): AgentProcess {
-    return new AgentProcess(spawn(process.execPath, [CLI, 'run', '--config', config], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+    return new AgentProcess(spawn(process.execPath, [...CLI, 'run', '--config', config], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
   async waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<void> {

@@ -89,6 +89,12 @@ export class KafkaTestBroker {
   readonly clientIds = new Set<string>();
   /** Requests served, by API key. */
   readonly requests = new Map<number, number>();
+  /** When each Produce request arrived (Date.now()), in order. */
+  readonly produceTimes: number[] = [];
+  /** throttle_time_ms put in every Produce answer (a client over its quota is asked to wait this long). */
+  throttleMs = 0;
+  /** Answers to requests of `api` (all when unset) are held this long, as by a broker that is overloaded. */
+  private delay: { ms: number; api?: number } = { ms: 0 };
   private readonly options: BrokerOptions;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
@@ -136,6 +142,16 @@ export class KafkaTestBroker {
     this.injected.push({ api: Api[api], code, remaining: count, topic, partition });
   }
 
+  /** Holds every answer (or those of one API) `ms` before sending it; 0 answers at once again. */
+  delayAnswers(ms: number, api?: keyof typeof Api): void {
+    this.delay = { ms, api: api === undefined ? undefined : Api[api] };
+  }
+
+  /** Deletes a topic and its records, as an admin would (kafka-topics --delete). */
+  deleteTopic(name: string): void {
+    this.topics.delete(name);
+  }
+
   createTopic(name: string, partitions = this.options.partitions!): Partition[] {
     let topic = this.topics.get(name);
     if (!topic) {
@@ -162,7 +178,7 @@ export class KafkaTestBroker {
     this.sockets.add(socket);
     socket.setNoDelay(true);
     const session: Session = { authenticated: !this.options.sasl, mechanism: "", scram: undefined };
-    let buffered = Buffer.alloc(0);
+    let buffered: Buffer = Buffer.alloc(0);
     // chunks of a frame still incomplete: joined once it is whole, not on every chunk
     const pending: Buffer[] = [];
     let pendingBytes = 0;
@@ -201,6 +217,8 @@ export class KafkaTestBroker {
     if (clientId !== null) this.clientIds.add(clientId);
     if (api === Api.ApiVersions && version >= 3) r.taggedFields();
     this.requests.set(api, (this.requests.get(api) ?? 0) + 1);
+    if (api === Api.Produce) this.produceTimes.push(Date.now());
+    if (this.delay.ms > 0 && (this.delay.api === undefined || this.delay.api === api)) await new Promise((resolve) => setTimeout(resolve, this.delay.ms));
     if (process.env.KAFKA_BROKER_DEBUG) console.error(`kafka test broker: api ${api} v${version}`);
     if (!session.authenticated && api !== Api.ApiVersions && api !== Api.SaslHandshake && api !== Api.SaslAuthenticate) {
       socket.destroy();
@@ -293,7 +311,7 @@ export class KafkaTestBroker {
         if (version >= 5) w.int64(0);
       }
     }
-    w.int32(0); // throttle
+    w.int32(this.throttleMs);
     if (topics.length) this.notify();
     return acks !== 0;
   }

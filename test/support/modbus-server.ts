@@ -14,6 +14,15 @@ export class UnitMemory {
   readonly refuse = new Set<number>();
   /** Addresses whose reads (of holding registers starting there, or of one there) are refused the same way. */
   readonly refuseReads = new Set<number>();
+  /** When n > 0, every n-th read of holding registers is refused with exception 4 (device failure). */
+  refuseEvery = 0;
+  private holdingReads = 0;
+
+  /** Throws the exception of a refused holding register read at `addr`. */
+  checkRead(addr: number): void {
+    if (this.refuseReads.has(addr)) throw { modbusErrorCode: 0x02, msg: 'refused' };
+    if (this.refuseEvery > 0 && ++this.holdingReads % this.refuseEvery === 0) throw { modbusErrorCode: 0x04, msg: 'device failure' };
+  }
 }
 
 /**
@@ -54,11 +63,11 @@ export class ModbusServer {
         getDiscreteInput: (addr: number, unit: number) => memory(unit).discrete[addr] === 1,
         getMultipleInputRegisters: (addr: number, length: number, unit: number) => Array.from(memory(unit).input.subarray(addr, addr + length)),
         getMultipleHoldingRegisters: (addr: number, length: number, unit: number) => {
-          if (this.unit(unit).refuseReads.has(addr)) throw { modbusErrorCode: 0x02, msg: 'refused' };
+          this.unit(unit).checkRead(addr);
           return Array.from(memory(unit).holding.subarray(addr, addr + length));
         },
         getHoldingRegister: (addr: number, unit: number) => {
-          if (this.unit(unit).refuseReads.has(addr)) throw { modbusErrorCode: 0x02, msg: 'refused' };
+          this.unit(unit).checkRead(addr);
           return memory(unit).holding[addr];
         },
         getInputRegister: (addr: number, unit: number) => memory(unit).input[addr],

@@ -15,12 +15,13 @@ export class RtuLine {
   ) {}
 
   /** A pymodbus server for `units`, or with `faulty`, a slave that answers with that fault. */
-  static async start(units: number[], faulty?: 'crc' | 'short'): Promise<RtuLine> {
+  static async start(units: number[], faulty?: 'crc' | 'short' | 'late' | 'very-late' | 'count' | 'echo'): Promise<RtuLine> {
     const dir = mkdtempSync(join(tmpdir(), 'rtu-'));
     const [agentEnd, serverEnd] = [join(dir, 'agent'), join(dir, 'server')];
     const socat = spawn('socat', [`pty,raw,echo=0,link=${agentEnd}`, `pty,raw,echo=0,link=${serverEnd}`], { stdio: 'ignore' });
     await until(() => existsSync(agentEnd) && existsSync(serverEnd), 5000, 'the socat pty pair');
     const args = faulty ? [resolve(import.meta.dirname, 'rtu_faulty.py'), serverEnd, faulty] : [resolve(import.meta.dirname, 'rtu_server.py'), serverEnd, units.join(',')];
+    // Debian's python3, not a pyenv one on PATH: pymodbus and pyserial are Debian packages
     const server = spawn('/usr/bin/python3', args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let ready = false;
     server.stdout!.on('data', (chunk: Buffer) => (ready ||= chunk.toString().includes('ready')));

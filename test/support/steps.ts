@@ -14,7 +14,8 @@ export class StepHarness {
   readonly out: Reading[] = [];
   readonly counters = new Map<string, number>();
   readonly latest = new LatestValues();
-  clock = 0;
+  /** The agent's clock (context.now()); unset, it is never behind a reading, so steps judge nothing against it. */
+  clock = Number.POSITIVE_INFINITY;
   private processor!: Processor;
   private db: Database.Database;
   private state!: StateStore;

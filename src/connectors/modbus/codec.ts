@@ -76,28 +76,42 @@ export function decode(point: ModbusPoint, data: ArrayLike<number | boolean>, fr
 
 export class EncodeError extends Error {}
 
-/** The registers (or the coil state) that write `value` to the point: scale, offset and order reversed. */
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+/**
+ * The registers (or the coil state) that write `value` to the point: scale, offset and order
+ * reversed. Refuses, naming the type, what the registers cannot hold exactly: a value of the
+ * wrong type, one outside the type's range, and for an integer type one that is not a whole
+ * register value after scale and offset (it would be rounded: the device would not get what
+ * was asked).
+ */
 export function encode(point: ModbusPoint, value: Value): number[] | boolean {
   const type = typeOf(point);
   if (isBitArea(point.area) || type === 'bool') {
-    if (typeof value !== 'boolean' && value !== 0 && value !== 1) throw new EncodeError(`${JSON.stringify(value)} is not a boolean`);
+    if (typeof value !== 'boolean' && value !== 0 && value !== 1) throw new EncodeError(`${JSON.stringify(value)} is not a boolean (the point is a ${isBitArea(point.area) ? point.area : 'bool'})`);
     if (!isBitArea(point.area)) throw new EncodeError('writing one bit of a register is not supported (it would overwrite the other bits)');
     return Boolean(value);
   }
   const order = point.order ?? 'ABCD';
   if (type === 'string') {
-    if (typeof value !== 'string') throw new EncodeError(`${JSON.stringify(value)} is not a string`);
+    if (typeof value !== 'string') throw new EncodeError(`${JSON.stringify(value)} is not a string (the point is a string of ${spanOf(point)} registers)`);
     const bytes = Buffer.alloc(spanOf(point) * 2);
     if (Buffer.byteLength(value, 'latin1') > bytes.length) throw new EncodeError(`"${value}" is longer than ${bytes.length} characters`);
     bytes.write(value, 'latin1');
     return fromBigEndian(bytes, order);
   }
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new EncodeError(`${JSON.stringify(value)} is not a number`);
-  const raw = (value - (point.offset ?? 0)) / (point.scale ?? 1);
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new EncodeError(`${JSON.stringify(value)} is not a number (the point is ${type})`);
+  const scale = point.scale ?? 1;
+  const offset = point.offset ?? 0;
+  const raw = (value - offset) / scale;
   const bytes = Buffer.alloc(spanOf(point) * 2);
-  const integer = (min: number | bigint, max: number | bigint) => {
+  const integer = (min: number, max: number) => {
     const rounded = Math.round(raw);
-    if (rounded < min || rounded > max) throw new EncodeError(`${value} is out of range for ${type} (raw ${rounded})`);
+    if (rounded < min || rounded > max) throw new EncodeError(`${value} is out of range for ${type} (raw ${rounded}, from ${min} to ${max})`);
+    // decimal scales are inexact in binary (0.3 / 0.1 is 2.9999999999999996): allow that much
+    if (Math.abs(raw - rounded) > 1e-9 * Math.max(1, Math.abs(raw))) {
+      throw new EncodeError(`${value} is not a whole ${type} value after scale ${scale} and offset ${offset} (raw ${raw}): it would be rounded`);
+    }
     return rounded;
   };
   switch (type) {
@@ -120,9 +134,11 @@ export function encode(point: ModbusPoint, value: Value): number[] | boolean {
       bytes.writeBigUInt64BE(BigInt(integer(0, Number.MAX_SAFE_INTEGER)));
       break;
     case 'float32':
+      if (!(Math.abs(raw) <= FLOAT32_MAX)) throw new EncodeError(`${value} is out of range for float32 (raw ${raw})`);
       bytes.writeFloatBE(raw);
       break;
     case 'float64':
+      if (!Number.isFinite(raw)) throw new EncodeError(`${value} is out of range for float64 (raw ${raw})`);
       bytes.writeDoubleBE(raw);
       break;
   }

@@ -1,7 +1,9 @@
 import type { DeviceConfig, Value } from '../../config/types.js';
 import type { Quality, Reading } from '../../streams/reading.js';
-import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
-import { acquireBus, BusError, isTimeout, releaseBus, type Client, type ModbusBus } from './bus.js';
+import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory, type WriteOutcome } from '../connector.js';
+import { DeviceStatus } from '../status.js';
+import { everyTick, schedule } from '../../core/schedule.js';
+import { acquireBus, BusError, releaseBus, type Client, type ModbusBus } from './bus.js';
 import { decode, encode, EncodeError } from './codec.js';
 import { DEFAULT_LIMITS, plan, type Block } from './planner.js';
 import { spanOf, type ModbusPoint } from './points.js';
@@ -16,9 +18,12 @@ interface ModbusDeviceConfig extends DeviceConfig {
   max_gap?: number;
   max_registers?: number;
   max_bits?: number;
+  offline_after?: number;
 }
 
 const FUNCTION = { coil: 1, discrete: 2, holding: 3, input: 4 } as const;
+/** A read that fails now and then is one episode until it has worked this long. */
+const QUIET_EPISODE = 60_000;
 
 export const createModbus: ConnectorFactory = async (device, context) => new ModbusDevice(device as ModbusDeviceConfig, context);
 
@@ -26,7 +31,7 @@ export const createModbus: ConnectorFactory = async (device, context) => new Mod
 interface PollGroup {
   every: number;
   blocks: Block[];
-  timer?: NodeJS.Timeout;
+  stopPolls?: () => void;
   busy: boolean;
 }
 
@@ -34,22 +39,25 @@ interface PollGroup {
  * A Modbus TCP or RTU device: polls its points in planned blocks on a drift-free schedule per
  * poll rate, through the bus it shares with the other devices on the same gateway or serial
  * line, and writes `writable` points through the same queue (then reads them back). A failed
- * read gives its points `bad` quality; a device whose reads all fail is offline until one
- * succeeds (DEVICE_OFFLINE / DEVICE_ONLINE events). Each kind of error is logged once per
- * episode, with the device, unit, function and address.
+ * read gives its points `bad` quality; a device whose reads all fail for `offline_after` polls
+ * in a row is offline until one poll succeeds (DEVICE_OFFLINE / DEVICE_ONLINE events). Each
+ * kind of error is logged once per episode, with the device, unit, function and address.
  */
 class ModbusDevice implements Connector {
   readonly id: string;
-  online = true;
-  /** Reads that failed (exception, timeout, CRC, wrong length, no connection), counted for metrics. */
+  /**
+   * Reads that failed (exception, timeout, CRC, wrong length, a reply that did not match its
+   * request, no connection), counted for metrics.
+   */
   readErrors = 0;
   private readonly bus: ModbusBus;
   private readonly unit: number;
   private readonly timeout: number;
   private readonly retries: number;
   private readonly groups: PollGroup[];
-  /** Reads failing now, with the kind of error that began the episode. */
-  private readonly failing = new Map<string, string>();
+  /** Reads failing now (or lately): failures in the episode, and when the last was. */
+  private readonly failing = new Map<string, { failures: number; last: number }>();
+  private readonly status: DeviceStatus;
   private deliver: (reading: Reading) => void = () => {};
   private stopped = false;
 
@@ -61,6 +69,7 @@ class ModbusDevice implements Connector {
     this.unit = config.unit_id ?? 1;
     this.timeout = config.timeout ?? 1000;
     this.retries = config.retries ?? 1;
+    this.status = new DeviceStatus(config.id, context, config.offline_after);
     this.bus = acquireBus(config.host ? { tcp: { host: config.host, port: config.port ?? 502 } } : { serial: config.serial }, context.log);
     const limits = {
       maxGap: config.max_gap ?? DEFAULT_LIMITS.maxGap,
@@ -75,6 +84,15 @@ class ModbusDevice implements Connector {
     this.groups = [...byRate].map(([every, points]) => ({ every, blocks: plan(points, limits), busy: false }));
   }
 
+  get online(): boolean {
+    return this.status.online;
+  }
+
+  /** Replies discarded on the device's serial line (late, stray, or not matching their request). */
+  get discardedReplies(): number {
+    return this.bus.discardedReplies;
+  }
+
   /** Requests one poll of every point makes (for tests and the benchmark). */
   get requestsPerPoll(): number {
     return this.groups.reduce((n, g) => n + g.blocks.length, 0);
@@ -83,31 +101,23 @@ class ModbusDevice implements Connector {
   start(deliver: (reading: Reading) => void): void {
     this.deliver = deliver;
     for (const group of this.groups) {
-      // Polls fall on multiples of the rate from the epoch: no drift, however long it runs.
-      // The next one follows the one due, not the clock, which a timer may read a little early.
-      const { every } = group;
-      let due = Math.ceil((Date.now() + 1) / every) * every;
-      const arm = () => {
-        group.timer = setTimeout(() => {
-          if (this.stopped) return;
-          due += every;
-          if (due <= Date.now()) due = Math.ceil((Date.now() + 1) / every) * every; // skip what a stall missed
-          arm();
-          if (!group.busy) void this.poll(group);
-        }, Math.max(0, due - Date.now()));
-      };
-      arm();
+      // Polls fall on multiples of the rate from the epoch (no drift), waited for on the
+      // monotonic clock (a step of the wall clock neither silences nor floods them).
+      group.stopPolls = schedule(everyTick(group.every), () => {
+        if (!this.stopped && !group.busy) void this.poll(group);
+      });
     }
   }
 
   private async poll(group: PollGroup): Promise<void> {
     group.busy = true;
     const ts = Date.now();
-    const values: Reading['values'] = {};
+    const values: Reading['values'] = Object.create(null); // `__proto__` is a point name too
     let quality: Record<string, Quality> | undefined;
     let succeeded = 0;
     let lastError: Error | undefined;
     for (const block of group.blocks) {
+      if (this.stopped) break;
       try {
         const data = await this.read(block);
         succeeded++;
@@ -128,8 +138,8 @@ class ModbusDevice implements Connector {
     }
     group.busy = false;
     if (this.stopped) return;
-    if (succeeded === 0 && lastError) this.setOnline(false, lastError);
-    else if (succeeded > 0) this.setOnline(true);
+    if (succeeded === 0 && lastError) this.status.failed(lastError.message);
+    else if (succeeded > 0) this.status.succeeded();
     this.deliver({ device: this.id, ts, values, quality });
   }
 
@@ -143,8 +153,9 @@ class ModbusDevice implements Connector {
         this.recovered(episode);
         return result;
       } catch (err) {
-        const retry = attempt < this.retries && !(err instanceof BusError) && (err as { modbusCode?: number }).modbusCode === undefined;
+        const retry = attempt < this.retries && !this.stopped && !(err instanceof BusError) && (err as { modbusCode?: number }).modbusCode === undefined;
         if (retry) continue;
+        if (err instanceof BusError && err.kind === 'closed') throw err;
         this.readErrors++;
         this.failed(episode, `unit ${this.unit}, function ${fc} (${block.area}), address ${block.start}, count ${block.count}`, err as Error);
         throw err;
@@ -155,29 +166,35 @@ class ModbusDevice implements Connector {
   /**
    * Logs an error once when its episode starts, not on every poll: a read that keeps failing
    * (whatever the error of each try: a short RTU reply is a timeout, then a CRC error on the
-   * bytes that follow, then a backed-off unit) is one episode until a read succeeds.
+   * bytes that follow, then a backed-off unit) is one episode, and so is one that fails now and
+   * then (a slave late one time in seven): the episode ends after a minute without failures.
    */
   private failed(episode: string, where: string, err: Error): void {
-    if (this.failing.has(episode)) return;
-    this.failing.set(episode, errorKind(err));
+    const open = this.failing.get(episode);
+    if (open) {
+      open.failures++;
+      open.last = Date.now();
+      return;
+    }
+    this.failing.set(episode, { failures: 1, last: Date.now() });
     this.context.log.warn({ device: this.id, unit: this.unit, err: err.message }, `device ${this.id}: ${where}: ${err.message}`);
   }
 
   private recovered(episode: string): void {
-    if (!this.failing.delete(episode)) return;
-    this.context.log.info({ device: this.id }, `device ${this.id}: ${episode} works again`);
+    const open = this.failing.get(episode);
+    if (!open || Date.now() - open.last < QUIET_EPISODE) return;
+    this.failing.delete(episode);
+    this.context.log.info({ device: this.id }, `device ${this.id}: ${episode} has worked for a minute, after ${open.failures} failures`);
   }
 
-  private setOnline(online: boolean, err?: Error): void {
-    if (online === this.online) return;
-    this.online = online;
-    const description = online ? `device ${this.id} answers again` : `device ${this.id} does not answer: ${err?.message}`;
-    if (online) this.context.log.info({ device: this.id }, description);
-    else this.context.log.warn({ device: this.id }, description);
-    this.context.report?.(deviceStatusEvent(this.id, online, description));
-  }
-
-  async write(name: string, value: Value): Promise<void> {
+  /**
+   * Writes the point's registers (or coil) and reads them back. The value is checked before
+   * anything is sent: its type, and that it makes a whole, in-range register value after scale
+   * and offset (no silent rounding or wrapping). The device's echo must name the address and
+   * value sent. Resolves with the value as sent, decoded back (what the register now means),
+   * and the value read back, which must be the same registers.
+   */
+  async write(name: string, value: Value): Promise<WriteOutcome> {
     const point = (this.config.points as ModbusPoint[]).find((p) => p.name === name);
     if (!point) throw new WriteError(this.id, name, 'no such point');
     if (!point.writable) throw new WriteError(this.id, name, 'the point is not writable');
@@ -191,15 +208,23 @@ class ModbusDevice implements Connector {
     }
     const fc = typeof encoded === 'boolean' ? 5 : encoded.length === 1 ? 6 : 16;
     const where = `unit ${this.unit}, function ${fc}, address ${point.address}`;
+    let echo: { address: number; state?: boolean; value?: number; length?: number };
     try {
-      await this.bus.request(this.unit, this.timeout, async (client) => {
-        if (typeof encoded === 'boolean') await client.writeCoil(point.address, encoded);
-        else if (encoded.length === 1) await client.writeRegister(point.address, encoded[0]);
-        else await client.writeRegisters(point.address, encoded);
+      echo = await this.bus.request(this.unit, this.timeout, async (client) => {
+        if (typeof encoded === 'boolean') return client.writeCoil(point.address, encoded);
+        if (encoded.length === 1) return client.writeRegister(point.address, encoded[0]);
+        return client.writeRegisters(point.address, encoded);
       });
     } catch (err) {
       throw new WriteError(this.id, name, `${where}: ${(err as Error).message}`);
     }
+    // The echo says what the device did: another address or value is not this write.
+    const sent = typeof encoded === 'boolean' ? { address: point.address, state: encoded } : encoded.length === 1 ? { address: point.address, value: encoded[0] } : { address: point.address, length: encoded.length };
+    if (Object.entries(sent).some(([key, v]) => echo[key as keyof typeof echo] !== v)) {
+      throw new WriteError(this.id, name, `${where}: the device echoed ${JSON.stringify(echo)} for ${JSON.stringify(sent)}`);
+    }
+    const registers = typeof encoded === 'boolean' ? [encoded] : encoded;
+    const written = decode(point, registers, 0);
     // Read back what the device now holds: a write is done when the device shows it.
     const block: Block = { area: point.area, start: point.address, count: spanOf(point), points: [] };
     let readBack: ArrayLike<number | boolean>;
@@ -208,17 +233,18 @@ class ModbusDevice implements Connector {
     } catch (err) {
       throw new WriteError(this.id, name, `written, but reading it back failed: ${(err as Error).message}`);
     }
-    const expected = typeof encoded === 'boolean' ? [encoded] : encoded;
-    for (let i = 0; i < expected.length; i++) {
-      if (Boolean(readBack[i]) !== Boolean(expected[i]) || (typeof expected[i] === 'number' && readBack[i] !== expected[i])) {
-        throw new WriteError(this.id, name, `${where}: wrote ${JSON.stringify(expected)} but the device holds ${JSON.stringify(Array.from(readBack).slice(0, expected.length))}`);
+    for (let i = 0; i < registers.length; i++) {
+      if (Boolean(readBack[i]) !== Boolean(registers[i]) || (typeof registers[i] === 'number' && readBack[i] !== registers[i])) {
+        throw new WriteError(this.id, name, `${where}: wrote ${JSON.stringify(registers)} but the device holds ${JSON.stringify(Array.from(readBack).slice(0, registers.length))}`);
       }
     }
+    const held = decode(point, readBack, 0);
+    return { written, readBack: typeof held === 'number' && !Number.isFinite(held) ? null : held };
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const group of this.groups) clearTimeout(group.timer);
+    for (const group of this.groups) group.stopPolls?.();
     await releaseBus(this.bus);
   }
 }
@@ -234,12 +260,4 @@ async function readBlock(client: Client, block: Block): Promise<ArrayLike<number
     case 'input':
       return (await client.readInputRegisters(block.start, block.count)).data;
   }
-}
-
-function errorKind(err: Error): string {
-  if (err instanceof BusError) return err.kind;
-  const code = (err as { modbusCode?: number }).modbusCode;
-  if (code !== undefined) return `exception ${code}`;
-  if (isTimeout(err)) return 'timeout';
-  return err.message.replace(/\d+/g, '#');
 }

@@ -1,7 +1,7 @@
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import type { DeviceConfig, PointConfig, TlsConfig, Value } from '../../config/types.js';
+import { closeMqtt, connectMqtt } from '../../mqtt/client.js';
 import type { Reading } from '../../streams/reading.js';
-import { tlsOptions } from '../../upstream/tls.js';
 import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 import { atPath, fillLevels, matchTopic, pathParts } from './topics.js';
 
@@ -63,19 +63,19 @@ class MqttDevice implements Connector {
       ts: point.ts === undefined ? undefined : pathParts(point.ts),
     }));
     this.template = /\{\d+\}/.test(config.id);
-    this.client = mqtt.connect(config.broker, {
+    // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
+    this.client = connectMqtt({
+      who: `device ${this.id}: MQTT broker`,
+      log: context.log,
+      logFields: { device: this.id },
+      url: config.broker,
       clientId: config.client_id ?? `edge-agent-${context.agentId}-${config.id.replace(/[{}]/g, '')}`,
       username: config.username,
       password: config.password,
-      reconnectPeriod: 2000,
-      ...tlsOptions(config.tls),
+      tls: config.tls,
     });
     this.client.on('connect', () => this.setOnline(true));
     this.client.on('offline', () => this.setOnline(false));
-    this.client.on('error', (err) => {
-      if (this.online || !this.badTopics.has('connection')) context.log.warn({ device: this.id, err: err.message }, `device ${this.id}: MQTT broker ${config.broker}: ${err.message}`);
-      this.badTopics.add('connection');
-    });
     this.client.on('message', (topic, payload) => this.receive(topic, payload));
   }
 
@@ -121,7 +121,7 @@ class MqttDevice implements Connector {
         continue;
       }
       const device = this.template ? this.deviceId(levels) : this.id;
-      reading ??= { device, ts: ts ?? Date.now(), values: {} };
+      reading ??= { device, ts: ts ?? Date.now(), values: Object.create(null) }; // `__proto__` is a point name too
       if (typeof value === 'number' && !Number.isFinite(value)) {
         // 1e400 parses to Infinity: no value, and JSON upstream could not carry it anyway
         reading.values[point.name] = null;
@@ -156,7 +156,6 @@ class MqttDevice implements Connector {
   private setOnline(online: boolean): void {
     if (online === this.online) return;
     this.online = online;
-    if (online) this.badTopics.delete('connection');
     this.context.report?.(deviceStatusEvent(this.id, online, `MQTT broker ${this.config.broker} ${online ? 'reached' : 'unreachable'}`));
   }
 
@@ -174,8 +173,7 @@ class MqttDevice implements Connector {
   }
 
   async stop(): Promise<void> {
-    await Promise.race([this.client.endAsync(false), new Promise((r) => setTimeout(r, 1000).unref())]);
-    await this.client.endAsync(true).catch(() => undefined);
+    await closeMqtt(this.client);
   }
 }
 

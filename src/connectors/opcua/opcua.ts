@@ -20,6 +20,7 @@ import {
 import type { DeviceConfig, PointConfig, Value } from '../../config/types.js';
 import type { Quality, Reading } from '../../streams/reading.js';
 import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
+import { everyTick, schedule } from '../../core/schedule.js';
 
 interface OpcuaPoint extends PointConfig {
   node: string;
@@ -60,7 +61,7 @@ class OpcuaDevice implements Connector {
   private readonly client: OPCUAClient;
   private session: ClientSession | undefined;
   private subscription: ClientSubscription | undefined;
-  private pollTimer: NodeJS.Timeout | undefined;
+  private stopPolls: (() => void) | undefined;
   private readonly points: OpcuaPoint[];
   private deliver: (reading: Reading) => void = () => {};
   private stopped = false;
@@ -174,18 +175,16 @@ class OpcuaDevice implements Connector {
     const polled = this.points.filter((p) => p.sampling === undefined);
     if (polled.length === 0) return;
     const every = this.config.poll ?? 1000;
-    const tick = async () => {
-      if (this.stopped) return;
-      this.pollTimer = setTimeout(tick, every - (Date.now() % every));
-      if (!this.session || !this.online) return;
+    // aligned to the wall clock, waited for on the monotonic one (see core/schedule.ts)
+    this.stopPolls = schedule(everyTick(every), async () => {
+      if (this.stopped || !this.session || !this.online) return;
       try {
         const values = await this.session.read(polled.map((p) => ({ nodeId: p.node, attributeId: AttributeIds.Value })));
         this.deliver(readingOf(this.id, polled.map((p, i) => [p, values[i]])));
       } catch (err) {
         this.context.log.warn({ device: this.id, err: (err as Error).message }, `device ${this.id}: read failed: ${(err as Error).message}`);
       }
-    };
-    this.pollTimer = setTimeout(tick, every - (Date.now() % every));
+    });
   }
 
   private setOnline(online: boolean, why?: string): void {
@@ -219,7 +218,7 @@ class OpcuaDevice implements Connector {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.pollTimer);
+    this.stopPolls?.();
     await this.subscription?.terminate().catch(() => undefined);
     await this.session?.close().catch(() => undefined);
     await this.client.disconnect().catch(() => undefined);
@@ -227,7 +226,7 @@ class OpcuaDevice implements Connector {
 }
 
 function readingOf(device: string, values: [OpcuaPoint, DataValue][]): Reading {
-  const reading: Reading = { device, ts: 0, values: {} };
+  const reading: Reading = { device, ts: 0, values: Object.create(null) }; // `__proto__` is a point name too
   for (const [point, dataValue] of values) {
     const ts = dataValue.sourceTimestamp?.getTime() ?? dataValue.serverTimestamp?.getTime() ?? Date.now();
     if (ts > reading.ts) reading.ts = ts;

@@ -1,6 +1,7 @@
 import type { DeviceConfig, SimulatorPointConfig, Value } from '../../config/types.js';
 import type { Reading } from '../../streams/reading.js';
 import { WriteError, type Connector, type ConnectorFactory } from '../connector.js';
+import { everyTick, schedule } from '../../core/schedule.js';
 import { signalOf, type Signal } from './signals.js';
 
 /** A built-in meter: signals instead of a device, so the agent can be tried with no hardware. */
@@ -12,8 +13,7 @@ class Simulator implements Connector {
   private readonly poll: number;
   private readonly signals: { name: string; signal: Signal }[];
   private readonly written = new Map<string, Value>();
-  private timer: NodeJS.Timeout | undefined;
-  private next = 0;
+  private stopSchedule: (() => void) | undefined;
 
   constructor(private readonly device: DeviceConfig) {
     this.id = device.id;
@@ -22,19 +22,12 @@ class Simulator implements Connector {
   }
 
   start(deliver: (reading: Reading) => void): void {
-    // Ticks fall on multiples of `poll` from the epoch: no drift, however long it runs.
-    this.next = Math.ceil(Date.now() / this.poll) * this.poll;
-    const tick = () => {
-      const ts = this.next;
-      const values: Reading['values'] = {};
+    // Ticks fall on multiples of `poll` from the epoch (no drift), waited for on the monotonic clock.
+    this.stopSchedule = schedule(everyTick(this.poll), (ts) => {
+      const values: Reading['values'] = Object.create(null); // `__proto__` is a point name too
       for (const { name, signal } of this.signals) values[name] = this.written.get(name) ?? signal(ts);
       deliver({ device: this.id, ts, values });
-      this.next += this.poll;
-      // After a stall (suspended process) skip the missed ticks instead of bursting them.
-      if (this.next < Date.now()) this.next = Math.ceil(Date.now() / this.poll) * this.poll;
-      this.timer = setTimeout(tick, this.next - Date.now());
-    };
-    this.timer = setTimeout(tick, this.next - Date.now());
+    });
   }
 
   async write(point: string, value: Value): Promise<void> {
@@ -45,6 +38,6 @@ class Simulator implements Connector {
   }
 
   async stop(): Promise<void> {
-    clearTimeout(this.timer);
+    this.stopSchedule?.();
   }
 }

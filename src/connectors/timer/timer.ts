@@ -1,4 +1,5 @@
 import { CronExpressionParser } from 'cron-parser';
+import { schedule, type Clock } from '../../core/schedule.js';
 
 /**
  * The timer source's schedule: `cron` (five fields, or six with seconds first, in the agent's
@@ -22,18 +23,10 @@ export class TimerSchedule {
   }
 }
 
-/** Runs a schedule on the wall clock; `fire(ts)` at each tick. */
-export function startTimer(schedule: TimerSchedule, fire: (ts: number) => void): () => void {
-  let timer: NodeJS.Timeout;
-  let due = schedule.next(Date.now());
-  const arm = () => {
-    timer = setTimeout(() => {
-      fire(due);
-      // after the tick just fired (a timer may run a little early), or after now if it was late
-      due = schedule.next(Math.max(due, Date.now()));
-      arm();
-    }, Math.max(0, due - Date.now()));
-  };
-  arm();
-  return () => clearTimeout(timer);
+/**
+ * Runs a schedule on the agent's scheduler (aligned to the wall clock, waiting on the monotonic
+ * one, re-aligned after a step of the wall clock); `fire(ts)` at each tick.
+ */
+export function startTimer(timerSchedule: TimerSchedule, fire: (ts: number) => void, clock?: Clock): () => void {
+  return schedule((ts) => timerSchedule.next(ts), fire, { clock });
 }

@@ -1,6 +1,6 @@
 // The test Kafka broker (test/support/kafka-broker.ts) in a process of its own, so that the
 // benchmark's agent side has its event loop to itself. Prints "port N" once listening.
-import { KafkaTestBroker } from '../../test/support/kafka-broker.ts';
+import { KafkaTestBroker } from '../../test/support/kafka-broker.js';
 
 const broker = await KafkaTestBroker.start({ partitions: 3 });
 console.log(`port ${broker.port}`);

@@ -3,10 +3,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDatabase } from '../../dist/outbox/database.js';
-import { Forwarder } from '../../dist/outbox/forwarder.js';
-import { Outbox } from '../../dist/outbox/outbox.js';
-import { StateStore } from '../../dist/streams/state.js';
+import { openDatabase } from '../../src/outbox/database.js';
+import { Forwarder } from '../../src/outbox/forwarder.js';
+import { Outbox } from '../../src/outbox/outbox.js';
+import { StateStore } from '../../src/streams/state.js';
 
 export const benchOutboxConfig = { max_size: 8 * 1024 ** 3, max_age: 7 * 86_400_000, when_full: 'drop-oldest', durability: 'normal', group_records: 1000, group_wait: 10 };
 

@@ -7,11 +7,11 @@
 // would pass edges only. Prints values/s and the heap after forced GCs as it goes.
 // BENCH_VALUES (default 1e8) sets the run's length.
 import Database from 'better-sqlite3';
-import { parseConfig } from '../../dist/config/load.js';
-import { buildProcessors } from '../../dist/streams/build.js';
-import { LatestValues } from '../../dist/streams/latest.js';
-import { StateStore } from '../../dist/streams/state.js';
-import { Stream } from '../../dist/streams/stream.js';
+import { parseConfig } from '../../src/config/load.js';
+import { buildStreams } from '../../src/streams/build.js';
+import { LatestValues } from '../../src/streams/latest.js';
+import { StateStore } from '../../src/streams/state.js';
+import { Stream } from '../../src/streams/stream.js';
 
 const TOTAL = Number(process.env.BENCH_VALUES ?? 1e8);
 const DEVICES = 100;
@@ -40,7 +40,7 @@ upstream: [{ name: out, type: file, path: /dev/null }]
 );
 let clock = 0;
 const latest = new LatestValues();
-const { streams } = buildProcessors({ config, ...loaded }, new StateStore(new Database(':memory:')), { now: () => clock, latest });
+const streams = buildStreams({ config, ...loaded }, { now: () => clock, latest }, new StateStore(new Database(':memory:')));
 let emitted = 0;
 const stream = new Stream(config.streams[0], streams.get('chain').steps, () => emitted++);
 

@@ -10,9 +10,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { MqttUpstream } from '../../dist/upstream/mqtt.js';
-import { benchOutboxConfig, drainRate, fmt, median, openOutbox as openBenchOutbox } from './drain.mjs';
-import { startMosquitto } from './mosquitto.mjs';
+import { MqttUpstream } from '../../src/upstream/mqtt.js';
+import { benchOutboxConfig, drainRate, fmt, median, openOutbox as openBenchOutbox } from './drain.js';
+import { startMosquitto } from './mosquitto.js';
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);

@@ -4,14 +4,14 @@
 // with a change step. Prints readings/s into the stream over BENCH_SECONDS (default 10).
 import { spawn } from 'node:child_process';
 import pino from 'pino';
-import { createMqttDevice } from '../../dist/connectors/mqtt/mqtt.js';
-import { Stream } from '../../dist/streams/stream.js';
-import { buildProcessors } from '../../dist/streams/build.js';
-import { parseConfig } from '../../dist/config/load.js';
-import { StateStore } from '../../dist/streams/state.js';
-import { LatestValues } from '../../dist/streams/latest.js';
+import { createMqttDevice } from '../../src/connectors/mqtt/mqtt.js';
+import { Stream } from '../../src/streams/stream.js';
+import { buildStreams } from '../../src/streams/build.js';
+import { parseConfig } from '../../src/config/load.js';
+import { StateStore } from '../../src/streams/state.js';
+import { LatestValues } from '../../src/streams/latest.js';
 import Database from 'better-sqlite3';
-import { startMosquitto } from './mosquitto.mjs';
+import { startMosquitto } from './mosquitto.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const SENSORS = 1000;
@@ -33,7 +33,7 @@ upstream: [{ name: out, type: file, path: /dev/null }]
   'bench.yaml',
   {},
 );
-const { streams } = buildProcessors({ config, ...loaded }, new StateStore(new Database(':memory:')), { now: Date.now, latest: new LatestValues() });
+const streams = buildStreams({ config, ...loaded }, { now: Date.now, latest: new LatestValues() }, new StateStore(new Database(':memory:')));
 let inStream = 0;
 const stream = new Stream(config.streams[0], streams.get('s').steps, () => {});
 const device = await createMqttDevice(config.devices[0], { log: pino({ level: 'silent' }), agentId: 'bench' });

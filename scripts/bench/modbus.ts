@@ -8,17 +8,18 @@
 //     reading with the breach leaves the connector (so the poll interval is not counted) to
 //     the moment the server handles the write: p50 and p99 over the writes of 20 s. The
 //     server's own setTimeout(0) before it handles a request (~1 ms) is included.
+import { TS_NODE_ARGS } from '../../test/support/cli.js';
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { parseConfig } from '../../dist/config/load.js';
-import { createModbus } from '../../dist/connectors/modbus/modbus.js';
-import { ActionSink } from '../../dist/streams/action.js';
-import { buildProcessors } from '../../dist/streams/build.js';
-import { LatestValues } from '../../dist/streams/latest.js';
-import { StateStore } from '../../dist/streams/state.js';
-import { Stream } from '../../dist/streams/stream.js';
+import { parseConfig } from '../../src/config/load.js';
+import { createModbus } from '../../src/connectors/modbus/modbus.js';
+import { ActionSink } from '../../src/streams/action.js';
+import { buildStreams } from '../../src/streams/build.js';
+import { LatestValues } from '../../src/streams/latest.js';
+import { StateStore } from '../../src/streams/state.js';
+import { Stream } from '../../src/streams/stream.js';
 import Database from 'better-sqlite3';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,7 +28,7 @@ const now = () => performance.timeOrigin + performance.now();
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 
 function servers(count) {
-  const child = spawn(process.execPath, [join(here, 'modbus-server.mjs'), String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...TS_NODE_ARGS, join(here, 'modbus-server.ts'), String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const writes = [];
   let ports;
   let buffered = '';
@@ -107,7 +108,7 @@ streams:
     {},
   );
   const latest = new LatestValues();
-  const { streams } = buildProcessors({ config, ...loaded }, new StateStore(new Database(':memory:')), { now: Date.now, latest });
+  const streams = buildStreams({ config, ...loaded }, { now: Date.now, latest }, new StateStore(new Database(':memory:')));
   const meter = await createModbus(config.devices[0], { log, agentId: 'bench' });
   const action = new ActionSink(config.streams[0].to[0].action, (point, value) => meter.write(point, value), () => {}, log);
   const breaches = [];

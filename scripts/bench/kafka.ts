@@ -2,11 +2,12 @@
 // in another process, test/support/kafka-broker.ts), counted when the broker has acknowledged
 // them all (acks: all, idempotent producer). 100 devices, so records spread over the
 // partitions; batching of max_records per send, for each compression. Medians of ROUNDS runs.
+import { TS_NODE_ARGS } from '../../test/support/cli.js';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import pino from 'pino';
-import { KafkaUpstream } from '../../dist/upstream/kafka.js';
-import { drainRate, fmt, median } from './drain.mjs';
+import { KafkaUpstream } from '../../src/upstream/kafka.js';
+import { drainRate, fmt, median } from './drain.js';
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -15,7 +16,7 @@ const reading = (i) => ({ device: `meter-${i % 100}`, ts: 1_763_719_200_000 + i 
 
 /** A test broker in a process of its own, fresh for each run (a full one would slow the next runs with its garbage collection). */
 async function startBroker() {
-  const child = spawn(process.execPath, [join(import.meta.dirname, 'kafka-broker.mts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...TS_NODE_ARGS, join(import.meta.dirname, 'kafka-broker.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise((resolve) => child.stdout.on('data', (chunk) => resolve(Number(/port (\d+)/.exec(String(chunk))[1]))));
   return { port, stop: () => new Promise((resolve) => child.once('exit', resolve).kill('SIGTERM')) };
 }

@@ -1,0 +1,46 @@
+import type { DeviceStatus, OutboxStatus, StreamStatus } from '../manage/managed-agent.js';
+import type { Outbox } from '../outbox/outbox.js';
+import type { LatestValues } from '../streams/latest.js';
+import type { RunningDevice, RunningStream, RunningUpstream } from './reconcile.js';
+
+/** The status of the running parts as the API, metrics and status page show it. */
+export function describeStream({ config, stream, deployed }: RunningStream): StreamStatus {
+  return {
+    name: config.name,
+    from: config.from,
+    steps: config.steps.map((step) => Object.keys(step)[0]),
+    to: config.to.map((sink) => (typeof sink === 'string' ? sink : `action:${sink.action.device}.${sink.action.point}`)),
+    deployed,
+    readings_in: stream.readingsIn,
+    readings_out: stream.readingsOut,
+    counters: Object.fromEntries(stream.counters),
+  };
+}
+
+export function describeDevice({ config, connector }: RunningDevice, latest: LatestValues): DeviceStatus {
+  return {
+    id: config.id,
+    protocol: config.protocol,
+    online: connector.online,
+    read_errors: connector.readErrors,
+    points: Object.fromEntries(latest.samplesOf(config.id)),
+  };
+}
+
+export function describeOutbox(upstreams: ReadonlyMap<string, RunningUpstream>, outbox: Outbox, now = Date.now()): OutboxStatus {
+  return {
+    upstreams: [...upstreams.entries()].map(([name, { config, upstream, forwarder }]) => ({
+      name,
+      type: config.type,
+      connected: upstream.connected,
+      retrying: forwarder.retrying,
+      depth: outbox.depth(name),
+      oldest_age_ms: outbox.oldestAge(name, now),
+      drops: outbox.drops.get(name) ?? { overflow: 0, expired: 0 },
+      dead_lettered: outbox.deadLettered.get(name) ?? 0,
+      sent: forwarder.sent,
+      errors: forwarder.errors,
+    })),
+    last_seq: outbox.lastSeq,
+  };
+}

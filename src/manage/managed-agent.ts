@@ -1,0 +1,103 @@
+import type { LoadedConfig } from '../config/load.js';
+import type { AgentConfig, StreamConfig } from '../config/types.js';
+import type { Reading } from '../streams/reading.js';
+import type { Sample } from '../streams/latest.js';
+
+/** What an apply restarted, added or removed, by name. */
+export interface ConfigChange {
+  upstreams: string[];
+  devices: string[];
+  streams: string[];
+}
+
+/** A config that passed validation but failed to start: the previous one runs again. */
+export class RolledBack extends Error {
+  constructor(message: string, cause: Error) {
+    super(message, { cause });
+    this.name = 'RolledBack';
+  }
+}
+
+export interface StreamStatus {
+  name: string;
+  from: StreamConfig['from'];
+  steps: string[];
+  to: string[];
+  deployed: boolean;
+  readings_in: number;
+  readings_out: number;
+  /** What its steps counted, by `<step>.<operator>.<name>`. */
+  counters: Record<string, number>;
+}
+
+export interface DeviceStatus {
+  id: string;
+  protocol: string;
+  online: boolean;
+  read_errors: number | undefined;
+  points: Record<string, Sample>;
+}
+
+export interface UpstreamStatus {
+  name: string;
+  type: string;
+  connected: boolean;
+  retrying: boolean;
+  depth: number;
+  oldest_age_ms: number;
+  drops: Record<string, number>;
+  dead_lettered: number;
+  sent: number;
+  errors: number;
+}
+
+export interface OutboxStatus {
+  upstreams: UpstreamStatus[];
+  last_seq: number;
+}
+
+export interface ClockStatus {
+  /** Readings whose ts was too far ahead (agent.max_future) or before agent.min_time. */
+  untimely: number;
+  /** Readings marked estimated because the system clock was not synchronized. */
+  estimated: number;
+  /** Steps of the system clock seen. */
+  steps: number;
+  /** Whether the system clock is synchronized; undefined when it cannot be told. */
+  synchronized: boolean | undefined;
+}
+
+export interface ConfigStatus {
+  agent: string;
+  version: string | number | null;
+  file: string;
+  applied_at: number;
+}
+
+/**
+ * The agent as management sees it: what the API, metrics and status page read, and the few
+ * commands they send. Management depends on this, never on the agent's parts.
+ */
+export interface ManagedAgent {
+  readonly config: AgentConfig;
+  /** The config file and its text as running. */
+  readonly file: string;
+  readonly text: string;
+  streamStatus(): StreamStatus[];
+  deviceStatus(): DeviceStatus[];
+  outboxStatus(): OutboxStatus;
+  configStatus(): ConfigStatus;
+  clockStatus(): ClockStatus;
+  /** Events that went upstream lately, newest last. */
+  events(): readonly Reading[];
+  /** A config text as if it were the config file; throws ConfigError. */
+  parse(text: string): LoadedConfig;
+  /** Validates and applies a config (one apply at a time); throws ConfigError or RolledBack. */
+  apply(loaded: LoadedConfig, source: string): Promise<ConfigChange>;
+  /** Runs `step` in the apply queue: what it checks against the running config holds until it applies. */
+  oneAtATime<T>(step: () => Promise<T>): Promise<T>;
+  /** `apply` from inside a `oneAtATime` step. */
+  applyInQueue(loaded: LoadedConfig, source: string): Promise<ConfigChange>;
+  /** Deploys or undeploys a stream; undefined when there is no such stream. */
+  setDeployed(name: string, deployed: boolean): { deployed: boolean } | undefined;
+}

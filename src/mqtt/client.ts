@@ -1,0 +1,106 @@
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import type { TlsConfig } from '../config/types.js';
+import { Backoff } from '../core/backoff.js';
+import { tlsOptions } from '../upstream/tls.js';
+
+export interface MqttClientOptions {
+  /** Who connects, as log lines name it: `upstream cloud`, `device zigbee`, `remote config`. */
+  who: string;
+  log: Logger;
+  /** Fields put on each log line (`{ upstream: 'cloud' }`). */
+  logFields?: Record<string, unknown>;
+  url: string;
+  clientId: string;
+  username?: string;
+  password?: string;
+  tls?: TlsConfig;
+  /** In ms; MQTT.js's default (60 s) when unset. */
+  keepalive?: number;
+  protocolVersion?: 4 | 5;
+  /** How long a connection attempt may go without a CONNACK before it is an error, in ms (default 10 s). */
+  connectTimeout?: number;
+  /** Said after "unreachable" while the broker cannot be reached: what happens meanwhile. */
+  whileDown?: string;
+  /** The waits between attempts; by default 1 s doubling up to 30 s, with full jitter. */
+  backoff?: Backoff;
+  /** Other MQTT.js options (clean, queueQoSZero, …). */
+  extra?: IClientOptions;
+}
+
+/** First and longest wait between connection attempts; each wait is random up to the current ceiling. */
+export const RECONNECT_BASE = 1000;
+export const RECONNECT_MAX = 30_000;
+/** MQTT.js takes a reconnectPeriod of 0 as "never reconnect": full jitter may not draw that. */
+const MIN_WAIT = 50;
+
+/**
+ * Connects to an MQTT broker with our config's options, and keeps connecting: MQTT.js tries
+ * again after `reconnectPeriod`, which is set before each attempt from a capped exponential
+ * backoff with full jitter (1 s, 2 s, 4 s … 30 s), so a fleet of gateways that lost the same
+ * broker does not come back in step, nor hammer it once a second. An attempt that gets no
+ * CONNACK (a broker that accepts TCP and never answers) fails after `connectTimeout` and is
+ * logged then. Each outage is logged once when it starts and once when it ends.
+ */
+export function connectMqtt(options: MqttClientOptions): MqttClient {
+  const { who, log, url } = options;
+  const fields = options.logFields ?? {};
+  const connectTimeout = options.connectTimeout ?? 10_000;
+  const backoff = options.backoff ?? new Backoff(RECONNECT_BASE, RECONNECT_MAX);
+  const nextWait = () => Math.max(MIN_WAIT, backoff.next());
+  const client = mqtt.connect(url, {
+    clientId: options.clientId,
+    username: options.username,
+    password: options.password,
+    keepalive: options.keepalive === undefined ? undefined : Math.round(options.keepalive / 1000),
+    protocolVersion: options.protocolVersion ?? 4,
+    connectTimeout,
+    // set from the backoff before each attempt (below); this value is not used
+    reconnectPeriod: RECONNECT_BASE,
+    ...options.extra,
+    ...tlsOptions(options.tls),
+  });
+  let down = false;
+  // before MQTT.js's own 'close' listener, which schedules the next attempt with reconnectPeriod
+  client.prependListener('close', () => {
+    client.options.reconnectPeriod = nextWait();
+  });
+  client.on('connect', () => {
+    if (down) log.info({ ...fields, attempts: backoff.attempts }, `${who}: connected to ${url} after ${backoff.attempts} attempts`);
+    down = false;
+    backoff.reset();
+  });
+  client.on('error', (err) => {
+    if (down) return;
+    down = true;
+    const why = err.message === 'connack timeout' ? `no answer to CONNECT within ${connectTimeout / 1000} s (connack timeout)` : err.message;
+    log.warn({ ...fields, err: why }, `${who}: cannot reach ${url}: ${why}; retrying with backoff (up to every ${backoff.max / 1000} s)`);
+  });
+  client.on('offline', () => {
+    if (down) return;
+    // a connack timeout emits 'offline' just before its 'error': let the error, which says why, be the line
+    setImmediate(() => {
+      if (down || client.connected) return;
+      down = true;
+      log.warn(fields, `${who}: ${url} unreachable${options.whileDown ? `; ${options.whileDown}` : ''}; retrying with backoff (up to every ${backoff.max / 1000} s)`);
+    });
+  });
+  return client;
+}
+
+/**
+ * Disconnects cleanly when the broker answers within `timeout` ms, else drops the connection:
+ * a broker that never answers must not hold up a stop.
+ */
+export async function closeMqtt(client: MqttClient, timeout = 1000): Promise<void> {
+  // Not connected (an attempt waiting for its CONNACK, or between attempts): nothing to say
+  // goodbye to. A clean end would half-close the socket and leave MQTT.js's connack timer
+  // running: a broker that never answers would hold the process for connectTimeout.
+  if (!client.connected) return void (await client.endAsync(true).catch(() => undefined));
+  const clean = client.endAsync(false).then(
+    () => true,
+    () => false,
+  );
+  const ended = await Promise.race([clean, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeout).unref())]);
+  if (!ended) await client.endAsync(true).catch(() => undefined);
+}

@@ -1,0 +1,106 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Backoff } from '../src/core/backoff.js';
+import { closeMqtt, connectMqtt } from '../src/mqtt/client.js';
+import { AgentProcess } from './support/agent-process.js';
+import { Mosquitto } from './support/mosquitto.js';
+import { until } from './support/ports.js';
+import { SilentServer } from './support/silent-server.js';
+
+const cleanup: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+function captureLog(): { log: pino.Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }), lines };
+}
+
+describe('the shared MQTT client (src/mqtt/client.ts)', () => {
+  it('waits longer after each failed attempt (capped exponential backoff), and logs the outage once', async () => {
+    const server = await SilentServer.start({ closeAtOnce: true });
+    cleanup.push(() => server.stop());
+    const { log, lines } = captureLog();
+    // the jitter drawn at its top, so the waits are the backoff's ceilings: 200, 400, 800, 1600, 1600 ms
+    const client = connectMqtt({ who: 'test', log, url: `mqtt://127.0.0.1:${server.port}`, clientId: 'backoff-test', backoff: new Backoff(200, 1600, () => 1) });
+    cleanup.push(() => closeMqtt(client));
+    await until(() => server.connectedAt.length >= 6, 20_000, 'six connection attempts');
+    const gaps = server.connectedAt.slice(1, 6).map((t, i) => t - server.connectedAt[i]);
+    console.log(`gaps between connection attempts: ${gaps.join(', ')} ms`);
+    // lower bounds only (a slow machine lengthens them); a fixed reconnectPeriod gives equal gaps
+    [200, 400, 800, 1600, 1600].forEach((wait, i) => expect(gaps[i], `gap ${i + 1}`).toBeGreaterThanOrEqual(wait - 20));
+    expect(lines.filter((l) => /test: cannot reach|unreachable/.test(l)).length).toBe(1);
+  });
+
+  it('logs an attempt that gets no CONNACK when its timeout ends, and connects once the broker answers', async () => {
+    const server = await SilentServer.start();
+    cleanup.push(() => server.stop());
+    const broker = await Mosquitto.start();
+    cleanup.push(() => broker.stop('SIGKILL'));
+    const { log, lines } = captureLog();
+    const client = connectMqtt({ who: 'test', log, url: `mqtt://127.0.0.1:${server.port}`, clientId: 'connack-test', connectTimeout: 1000, backoff: new Backoff(100, 200) });
+    cleanup.push(() => closeMqtt(client));
+    await until(() => lines.some((l) => /test: cannot reach mqtt:\/\/127.0.0.1:\d+: no answer to CONNECT within 1 s/.test(l)), 10_000, 'the connack timeout logged');
+    await until(() => server.connectedAt.length >= 3, 10_000, 'three attempts');
+    expect(lines.filter((l) => /cannot reach/.test(l)).length).toBe(1);
+    // the broker answers at last (same client, other server): the end of the outage is logged
+    client.options.port = broker.port;
+    await until(() => client.connected, 15_000, 'connected');
+    await until(() => lines.some((l) => /test: connected to .* after \d+ attempts/.test(l)), 5000, 'the reconnect logged');
+  });
+
+  it('closes at once, leaving no connection nor timer behind, while the broker has not answered CONNECT', async () => {
+    const server = await SilentServer.start();
+    cleanup.push(() => server.stop());
+    const { log, lines } = captureLog();
+    const client = connectMqtt({ who: 'test', log, url: `mqtt://127.0.0.1:${server.port}`, clientId: 'close-test', connectTimeout: 1000 });
+    await until(() => server.bytes > 0, 5000, 'the CONNECT at the server');
+    await closeMqtt(client, 500);
+    // before: a clean end half-closed the socket and MQTT.js's connack timer still ran, holding
+    // the process until connectTimeout and logging a failure after the close
+    await until(() => server.open === 0, 3000, 'the connection closed');
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(lines.filter((l) => /cannot reach|unreachable/.test(l))).toEqual([]);
+    expect(server.connectedAt.length).toBe(1);
+  });
+});
+
+describe('the agent with an MQTT broker that accepts TCP and never answers CONNACK', () => {
+  it('logs the unanswered connection of the upstream and of the MQTT source within the timeout, and exits within 5 s of SIGTERM', async () => {
+    const server = await SilentServer.start();
+    cleanup.push(() => server.stop());
+    const dir = mkdtempSync(join(tmpdir(), 'mqtt-stop-'));
+    const config = join(dir, 'agent.yaml');
+    writeFileSync(
+      config,
+      `agent: { id: gw-1, data_dir: ${dir}/data, log_level: info, http: off }
+devices:
+  - { id: sim, protocol: simulator, poll: 50ms, points: [{ name: p, signal: sine }] }
+  - { id: sensors, protocol: mqtt, broker: "mqtt://127.0.0.1:${server.port}", points: [{ name: t, topic: sensors/t }] }
+streams:
+  - { name: readings, from: { device: sim }, to: [cloud] }
+upstream:
+  - { name: cloud, type: mqtt, url: "mqtt://127.0.0.1:${server.port}", topic: "edge/{stream}" }
+`,
+    );
+    const agent = AgentProcess.start(config);
+    cleanup.push(() => agent.kill('SIGKILL'));
+    await agent.waitForLog(/agent gw-1 running/);
+    // both clients' CONNECTs are at the server, which never answers them (the timeout is 10 s)
+    await until(() => server.connectedAt.length >= 2 && server.bytes > 0, 10_000, 'two connections at the server');
+    await agent.waitForLog(/upstream cloud: cannot reach mqtt:\/\/127.0.0.1:\d+: no answer to CONNECT within 10 s/, 20_000);
+    await agent.waitForLog(/device sensors: MQTT broker: cannot reach mqtt:\/\/127.0.0.1:\d+: no answer to CONNECT within 10 s/, 20_000);
+    // a new attempt is under way, unanswered too
+    await until(() => server.connectedAt.length >= 3, 30_000, 'a new attempt');
+    agent.kill('SIGTERM');
+    const took = await agent.exit();
+    console.log(`SIGTERM with a silent MQTT broker: exited after ${took} ms (code ${agent.exitCode})`);
+    expect(agent.exitCode).toBe(0);
+    expect(took).toBeLessThan(5000);
+    expect(agent.log.some((l) => /"msg":"stopped"/.test(l))).toBe(true);
+  });
+});
