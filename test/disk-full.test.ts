@@ -1,9 +1,12 @@
-import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { StorageUnavailableError } from '../src/outbox/database.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutboxConfig } from '../src/config/types.js';
+import { AgentProcess } from './support/agent-process.js';
+import { freePort, until } from './support/ports.js';
 import { capturingLog, fillUp, mountTmpfs, openOutbox, seqOf } from './support/storage.js';
 
 /**
@@ -152,4 +155,46 @@ describe('outbox on a full disk', () => {
     expect(readdirSync(dir).filter((f) => f !== 'filler' && f !== 'data')).toEqual([]);
     expect(existsSync(join(dir, 'data')) ? readdirSync(join(dir, 'data')).filter((f) => f.includes('corrupt')) : []).toEqual([]);
   });
+});
+
+describe('a real agent on a full disk', () => {
+  it('drop-oldest on a 2 MB tmpfs with the broker down: runs on, logs once, and starts again on the full disk', async () => {
+    const dir = disk();
+    const work = mkdtempSync(join(tmpdir(), 'outbox-full-agent-'));
+    const downBroker = await freePort();
+    const config = join(work, 'agent.yaml');
+    writeFileSync(
+      config,
+      `agent: { id: gw, data_dir: ${dir}/data, http: off }
+devices:
+  - id: m
+    protocol: simulator
+    poll: 2ms
+    points: [{ name: a, signal: random }, { name: b, signal: random }, { name: c, signal: random }, { name: d, signal: random }]
+streams: [{ name: s, from: { device: m }, to: [cloud] }]
+upstream: [{ name: cloud, type: mqtt, url: "mqtt://127.0.0.1:${downBroker}", topic: "t/{stream}" }]
+outbox: { when_full: drop-oldest }
+`,
+    );
+    const first = AgentProcess.start(config);
+    cleanups.push(() => first.kill('SIGKILL'));
+    await first.waitForLog(/agent gw running/);
+    await until(() => first.exitCode !== null || first.log.some((l) => / is full /.test(l)), 60_000, 'the disk to fill');
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(first.exitCode, first.log.slice(-3).join('\n')).toBe(null);
+    expect(first.log.filter((l) => / is full /.test(l))).toHaveLength(1);
+    first.kill('SIGKILL');
+    await first.exit();
+
+    // the restart on the full disk (it died here at every restart)
+    const second = AgentProcess.start(config);
+    cleanups.push(() => second.kill('SIGKILL'));
+    await until(() => second.exitCode !== null || second.log.some((l) => / is full /.test(l)), 60_000, 'the full disk');
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(second.exitCode, second.log.slice(-3).join('\n')).toBe(null);
+    expect(second.log.some((l) => /agent gw running/.test(l))).toBe(true);
+    second.kill('SIGTERM');
+    await second.exit();
+    expect(second.exitCode).toBe(0);
+  }, 150_000);
 });
