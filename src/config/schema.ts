@@ -134,6 +134,7 @@ const deviceByProtocol: Record<string, object> = {
       password: { type: 'string' },
       client_id: text,
       tls,
+      max_devices: { type: 'integer', minimum: 1 },
       points: { type: 'array', items: mqttPoint, minItems: 1 },
     },
     ['broker', 'points'],
