@@ -64,6 +64,8 @@ export class RolledBack extends Error {
 
 const TICK_MS = 1000;
 const EXPIRE_MS = 60_000;
+/** Stream state unused for agent.state_ttl is looked for hourly. */
+const PRUNE_MS = 3_600_000;
 const RECENT_EVENTS = 50;
 
 /**
@@ -142,8 +144,10 @@ export class Agent {
         for (const stream of agent.streamsByName.values()) if (stream.deployed) stream.stream.tick(now);
       }, TICK_MS),
       setInterval(() => agent.outbox.expire(), EXPIRE_MS),
+      setInterval(() => agent.store.state.prune(), PRUNE_MS),
     );
     agent.outbox.expire();
+    agent.store.state.prune();
     agent.watchConfigFile();
     log.info({ devices: agent.devices.size, streams: agent.streamsByName.size, upstreams: agent.upstreams.size }, `agent ${agent.config.agent.id} running`);
     return agent;
@@ -334,6 +338,7 @@ export class Agent {
 
     await removeChanged(this.streamsByName, config.streams, (s) => s.name, change.streams, (running) => running.stopTimer?.());
     this.timezone = config.agent.timezone;
+    this.latest.limit(config.agent.max_latest_devices, this.log);
     const toBuild = new Set(config.streams.filter((s) => !this.streamsByName.has(s.name)).map((s) => s.name));
     const { streams: processors, unavailable } = buildProcessors(loaded, this.store.state, { now: Date.now, latest: this.latest }, toBuild);
     for (const issue of unavailable) this.log.error(formatIssue(issue));
@@ -410,7 +415,7 @@ export class Agent {
   private openStore(config: AgentConfig): Store {
     const { db, path, quarantined } = openDatabase(config.agent.data_dir, { durability: config.outbox.durability, maxSize: config.outbox.max_size }, this.log);
     let outbox: Outbox | undefined;
-    const state = new StateStore(db, () => outbox?.scheduleCommit());
+    const state = new StateStore(db, () => outbox?.scheduleCommit(), { ttl: config.agent.state_ttl, cacheKeys: config.agent.state_cache, log: this.log });
     outbox = new Outbox(db, config.outbox, config.agent.id, state, this.log);
     if (quarantined) {
       outbox.add(config.upstream.map((u) => u.name), 'agent', {

@@ -240,6 +240,9 @@ function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig 
     log_level: 'info',
     http: '127.0.0.1:8080',
     timezone: 'UTC',
+    state_ttl: 7 * 86_400_000,
+    state_cache: 10_000,
+    max_latest_devices: 10_000,
     ...raw.agent,
   };
   agent.data_dir = resolve(configDir, agent.data_dir);

@@ -11,6 +11,12 @@ export interface AgentSection {
   /** Bearer token the API requires; needed when `http` is not on loopback. */
   http_token?: string;
   timezone: string;
+  /** ms a stream step's per-key state may stay unused before it is pruned (unless still owed). */
+  state_ttl: number;
+  /** Keys of each stream step's state held in memory; the rest stay in SQLite until used. */
+  state_cache: number;
+  /** Devices whose latest values are kept (for expressions and the API). */
+  max_latest_devices: number;
 }
 
 export interface PointConfig {

@@ -38,6 +38,8 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
   const maxHold = params.max_hold ?? 300_000;
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
+  // held readings are owed downstream: never pruned
+  state.retain = (keyState) => ((keyState as KeyState).held?.length ?? 0) > 0;
   /** Keys holding readings; filled from the saved state on the first tick after a start. */
   let holding: Set<string> | undefined;
 
@@ -111,7 +113,11 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
         holding = new Set();
         for (const [key, keyState] of state.entries<KeyState>()) if (keyState.held) holding.add(key);
       }
-      for (const key of holding) holdExpired(key, state.get<KeyState>(key)!, now, emit);
+      for (const key of holding) {
+        const keyState = state.get<KeyState>(key);
+        if (keyState) holdExpired(key, keyState, now, emit);
+        else holding.delete(key);
+      }
     },
   };
 };
