@@ -144,10 +144,10 @@ export class Agent {
         for (const stream of agent.streamsByName.values()) if (stream.deployed) stream.stream.tick(now);
       }, TICK_MS),
       setInterval(() => agent.outbox.expire(), EXPIRE_MS),
-      setInterval(() => agent.store.state.prune(), PRUNE_MS),
+      setInterval(() => void agent.prunedState(), PRUNE_MS),
     );
     agent.outbox.expire();
-    agent.store.state.prune();
+    void agent.prunedState();
     agent.watchConfigFile();
     log.info({ devices: agent.devices.size, streams: agent.streamsByName.size, upstreams: agent.upstreams.size }, `agent ${agent.config.agent.id} running`);
     return agent;
@@ -432,6 +432,15 @@ export class Agent {
     }
     this.log.info({ path, seq: outbox.lastSeq }, `outbox ${path} open`);
     return { db, state, outbox, key: storeKey(config) };
+  }
+
+  /** Prunes unused stream state; a failure (the database closed by a reload meanwhile) is logged, never thrown. */
+  private async prunedState(): Promise<void> {
+    try {
+      await this.store.state.prune();
+    } catch (err) {
+      this.log.warn({ err }, `state: pruning failed: ${(err as Error).message}`);
+    }
   }
 
   private closeStore(): void {

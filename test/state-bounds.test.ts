@@ -61,7 +61,7 @@ describe('per-key state in bounded memory', () => {
     expect(keys.has('new') && !keys.has('dev-1')).toBe(true);
   });
 
-  it('prunes keys unused for state_ttl, keeps those read lately, and logs what it pruned', () => {
+  it('prunes keys unused for state_ttl, keeps those read lately, and logs what it pruned', async () => {
     const db = new Database(dbFile());
     let now = 1_000 * DAY;
     const { lines, log } = logged();
@@ -73,13 +73,13 @@ describe('per-key state in bounded memory', () => {
     db.transaction(() => store.save())();
     store.saved();
     now += 5 * DAY;
-    expect(store.prune()).toEqual({ pruned: 499, kept: 0 });
+    expect(await store.prune()).toEqual({ pruned: 499, kept: 0 });
     expect(db.prepare('SELECT key FROM state').pluck().all()).toEqual(['dev-7']);
     expect(store.scope('st/0/change').get('dev-8')).toBeUndefined();
     expect(lines.filter((l) => l.includes('pruned 499 keys unused for 7d'))).toHaveLength(1);
   });
 
-  it('never prunes what is still owed: an energy counter baseline or an open window; counts it and logs it once', () => {
+  it('never prunes what is still owed: an energy counter baseline or an open window; counts it and logs it once', async () => {
     const db = new Database(dbFile());
     let now = Date.UTC(2026, 0, 1);
     const { lines, log } = logged();
@@ -95,9 +95,9 @@ describe('per-key state in bounded memory', () => {
     store.saved();
 
     now += 10 * DAY;
-    expect(store.prune()).toEqual({ pruned: 1, kept: 2 });
+    expect(await store.prune()).toEqual({ pruned: 1, kept: 2 });
     now += 10 * DAY;
-    expect(store.prune()).toEqual({ pruned: 0, kept: 2 });
+    expect(await store.prune()).toEqual({ pruned: 0, kept: 2 });
     expect(lines.filter((l) => l.includes('are kept'))).toHaveLength(1);
 
     // the meter comes back after 20 days: the energy of the silence is counted, not lost
