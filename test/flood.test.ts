@@ -5,7 +5,7 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentProcess } from './support/agent-process.js';
 import { Mosquitto } from './support/mosquitto.js';
-import { until } from './support/ports.js';
+import { freePort, until } from './support/ports.js';
 
 /** Resident memory of a process in bytes: `VmRSS` now, `VmHWM` the peak. */
 function memoryOf(pid: number, field: 'VmRSS' | 'VmHWM'): number {
@@ -44,9 +44,10 @@ describe('a topic flood against the agent as a process', () => {
     const dir = mkdtempSync(join(tmpdir(), 'flood-'));
     const config = join(dir, 'agent.yaml');
     const out = join(dir, 'out.jsonl');
+    const http = await freePort();
     writeFileSync(
       config,
-      `agent: { id: gw, data_dir: ${dir}/data, http: off }
+      `agent: { id: gw, data_dir: ${dir}/data, http: "127.0.0.1:${http}" }
 devices:
   - { id: "plug-{1}", protocol: mqtt, broker: "${broker.url}", points: [{ name: power_w, topic: "shellies/+/relay/0/power" }] }
   - { id: "th-{1}", protocol: mqtt, broker: "${broker.url}", points: [{ name: temperature, topic: "z2m/+/th", json: temperature }, { name: humidity, topic: "z2m/+/th", json: humidity }] }
@@ -91,14 +92,24 @@ upstream: [{ name: file, type: file, path: ${out} }]
       }
     });
     await publisher.publishAsync('good/meter', '424242', { qos: 1 });
+    // each device has its own connection: the flood is through when the template counted all of its malformed messages
+    // 200,990 = 99,980 not JSON + 100,000 garbage on long topics + 10 of 1 MB not JSON + 1000 without
+    // humidity from the devices made; the other 99,000 without humidity and the ten 1 MB ones missing
+    // it were for devices past max_devices: dropped before they were read.
+    let readErrors = 0;
     await until(
-      () => {
+      async () => {
+        await new Promise((r) => setTimeout(r, 250)); // not a load of its own
         if (agent.exitCode !== null || agent.signal !== null) throw new Error(`the agent died in the flood (${agent.exitCode ?? agent.signal}): ${agent.log.slice(-3).join('\n')}`);
-        return readFileSync(out, 'utf8').includes('"energy_kwh":424242');
+        const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
+        readErrors = Number(/edge_device_read_errors_total\{device="th-\{1\}"\} (\d+)/.exec(metrics)?.[1]);
+        return readErrors >= 200_990 && readFileSync(out, 'utf8').includes('"energy_kwh":424242');
       },
       110_000,
-      'the meter reading published after the flood, upstream',
-    );
+      'every flood message counted and the meter reading published after the flood upstream',
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (read errors counted: ${readErrors} of 200990)`);
+    });
     const seconds = (Date.now() - started) / 1000;
     clearInterval(sampler);
     peak = Math.max(peak, memoryOf(pid, 'VmRSS'));
@@ -112,6 +123,7 @@ upstream: [{ name: file, type: file, path: ${out} }]
     expect(peak).toBeLessThan(150 * 2 ** 20);
     expect(logBytes).toBeLessThan(1024 * 1024);
     expect(plugs.size).toBe(1000); // max_devices
+    expect(readErrors).toBe(200_990); // each counted once
     // one line per template for its refused devices, one for the topics past the 1000 remembered
     expect(agent.log.filter((l) => l.includes('(max_devices)'))).toHaveLength(2);
     expect(agent.log.filter((l) => l.includes('more than 1000 topics at once'))).toHaveLength(1);
