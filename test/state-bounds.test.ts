@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/load.js';
 import { energy } from '../src/processors/energy.js';
 import type { StepContext } from '../src/processors/processor.js';
 import { window } from '../src/processors/window.js';
@@ -133,5 +134,15 @@ describe('latest values in bounded memory', () => {
     expect(latest.get('plug-9999', 'p')).toBe(9999);
     expect(latest.get('plug-0', 'p')).toBeUndefined();
     expect(lines.filter((l) => l.includes('max_latest_devices'))).toHaveLength(1);
+  });
+});
+
+describe('config of the bounds', () => {
+  it('reads agent.state_ttl, state_cache, max_latest_devices and an MQTT device\'s max_devices, with their defaults', () => {
+    const base = 'agent: { id: gw }\ndevices:\n  - { id: "p-{1}", protocol: mqtt, broker: "mqtt://127.0.0.1:1", points: [{ name: v, topic: "a/+" }] }\n';
+    const defaults = parseConfig(base, 'test.yaml', {}).config;
+    expect([defaults.agent.state_ttl, defaults.agent.state_cache, defaults.agent.max_latest_devices]).toEqual([7 * DAY, 10_000, 10_000]);
+    const set = parseConfig(base.replace('{ id: gw }', '{ id: gw, state_ttl: 1d, state_cache: 500, max_latest_devices: 50 }').replace('protocol: mqtt,', 'protocol: mqtt, max_devices: 20,'), 'test.yaml', {}).config;
+    expect([set.agent.state_ttl, set.agent.state_cache, set.agent.max_latest_devices, set.devices[0].max_devices]).toEqual([DAY, 500, 50, 20]);
   });
 });
