@@ -41,7 +41,8 @@ export const createMqttDevice: ConnectorFactory = async (device, context) => new
  * fleet, up to `max_devices` of them: messages for a new id past that are dropped, counted in
  * `refusedDevices` and logged once. Retained messages give the initial values. A payload that
  * cannot be read (not JSON, a configured field missing) is counted and logged once per episode
- * of its topic; the episode ends when a message on that topic is read whole again. Writes publish to the point's `command_topic`.
+ * of its topic; the episode ends when a message on that topic is read whole again. Writes
+ * publish to the point's `command_topic`.
  */
 class MqttDevice implements Connector {
   readonly id: string;
