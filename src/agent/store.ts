@@ -27,7 +27,7 @@ export function storeKey(config: AgentConfig): string {
 export function openStore(config: AgentConfig, log: Logger): Store {
   const { db, path, quarantined } = openDatabase(config.agent.data_dir, { durability: config.outbox.durability, maxSize: config.outbox.max_size }, log);
   let outbox: Outbox | undefined;
-  const state = new StateStore(db, () => outbox?.scheduleCommit());
+  const state = new StateStore(db, () => outbox?.scheduleCommit(), { ttl: config.agent.state_ttl, cacheKeys: config.agent.state_cache, log });
   outbox = new Outbox(db, config.outbox, config.agent.id, state, log);
   if (quarantined) {
     outbox.add(config.upstream.map((u) => u.name), 'agent', {

@@ -353,6 +353,9 @@ function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig 
     max_future: 3_600_000,
     min_time: '2020-01-01',
     clock_sync: 'auto',
+    state_ttl: 7 * 86_400_000,
+    state_cache: 10_000,
+    max_latest_devices: 10_000,
     ...raw.agent,
   };
   agent.data_dir = resolve(configDir, agent.data_dir);

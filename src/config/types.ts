@@ -17,6 +17,12 @@ export interface AgentSection {
   min_time: string;
   /** How to tell whether the system clock is synchronized: `auto`, `off`, or a file that exists when it is. */
   clock_sync: string;
+  /** ms a stream step's per-key state may stay unused before it is pruned (unless still owed). */
+  state_ttl: number;
+  /** Keys of each stream step's state held in memory; the rest stay in SQLite until used. */
+  state_cache: number;
+  /** Devices whose latest values are kept (for expressions and the API). */
+  max_latest_devices: number;
 }
 
 export interface PointConfig {

@@ -88,7 +88,11 @@ export const energy: ProcessorFactory = (params: Params, context) => {
   const windows = new Windows(params.window, params.window, context.timezone);
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
-  const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
+  // open windows hold kWh not yet emitted, and a meter's baseline the energy since: never pruned
+  state.retain = (keyState) => (keyState as KeyState).open.length > 0 || (method === 'meter-reading' && (keyState as KeyState).last !== undefined);
+  /** Keys with open windows, for the clock to close them; read row by row, not all at once. */
+  const keys = new Set<string>();
+  for (const [key, keyState] of state.entries<KeyState>()) if (keyState.open.length > 0) keys.add(key);
 
   function windowAt(keyState: KeyState, start: number): EnergyWindow {
     const { open } = keyState;
@@ -246,10 +250,8 @@ export const energy: ProcessorFactory = (params: Params, context) => {
       }
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
-      if (!keyState) {
-        keyState = { device: reading.device, open: [] };
-        keys.add(key);
-      }
+      if (!keyState) keyState = { device: reading.device, open: [] };
+      keys.add(key);
       const latest = latestOf(keyState);
       if (reading.ts < latest && latest > context.now() + maxFuture + params.window) startAgain(key, keyState, reading.ts, v, emit);
       step(keyState, reading.ts, v);
@@ -262,6 +264,8 @@ export const energy: ProcessorFactory = (params: Params, context) => {
       for (const key of keys) {
         const keyState = state.get<KeyState>(key);
         if (keyState) close(key, keyState, now - params.window, emit);
+        // nothing left to close: the key comes back with its next reading
+        if (!keyState || keyState.open.length === 0) keys.delete(key);
       }
     },
   };

@@ -1,7 +1,7 @@
 import { ConfigError, type ConfigIssue } from '../config/errors.js';
 import type { LatestValues } from '../streams/latest.js';
 import type { Emit, Reading } from '../streams/reading.js';
-import type { ScopedState } from '../streams/state.js';
+import type { StepState } from '../streams/state.js';
 
 /** One step of a stream. `emit` passes a reading on to the next step (zero, one or many times). */
 export interface Processor {
@@ -15,7 +15,7 @@ export interface StepContext {
   /** 0-based position in the stream's steps. */
   index: number;
   /** This step's persisted per-key state. */
-  state: ScopedState;
+  state: StepState;
   /** The agent's clock: wall time live, the data's time in a replay. */
   now(): number;
   /** The latest value of every device's points, for expressions. */

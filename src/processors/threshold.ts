@@ -41,6 +41,8 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
   const maxFuture = context.maxFuture ?? 3_600_000;
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
+  // held readings are owed downstream: never pruned
+  state.retain = (keyState) => ((keyState as KeyState).held?.length ?? 0) > 0;
   /** Keys holding readings; filled from the saved state on the first tick after a start. */
   let holding: Set<string> | undefined;
 
@@ -114,7 +116,11 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
         holding = new Set();
         for (const [key, keyState] of state.entries<KeyState>()) if (keyState.held) holding.add(key);
       }
-      for (const key of holding) holdExpired(key, state.get<KeyState>(key)!, now, emit);
+      for (const key of holding) {
+        const keyState = state.get<KeyState>(key);
+        if (keyState) holdExpired(key, keyState, now, emit);
+        else holding.delete(key);
+      }
     },
   };
 };

@@ -76,7 +76,11 @@ export const window: ProcessorFactory = (params: Params, context) => {
   const points = functions.map(([point]) => point);
   const keyOf = keyFunction(params.key);
   const { state } = context;
-  const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
+  // open windows must close and be emitted, however long their key stays silent
+  state.retain = (keyState) => (keyState as KeyState).open.length > 0;
+  /** Keys with open windows, for the clock to close them; read row by row, not all at once. */
+  const keys = new Set<string>();
+  for (const [key, keyState] of state.entries<KeyState>()) if (keyState.open.length > 0) keys.add(key);
   let restored = keys.size > 0;
   const maxFuture = context.maxFuture ?? HOUR;
 
@@ -122,10 +126,8 @@ export const window: ProcessorFactory = (params: Params, context) => {
       }
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
-      if (!keyState) {
-        keyState = { device: reading.device, watermark: -Infinity, open: [] };
-        keys.add(key);
-      }
+      if (!keyState) keyState = { device: reading.device, watermark: -Infinity, open: [] };
+      keys.add(key);
       const { ts } = reading;
       if (ts < keyState.watermark && keyState.watermark > context.now() + maxFuture + lateness + params.size) {
         context.count('clock_back');
@@ -171,10 +173,15 @@ export const window: ProcessorFactory = (params: Params, context) => {
       restored = false;
       for (const key of keys) {
         const keyState = state.get<KeyState>(key);
-        if (!keyState) continue;
+        if (!keyState) {
+          keys.delete(key);
+          continue;
+        }
         // After a restart: what ended while the agent was down goes out now, as partial.
         if (forcePartial) close(key, keyState, now, emit, true);
         close(key, keyState, now - lateness - params.size, emit);
+        // nothing left to close: the key comes back with its next reading
+        if (keyState.open.length === 0) keys.delete(key);
       }
     },
   };

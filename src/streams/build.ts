@@ -6,7 +6,7 @@ import { parseHostPort } from '../config/units.js';
 import { processors as registry } from '../processors/index.js';
 import type { Processor } from '../processors/processor.js';
 import { LatestValues } from './latest.js';
-import { ScopedState, type StateStore } from './state.js';
+import { memoryState, type StateStore } from './state.js';
 
 /** What steps need from the agent that runs them. */
 export interface StepRuntime {
@@ -34,7 +34,7 @@ export function buildStreams(
 ): Map<string, BuiltStream> {
   const issues = checkReferences(loaded);
   const built = new Map<string, BuiltStream>();
-  const scopeOf = (name: string) => (state ? state.scope(name) : new ScopedState(name, () => {}));
+  const scopeOf = (name: string) => (state ? state.scope(name) : memoryState());
   loaded.config.streams.forEach((stream, s) => {
     if (only && !only.has(stream.name)) return;
     const steps: Processor[] = [];
