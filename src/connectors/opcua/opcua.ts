@@ -539,12 +539,25 @@ function readingOf(device: string, values: [OpcuaPoint, DataValue][]): Reading {
     const ts = dataValue.sourceTimestamp?.getTime() ?? dataValue.serverTimestamp?.getTime() ?? Date.now();
     if (ts > reading.ts) reading.ts = ts;
     const quality = qualityOf(dataValue);
-    const raw = dataValue.value?.value;
+    const raw = scalarOf(dataValue);
     const usable = quality !== 'bad' && (typeof raw === 'number' || typeof raw === 'boolean' || typeof raw === 'string');
     reading.values[point.name] = usable ? (raw as Value) : typeof raw === 'bigint' ? Number(raw) : null;
     if (quality !== 'good' || !usable) (reading.quality ??= {})[point.name] = usable ? quality : 'bad';
   }
   return reading;
+}
+
+/** The value of a DataValue; Int64 and UInt64 come as [high, low] 32-bit words. */
+function scalarOf(dataValue: DataValue): unknown {
+  const variant = dataValue.value;
+  const raw = variant?.value;
+  if ((variant?.dataType === DataType.Int64 || variant?.dataType === DataType.UInt64) && Array.isArray(raw) && raw.length === 2) {
+    const [high, low] = raw as [number, number];
+    const unsigned = BigInt(high >>> 0) * 2n ** 32n + BigInt(low >>> 0);
+    const value = variant.dataType === DataType.Int64 && high & 0x80000000 ? unsigned - 2n ** 64n : unsigned;
+    return Number(value);
+  }
+  return raw;
 }
 
 function qualityOf(dataValue: DataValue): Quality {
