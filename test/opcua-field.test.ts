@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,20 +40,25 @@ async function device(config: Partial<DeviceConfig> & { points: DeviceConfig['po
   return { connector, readings, events, lines };
 }
 
-/** A TCP server that forwards to `target` (or, without one, accepts and never answers), counting connections. */
-async function tcpCounter(target?: number): Promise<{ port: number; accepted: number; stop(): Promise<void> }> {
+/**
+ * A TCP server that forwards to `target` (or, without one, accepts and never answers), counting
+ * connections; `silence()` makes it keep every connection open and drop all bytes from then on.
+ */
+async function tcpCounter(target?: number): Promise<{ port: number; accepted: number; silence(): void; stop(): Promise<void> }> {
   const sockets = new Set<Socket>();
-  const counter = { port: await freePort(), accepted: 0, stop: async () => {} };
+  let silent = target === undefined;
+  const counter = { port: await freePort(), accepted: 0, silence: () => void (silent = true), stop: async () => {} };
   const tcp: Server = createServer((client) => {
     counter.accepted++;
     sockets.add(client);
     client.on('error', () => undefined).on('close', () => sockets.delete(client));
-    if (target === undefined) return; // silence: the OPC UA Hello is never answered
+    if (target === undefined) return; // the OPC UA Hello is never answered
     const upstream = connect(target, '127.0.0.1');
     sockets.add(upstream);
     upstream.on('error', () => client.destroy()).on('close', () => client.destroy());
     client.on('close', () => upstream.destroy());
-    client.pipe(upstream).pipe(client);
+    client.on('data', (data) => silent || upstream.write(data));
+    upstream.on('data', (data) => silent || client.write(data));
   });
   await new Promise<void>((resolve) => tcp.listen(counter.port, '127.0.0.1', resolve));
   counter.stop = async () => {
@@ -193,10 +198,7 @@ describe('OPC UA trust', () => {
 });
 
 describe('OPC UA stop', () => {
-  it('the agent exits within 5 s of SIGTERM while its OPC UA server accepts TCP and never answers', async () => {
-    const silent = await tcpCounter();
-    cleanups.push(() => silent.stop());
-    const dir = mkdtempSync(join(tmpdir(), 'opcua-stop-'));
+  const agentWith = (dir: string, endpoint: string) => {
     const config = join(dir, 'agent.yaml');
     writeFileSync(
       config,
@@ -204,20 +206,42 @@ describe('OPC UA stop', () => {
 devices:
   - id: plc
     protocol: opcua
-    endpoint: opc.tcp://127.0.0.1:${silent.port}/UA/Test
+    endpoint: ${endpoint}
     connect_timeout: 30s
-    points: [{ name: rpm, node: "ns=1;s=Motor.RPM", sampling: 100ms }]
+    points: [{ name: rpm, node: "ns=1;s=Motor.RPM", sampling: 100ms }, { name: setpoint, node: "ns=1;s=Motor.Setpoint" }]
 streams:
   - { name: s, from: { device: plc }, steps: [], to: [file] }
 upstream: [{ name: file, type: file, path: out.jsonl }]
 `,
     );
-    const agent = AgentProcess.start(config);
+    return AgentProcess.start(config);
+  };
+
+  it('the agent exits within 5 s of SIGTERM while its OPC UA server accepts TCP and never answers', async () => {
+    const silent = await tcpCounter();
+    cleanups.push(() => silent.stop());
+    const agent = agentWith(mkdtempSync(join(tmpdir(), 'opcua-stop-')), `opc.tcp://127.0.0.1:${silent.port}/UA/Test`);
     await agent.waitForLog(/agent gw running/, 30_000);
     await until(() => silent.accepted > 0, 10_000, 'the connection attempt');
     agent.kill('SIGTERM');
     const took = await agent.exit();
-    console.info(`exit after SIGTERM took ${took} ms`);
+    console.info(`exit after SIGTERM (server never answered) took ${took} ms`);
+    expect(agent.exitCode).toBe(0);
+    expect(took).toBeLessThan(5000);
+  }, 60_000);
+
+  it('the agent exits within 5 s of SIGTERM when its connected OPC UA server stops answering', async () => {
+    const link = await tcpCounter(server.port);
+    cleanups.push(() => link.stop());
+    const dir = mkdtempSync(join(tmpdir(), 'opcua-stop-'));
+    const agent = agentWith(dir, `opc.tcp://127.0.0.1:${link.port}/UA/Test`);
+    await agent.waitForLog(/agent gw running/, 30_000);
+    await until(() => existsSync(join(dir, 'out.jsonl')) && readFileSync(join(dir, 'out.jsonl'), 'utf8').includes('setpoint'), 30_000, 'values through the link');
+    link.silence();
+    await sleep(1000);
+    agent.kill('SIGTERM');
+    const took = await agent.exit();
+    console.info(`exit after SIGTERM (server stopped answering) took ${took} ms`);
     expect(agent.exitCode).toBe(0);
     expect(took).toBeLessThan(5000);
   }, 60_000);

@@ -272,6 +272,7 @@ class OpcuaDevice implements Connector {
     client.removeAllListeners('connection_lost');
     client.removeAllListeners('close');
     await bounded(client.disconnect(), STOP_GRACE);
+    breakChannel(client);
   }
 
   /** Anonymous, user name and password, or a user certificate (`certificate`, `private_key`: PEM files). */
@@ -507,11 +508,34 @@ class OpcuaDevice implements Connector {
     this.client = undefined;
     this.session = undefined;
     this.subscription = undefined;
-    // A server that stopped answering must not hold the agent's shutdown: each goodbye is bounded.
-    await bounded(subscription?.terminate(), STOP_GRACE);
-    await bounded(session?.close(), STOP_GRACE);
-    await this.retire(client);
-    await bounded(this.certificates.dispose(), STOP_GRACE);
+    // A server that stopped answering must not hold the agent's shutdown: the goodbyes get
+    // STOP_GRACE in all, then the socket is closed under them.
+    const goodbye = (async () => {
+      await subscription?.terminate().catch(() => undefined);
+      await session?.close().catch(() => undefined);
+      await client?.disconnect().catch(() => undefined);
+    })();
+    await bounded(goodbye, STOP_GRACE);
+    if (client) {
+      client.removeAllListeners('connection_lost');
+      client.removeAllListeners('close');
+      breakChannel(client);
+      await bounded(client.disconnect(), STOP_GRACE / 4);
+    }
+    await bounded(this.certificates.dispose(), STOP_GRACE / 4);
+  }
+}
+
+/**
+ * Closes the client's socket at once: after a bounded goodbye to a server that does not answer,
+ * its pending requests would otherwise keep the socket and their timers (and the process) alive.
+ */
+function breakChannel(client: OPCUAClient): void {
+  const channel = (client as unknown as { _secureChannel?: { forceConnectionBreak?: () => void } | null })._secureChannel;
+  try {
+    channel?.forceConnectionBreak?.();
+  } catch {
+    // already closed
   }
 }
 
