@@ -125,11 +125,17 @@ describe('OPC UA subscriptions', () => {
     expect(lines.some((l) => /point level updates again/.test(l))).toBe(true);
   }, 90_000);
 
-  it('does not call an unchanging value stale', async () => {
-    const { readings, lines } = await device({ points: [{ name: 'setpoint', node: 'ns=1;s=Types.Double', sampling: 100, stale_after: 500 }] });
-    await until(() => readings.length > 0, 10_000, 'the first value');
+  it('does not call an unchanging value, or an unchanging Bad status, stale', async () => {
+    const { readings, lines } = await device({
+      points: [
+        { name: 'setpoint', node: 'ns=1;s=Types.Double', sampling: 100, stale_after: 500 },
+        // a failed sensor that stays failed is not a dead item either
+        { name: 'broken', node: 'ns=1;s=Motor.Broken', sampling: 100, stale_after: 500 },
+      ],
+    });
+    await until(() => readings.some((r) => 'setpoint' in r.values) && readings.some((r) => r.quality?.broken === 'bad'), 10_000, 'the first values');
     await sleep(4000);
-    expect(readings.filter((r) => r.quality?.setpoint === 'stale')).toEqual([]);
+    expect(readings.filter((r) => Object.values(r.quality ?? {}).includes('stale'))).toEqual([]);
     expect(lines.filter((l) => /stale/.test(l))).toEqual([]);
   }, 60_000);
 });

@@ -92,6 +92,8 @@ interface Watch {
   /** when the last notification came, or a read confirmed the value unchanged (monotonic ms) */
   lastUpdate: number;
   value?: Value | null;
+  /** the status code name of the last notification */
+  status?: string;
   /** a read disagreed with the last notification once: the next disagreement makes it stale */
   suspect: boolean;
   stale: boolean;
@@ -206,10 +208,13 @@ class OpcuaDevice implements Connector {
       ]);
       clearTimeout(timer);
       if (this.stopped || generation !== this.generation) {
-        await session.close().catch(() => undefined);
+        await bounded(session.close(), STOP_GRACE);
+        await this.retire(client);
         return;
       }
       this.session = session;
+      // a reconnection may meet a changed address space (a PLC program download)
+      this.dataTypes.clear();
       client.on('connection_lost', () => this.lost(generation, 'connection lost'));
       client.on('close', (err?: Error | null) => this.lost(generation, `connection closed${err ? `: ${err.message}` : ''}`));
       session.on('session_closed', () => this.lost(generation, 'session closed by the server'));
@@ -226,11 +231,14 @@ class OpcuaDevice implements Connector {
     } catch (err) {
       clearTimeout(timer);
       if (this.stopped || generation !== this.generation) return;
+      if (this.client === client) this.client = undefined;
       void this.retire(client);
       const cause = describe(err);
       const delay = this.backoff.next();
-      if (this.episodes.begin(cause)) {
-        this.openCauses.add(cause);
+      // one episode per kind of failure: numbers (ports, transport counters) do not make a new one
+      const kind = cause.replace(/\d+/g, '#');
+      if (this.episodes.begin(kind)) {
+        this.openCauses.add(kind);
         this.context.log.warn({ device: this.id, endpoint: this.config.endpoint }, `device ${this.id}: cannot open ${this.config.endpoint}: ${cause}; trying again with backoff (next in ${delay} ms)`);
       }
       this.setOnline(false, `unreachable: ${cause}`);
@@ -337,6 +345,7 @@ class OpcuaDevice implements Connector {
       watch.suspect = false;
       watch.value = reading.values[point.name];
       const status = dataValue.statusCode.name;
+      watch.status = status;
       if (LOST_NODE.has(status)) {
         this.itemFailed(watch, status);
         return;
@@ -378,9 +387,9 @@ class OpcuaDevice implements Connector {
 
   /**
    * OPC UA sends a value only when it changes, so silence may mean "unchanged" or "dead item".
-   * A point silent for stale_after is read: the same value as last notified means unchanged (it
-   * counts as an update); a failed read, or a different value twice in a row with no
-   * notification in between, means the item is dead: the point is marked stale (once per
+   * A point silent for stale_after is read: the same value and status as last notified means
+   * unchanged (it counts as an update, also for a Bad status that stays); a lost node, or a
+   * different value or status twice in a row with no notification between, means the item is dead: the point is marked stale (once per
    * episode) and its item created again.
    */
   private scheduleStaleChecks(generation: number): void {
@@ -405,15 +414,18 @@ class OpcuaDevice implements Connector {
 
   private judge(watch: Watch, dataValue: DataValue): void {
     const read = readingOf(this.id, [[watch.point, dataValue]]);
-    const good = read.quality?.[watch.point.name] === undefined;
-    if (good && read.values[watch.point.name] === watch.value) {
+    const status = dataValue.statusCode.name;
+    // a point that stays Bad the same way (a failed sensor) is unchanged too; a lost node is not
+    const unchanged = status === watch.status && !LOST_NODE.has(status) && read.values[watch.point.name] === watch.value;
+    if (unchanged) {
       watch.lastUpdate = performance.now();
       watch.suspect = false;
       if (watch.item) this.itemRecovered(watch);
       return;
     }
-    // a change may be on its way in the next publish: a second look before calling it dead
-    if (good && !watch.suspect) {
+    // a change may be on its way in the next publish, a read may fail once: a second look
+    // before calling the item dead (a lost node needs none)
+    if (!LOST_NODE.has(status) && !watch.suspect) {
       watch.suspect = true;
       return;
     }
