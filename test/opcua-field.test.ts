@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -117,7 +117,9 @@ describe('OPC UA subscriptions', () => {
     await sleep(4000); // several failed re-creations and stale checks
     server.level = 7;
     server.addLevel();
+    const readded = Date.now();
     await until(() => readings.some((r) => r.values.level === 7), 30_000, 'the level after the node came back');
+    console.info(`values again ${Date.now() - readded} ms after the node came back`);
     expect(connector.online).toBe(true);
     expect(readings.filter((r) => r.quality?.level === 'stale')).toHaveLength(1);
     expect(lines.filter((l) => /monitoring ns=1;s=Tank.Level \(point level\) failed/.test(l))).toHaveLength(1);
@@ -151,6 +153,7 @@ describe('OPC UA connections', () => {
     await sleep(15_000);
     // one log line for the whole episode; attempts spaced by the timeout and the backoff
     expect(lines.filter((l) => /no answer within/.test(l) && /cannot open/.test(l))).toHaveLength(1);
+    console.info(`connections to a silent server in 17 s: ${silent.accepted}`);
     expect(silent.accepted).toBeLessThanOrEqual(10);
   }, 60_000);
 
@@ -200,6 +203,24 @@ describe('OPC UA trust', () => {
     await until(() => impostor.lines.some((l) => /BadCertificateUntrusted/.test(l)), 30_000, 'the refusal');
     expect(impostor.connector.online).toBe(false);
     expect(readdirSync(join(dataDir, 'opcua', 'devices', 'a', 'rejected'))).toHaveLength(1);
+  }, 120_000);
+});
+
+describe('OPC UA trust after an upgrade', () => {
+  it('a TOFU device of an install from before per-device trust keeps refusing other certificates', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'opcua-upgrade-'));
+    // what the previous version left: the certificate trusted on first use in the shared store
+    const shared = join(dataDir, 'opcua', 'pki', 'trusted', 'certs');
+    mkdirSync(shared, { recursive: true });
+    for (const file of readdirSync(server.certificateFolder)) copyFileSync(join(server.certificateFolder, file), join(shared, file));
+    const other = await OpcuaTestServer.start();
+    cleanups.push(() => other.stop());
+    const points = [{ name: 'rpm', node: 'ns=1;s=Motor.RPM', sampling: 100 }];
+    const impostor = await device({ id: 'old', endpoint: other.endpoint, security: { mode: 'Sign' }, trust_on_first_use: true, points }, { dataDir, online: false });
+    await until(() => impostor.lines.some((l) => /BadCertificateUntrusted/.test(l)), 30_000, 'the refusal');
+    expect(impostor.connector.online).toBe(false);
+    await impostor.connector.stop();
+    await device({ id: 'old', security: { mode: 'Sign' }, trust_on_first_use: true, points }, { dataDir });
   }, 120_000);
 });
 
