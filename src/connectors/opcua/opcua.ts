@@ -20,7 +20,7 @@ import {
   type DataValue,
 } from 'node-opcua';
 import type { Logger } from 'pino';
-import type { DeviceConfig, PointConfig, Value } from '../../config/types.js';
+import type { DeviceConfig, OpcuaDeviceOptions, PointConfig, Value } from '../../config/types.js';
 import { Backoff } from '../../core/backoff.js';
 import { Episodes } from '../../core/episodes.js';
 import type { Quality, Reading } from '../../streams/reading.js';
@@ -38,7 +38,7 @@ interface OpcuaPoint extends PointConfig {
   stale_after?: number;
 }
 
-interface OpcuaDeviceConfig extends DeviceConfig {
+interface OpcuaDeviceConfig extends DeviceConfig, OpcuaDeviceOptions {
   endpoint: string;
   security?: { mode?: 'None' | 'Sign' | 'SignAndEncrypt'; policy?: string };
   user?: string;
@@ -49,11 +49,6 @@ interface OpcuaDeviceConfig extends DeviceConfig {
   /** a folder of server certificates to trust */
   trust_dir?: string;
   timeout?: number;
-  /** how long a connection attempt (TCP, Hello, secure channel, session) may take */
-  connect_timeout?: number;
-  /** the longest wait between two connection attempts */
-  reconnect_max?: number;
-  stale_after?: number;
 }
 
 const CONNECT_TIMEOUT = 10_000;
