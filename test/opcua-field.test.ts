@@ -203,6 +203,8 @@ describe('OPC UA trust', () => {
     await until(() => impostor.lines.some((l) => /BadCertificateUntrusted/.test(l)), 30_000, 'the refusal');
     expect(impostor.connector.online).toBe(false);
     expect(readdirSync(join(dataDir, 'opcua', 'devices', 'a', 'rejected'))).toHaveLength(1);
+    await until(() => impostor.lines.filter((l) => /cannot open/.test(l)).length > 0, 30_000, 'the attempt logged');
+    expect(impostor.lines.filter((l) => /device a: server certificate \w+ is not trusted for this device; it is in \S+devices\/a\/rejected: move it to/.test(l))).toHaveLength(1);
   }, 120_000);
 });
 

@@ -57,13 +57,22 @@ export class DeviceTrust extends OPCUACertificateManager {
       this.log.info({ device: this.device, fingerprint }, `device ${this.device}: server certificate ${fingerprint} trusted on first use`);
       return StatusCodes.Good;
     }
-    this.pin(this.rejectedDir, certificate);
+    // said once per certificate: the refusal itself is logged once per episode by the connector
+    if (this.pin(this.rejectedDir, certificate)) {
+      this.log.warn(
+        { device: this.device, fingerprint },
+        `device ${this.device}: server certificate ${fingerprint} is not trusted for this device; it is in ${this.rejectedDir}: move it to ${this.trustedDir} to accept it`,
+      );
+    }
     return StatusCodes.BadCertificateUntrusted;
   }
 
-  private pin(folder: string, certificate: Buffer): void {
+  /** Keeps the certificate in `folder`; true when it was not there yet. */
+  private pin(folder: string, certificate: Buffer): boolean {
     const file = join(folder, `${fingerprintOf(certificate)}.der`);
-    if (!existsSync(file)) writeFileSync(file, certificate);
+    if (existsSync(file)) return false;
+    writeFileSync(file, certificate);
+    return true;
   }
 }
 
