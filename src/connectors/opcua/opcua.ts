@@ -53,6 +53,8 @@ interface OpcuaDeviceConfig extends DeviceConfig, OpcuaDeviceOptions {
 
 const CONNECT_TIMEOUT = 10_000;
 const RECONNECT_MAX = 30_000;
+/** A connection that held this long resets the reconnect backoff. */
+const STABLE_AFTER = 10_000;
 /** A stop never waits longer than this for a server to answer the goodbyes. */
 const STOP_GRACE = 2_000;
 /** Below this, checking a silent monitored item would cost more reads than it is worth. */
@@ -120,6 +122,7 @@ class OpcuaDevice implements Connector {
   private pollTimer: NodeJS.Timeout | undefined;
   private staleTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private stableTimer: NodeJS.Timeout | undefined;
   private readonly points: OpcuaPoint[];
   private readonly watches: Watch[];
   private deliver: (reading: Reading) => void = () => {};
@@ -214,7 +217,9 @@ class OpcuaDevice implements Connector {
       client.on('close', (err?: Error | null) => this.lost(generation, `connection closed${err ? `: ${err.message}` : ''}`));
       session.on('session_closed', () => this.lost(generation, 'session closed by the server'));
       session.on('keepalive_failure', () => this.lost(generation, 'session keep-alive failed'));
-      this.backoff.reset();
+      // the backoff starts again from the bottom only once the connection has held a while: a
+      // server that takes sessions and drops them at once is not hammered
+      this.stableTimer = setTimeout(() => this.backoff.reset(), STABLE_AFTER);
       for (const cause of this.openCauses) {
         const count = this.episodes.end(cause);
         if (count > 1) this.context.log.info({ device: this.id }, `device ${this.id}: ${cause} (${count} attempts) is over`);
@@ -251,6 +256,7 @@ class OpcuaDevice implements Connector {
   }
 
   private teardown(): void {
+    clearTimeout(this.stableTimer);
     clearTimeout(this.pollTimer);
     clearTimeout(this.staleTimer);
     for (const watch of this.watches) {
@@ -508,6 +514,7 @@ class OpcuaDevice implements Connector {
     this.stopped = true;
     this.generation++;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.stableTimer);
     clearTimeout(this.pollTimer);
     clearTimeout(this.staleTimer);
     for (const watch of this.watches) clearTimeout(watch.retry);
