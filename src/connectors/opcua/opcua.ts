@@ -94,6 +94,8 @@ interface Watch {
   /** a read disagreed with the last notification once: the next disagreement makes it stale */
   suspect: boolean;
   stale: boolean;
+  /** the item failed because its node was gone: a good read of the node means it is back */
+  nodeMissing: boolean;
   backoff: Backoff;
   retry?: NodeJS.Timeout;
 }
@@ -163,6 +165,7 @@ class OpcuaDevice implements Connector {
       lastUpdate: 0,
       suspect: false,
       stale: false,
+      nodeMissing: false,
       backoff: new Backoff(500, RECONNECT_MAX),
     }));
   }
@@ -366,6 +369,7 @@ class OpcuaDevice implements Connector {
     if (this.episodes.begin(cause)) {
       this.context.log.warn({ device: this.id, node: watch.point.node }, `device ${this.id}: monitoring ${watch.point.node} (point ${watch.point.name}) failed: ${why}; creating it again with backoff`);
     }
+    watch.nodeMissing = [...LOST_NODE].some((status) => why.includes(status));
     const old = watch.item;
     watch.item = undefined;
     old?.terminate().catch(() => undefined);
@@ -414,6 +418,14 @@ class OpcuaDevice implements Connector {
   }
 
   private judge(watch: Watch, dataValue: DataValue): void {
+    // the node is back: no need to wait out the item's backoff
+    if (watch.retry && watch.nodeMissing && dataValue.statusCode.isGood() && this.subscription) {
+      clearTimeout(watch.retry);
+      watch.retry = undefined;
+      watch.nodeMissing = false;
+      this.monitor(watch, this.subscription);
+      return;
+    }
     const read = readingOf(this.id, [[watch.point, dataValue]]);
     const status = dataValue.statusCode.name;
     // a point that stays Bad the same way (a failed sensor) is unchanged too; a lost node is not
