@@ -127,16 +127,21 @@ describe('OPC UA subscriptions', () => {
     expect(lines.some((l) => /point level updates again/.test(l))).toBe(true);
   }, 90_000);
 
-  it('does not call an unchanging value, or an unchanging Bad status, stale', async () => {
+  it('does not call an unchanging value, an unchanging Bad status, or a change within the deadband stale', async () => {
     const { readings, lines } = await device({
       points: [
         { name: 'setpoint', node: 'ns=1;s=Types.Double', sampling: 100, stale_after: 500 },
         // a failed sensor that stays failed is not a dead item either
         { name: 'broken', node: 'ns=1;s=Motor.Broken', sampling: 100, stale_after: 500 },
+        // changes within the deadband are not notified, and not a sign of a dead item
+        { name: 'banded', node: 'ns=1;s=Types.Int32', sampling: 100, stale_after: 500, deadband: { type: 'absolute', value: 5 } },
       ],
     });
-    await until(() => readings.some((r) => 'setpoint' in r.values) && readings.some((r) => r.quality?.broken === 'bad'), 10_000, 'the first values');
+    server.typed.set('Types.Int32', 0);
+    await until(() => readings.some((r) => 'setpoint' in r.values) && readings.some((r) => r.quality?.broken === 'bad') && readings.some((r) => r.values.banded === 0), 10_000, 'the first values');
+    server.typed.set('Types.Int32', 3);
     await sleep(4000);
+    expect(readings.filter((r) => 'banded' in r.values).map((r) => r.values.banded)).toEqual([0]);
     expect(readings.filter((r) => Object.values(r.quality ?? {}).includes('stale'))).toEqual([]);
     expect(lines.filter((l) => /stale/.test(l))).toEqual([]);
   }, 60_000);

@@ -6,7 +6,10 @@ import {
   AttributeIds,
   ClientMonitoredItem,
   ClientSubscription,
+  DataChangeFilter,
+  DataChangeTrigger,
   DataType,
+  DeadbandType,
   MessageSecurityMode,
   OPCUAClient,
   SecurityPolicy,
@@ -392,10 +395,11 @@ class OpcuaDevice implements Connector {
 
   /**
    * OPC UA sends a value only when it changes, so silence may mean "unchanged" or "dead item".
-   * A point silent for stale_after is read: the same value and status as last notified means
-   * unchanged (it counts as an update, also for a Bad status that stays); a lost node, or a
-   * different value or status twice in a row with no notification between, means the item is dead: the point is marked stale (once per
-   * episode) and its item created again.
+   * A point silent for stale_after is read: the same value (within the point's deadband) and
+   * status as last notified means unchanged (it counts as an update, also for a Bad status that
+   * stays); a lost node, or a different value or status twice in a row with no notification
+   * between, means the item is dead: the point is marked stale (once per episode) and its item
+   * created again.
    */
   private scheduleStaleChecks(generation: number): void {
     const every = Math.max(250, Math.min(...this.watches.map((w) => w.staleAfter)) / 2);
@@ -429,7 +433,7 @@ class OpcuaDevice implements Connector {
     const read = readingOf(this.id, [[watch.point, dataValue]]);
     const status = dataValue.statusCode.name;
     // a point that stays Bad the same way (a failed sensor) is unchanged too; a lost node is not
-    const unchanged = status === watch.status && !LOST_NODE.has(status) && read.values[watch.point.name] === watch.value;
+    const unchanged = status === watch.status && !LOST_NODE.has(status) && withinDeadband(watch.point, read.values[watch.point.name], watch.value);
     if (unchanged) {
       watch.lastUpdate = performance.now();
       watch.suspect = false;
@@ -453,7 +457,7 @@ class OpcuaDevice implements Connector {
         );
       }
     }
-    if (!watch.retry) this.itemFailed(watch, `no update for ${Math.round(watch.staleAfter)} ms`);
+    if (!watch.retry) this.itemFailed(watch, `no update for ${Math.round(watch.staleAfter)} ms (${status})`);
   }
 
   private schedulePolls(): void {
@@ -565,6 +569,18 @@ function breakChannel(client: OPCUAClient): void {
   }
 }
 
+/**
+ * Whether a read value is one the item would not have notified: equal, or within an absolute
+ * deadband; with a percent deadband (of a range the agent does not know) any value of the same
+ * type is taken as unchanged, so such a point goes stale only by status or a lost node.
+ */
+function withinDeadband(point: OpcuaPoint, read: Value | null | undefined, notified: Value | null | undefined): boolean {
+  if (read === notified) return true;
+  if (!point.deadband || typeof read !== 'number' || typeof notified !== 'number') return false;
+  if (point.deadband.type === 'percent') return true;
+  return Math.abs(read - notified) <= point.deadband.value;
+}
+
 /** Waits for `promise` at most `ms`, ignoring its failure. */
 async function bounded(promise: Promise<unknown> | undefined, ms: number): Promise<void> {
   if (!promise) return;
@@ -617,7 +633,11 @@ function qualityOf(dataValue: DataValue): Quality {
   return 'good';
 }
 
-function deadbandFilter(deadband: { type: 'absolute' | 'percent'; value: number }) {
-  // DataChangeFilter: trigger StatusValue (1), deadband type Absolute (1) or Percent (2)
-  return { trigger: 1, deadbandType: deadband.type === 'absolute' ? 1 : 2, deadbandValue: deadband.value } as never;
+/** A real DataChangeFilter: a plain object made node-opcua throw while encoding the request, outside any promise. */
+function deadbandFilter(deadband: { type: 'absolute' | 'percent'; value: number }): DataChangeFilter {
+  return new DataChangeFilter({
+    trigger: DataChangeTrigger.StatusValue,
+    deadbandType: deadband.type === 'absolute' ? DeadbandType.Absolute : DeadbandType.Percent,
+    deadbandValue: deadband.value,
+  });
 }
