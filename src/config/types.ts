@@ -41,6 +41,16 @@ export interface DeviceConfig {
   [key: string]: unknown;
 }
 
+/** OPC UA device keys with a default; devices are not filled in by the loader, the connector applies these. */
+export interface OpcuaDeviceOptions {
+  /** ms a connection attempt (TCP, Hello, secure channel, session) may take; default 10 s */
+  connect_timeout?: number;
+  /** ms, the longest wait between two connection attempts; default 30 s */
+  reconnect_max?: number;
+  /** ms without an update before a monitored point is read to tell "unchanged" from "dead"; default 3 × max(sampling, publishing interval), at least 5 s; also on a point */
+  stale_after?: number;
+}
+
 export interface SimulatorPointConfig extends PointConfig {
   signal?: 'sine' | 'counter' | 'random' | 'step' | 'constant';
   min?: number;
