@@ -1,6 +1,6 @@
 /**
- * The JSON Schema of an agent config: the whole of shared/config-contract.yaml plus the keys
- * this project added. `duration: true` and `size: true` are our keywords: they check the text
+ * The JSON Schema of an agent config: the whole of the config contract (its copy lives in
+ * test/fixtures/config-contract.yaml) plus the keys this project added. `duration: true` and `size: true` are our keywords: they check the text
  * and replace it with milliseconds or bytes, so the rest of the agent only sees numbers.
  */
 
