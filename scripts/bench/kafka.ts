@@ -6,7 +6,7 @@ import { TS_NODE_ARGS } from '../../test/support/cli.js';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import pino from 'pino';
-import { KafkaUpstream } from '../../src/upstream/kafka.js';
+import { KafkaUpstream } from '../../src/upstream/kafka/kafka.js';
 import { drainRate, fmt, median } from './drain.js';
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 200_000);

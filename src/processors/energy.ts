@@ -1,19 +1,22 @@
+import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../config/kit.js';
 import type { Emit } from '../streams/reading.js';
-import { check, type ProcessorFactory } from './processor.js';
+import { check, operator } from './processor.js';
 import { hasPoint, keyFunction, numberOf } from './values.js';
 import { checkWindow, Windows } from './windows.js';
 
-interface Params {
-  method: 'meter-reading' | 'instant-power' | 'average-power';
-  point: string;
-  window: number;
-  output: string;
-  scale?: number;
-  max_rate?: number;
-  rollover?: number;
-  max_gap?: number;
-  key?: string[];
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({
+  method: oneOf(['meter-reading', 'instant-power', 'average-power']),
+  point: name,
+  window: duration(),
+  output: name,
+  scale: withDefault(Type.Number(), 1),
+  max_rate: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+  rollover: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+  max_gap: duration('15m'),
+  key: Type.Optional(keyFields),
+});
+type Params = Static<typeof schema>;
 
 interface EnergyWindow {
   start: number;
@@ -62,13 +65,13 @@ const HOUR = 3_600_000;
  * which is marked `partial`, so that no kWh is lost or counted twice. The previous reading and the
  * open windows are persisted: a restart continues the count where it stopped.
  */
-export const energy: ProcessorFactory = (params: Params, context) => {
+export const energy = operator(schema, (params, context) => {
   const problem = checkWindow(params.window, params.window);
   check(!problem, context, problem ?? '', 'window');
-  check(params.max_gap === undefined || params.max_gap > 0, context, 'max_gap must be positive', 'max_gap');
+  check(params.max_gap > 0, context, 'max_gap must be positive', 'max_gap');
   const { method, point, output } = params;
-  const scale = params.scale ?? 1;
-  const maxGap = params.max_gap ?? 900_000;
+  const { scale } = params;
+  const maxGap = params.max_gap;
   const windows = new Windows(params.window, params.window, context.timezone);
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
@@ -215,4 +218,4 @@ export const energy: ProcessorFactory = (params: Params, context) => {
       }
     },
   };
-};
+});

@@ -1,15 +1,18 @@
+import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../config/kit.js';
 import type { Emit, Reading } from '../streams/reading.js';
-import { check, type ProcessorFactory } from './processor.js';
+import { check, operator } from './processor.js';
 import { hasPoint, keyFunction, numberOf, withoutValue, withValue } from './values.js';
 
-interface Params {
-  point: string;
-  min?: number;
-  max?: number;
-  fill?: 'none' | 'previous' | 'linear';
-  max_hold?: number;
-  key?: string[];
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({
+  point: name,
+  min: Type.Optional(Type.Number()),
+  max: Type.Optional(Type.Number()),
+  fill: withDefault(oneOf(['none', 'previous', 'linear']), 'none'),
+  max_hold: duration('5m'),
+  key: Type.Optional(keyFields),
+});
+type Params = Static<typeof schema>;
 
 interface KeyState {
   /** The last good value: [ts, value]. */
@@ -29,13 +32,13 @@ interface KeyState {
  * later readings of the same key wait behind it, so the order is kept. A missing value (null,
  * NaN, bad quality) is not judged: it passes as it is and is counted.
  */
-export const threshold: ProcessorFactory = (params: Params, context) => {
+export const threshold = operator(schema, (params, context) => {
   const { point, min, max } = params;
   check(min !== undefined || max !== undefined, context, 'needs min, max or both');
   check(min === undefined || max === undefined || min <= max, context, `min (${min}) is greater than max (${max})`, 'min');
-  check(params.max_hold === undefined || params.max_hold > 0, context, 'max_hold must be positive', 'max_hold');
-  const fill = params.fill ?? 'none';
-  const maxHold = params.max_hold ?? 300_000;
+  check(params.max_hold > 0, context, 'max_hold must be positive', 'max_hold');
+  const fill = params.fill;
+  const maxHold = params.max_hold;
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
   /** Keys holding readings; filled from the saved state on the first tick after a start. */
@@ -114,4 +117,4 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
       for (const key of holding) holdExpired(key, state.get<KeyState>(key)!, now, emit);
     },
   };
-};
+});

@@ -1,29 +1,12 @@
 import mqtt, { type MqttClient } from 'mqtt';
-import type { DeviceConfig, PointConfig, TlsConfig, Value } from '../../config/types.js';
+import { fillDefaults, type Value } from '../../config/kit.js';
+import { mqttDeviceSchema, type MqttDeviceConfig, type MqttPoint } from './config.js';
 import type { Reading } from '../../streams/reading.js';
 import { tlsOptions } from '../../upstream/tls.js';
 import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 import { atPath, fillLevels, matchTopic, pathParts } from './topics.js';
 
-interface MqttPoint extends PointConfig {
-  topic: string;
-  /** field path in a JSON payload; without it the payload is the value */
-  json?: string;
-  /** field path of the sensor's own timestamp (epoch s or ms, or ISO 8601) */
-  ts?: string;
-  qos?: 0 | 1 | 2;
-  command_topic?: string;
-}
-
-interface MqttDeviceConfig extends DeviceConfig {
-  broker: string;
-  username?: string;
-  password?: string;
-  client_id?: string;
-  tls?: TlsConfig;
-}
-
-export const createMqttDevice: ConnectorFactory = async (device, context) => new MqttDevice(device as MqttDeviceConfig, context);
+export const createMqttDevice: ConnectorFactory = async (device, context) => new MqttDevice(fillDefaults(mqttDeviceSchema, structuredClone(device)), context);
 
 /**
  * Sensors that publish to an MQTT broker (Zigbee2MQTT, Shelly, Tasmota, custom firmware).
@@ -55,7 +38,7 @@ class MqttDevice implements Connector {
     private readonly context: ConnectorContext,
   ) {
     this.id = config.id;
-    this.points = config.points as MqttPoint[];
+    this.points = config.points;
     this.compiled = this.points.map((point) => ({
       point,
       filter: point.topic.split('/'),
@@ -82,7 +65,7 @@ class MqttDevice implements Connector {
   start(deliver: (reading: Reading) => void): void {
     this.deliver = deliver;
     const filters = new Map<string, 0 | 1 | 2>();
-    for (const point of this.points) filters.set(point.topic, Math.max(filters.get(point.topic) ?? 0, point.qos ?? 0) as 0 | 1 | 2);
+    for (const point of this.points) filters.set(point.topic, Math.max(filters.get(point.topic) ?? 0, point.qos) as 0 | 1 | 2);
     this.client.on('connect', () => {
       for (const [filter, qos] of filters) this.client.subscribe(filter, { qos });
     });

@@ -17,32 +17,12 @@ import {
   type ClientSession,
   type DataValue,
 } from 'node-opcua';
-import type { DeviceConfig, PointConfig, Value } from '../../config/types.js';
+import { fillDefaults, type Value } from '../../config/kit.js';
+import { opcuaSchema, type OpcuaConfig, type OpcuaPoint } from './config.js';
 import type { Quality, Reading } from '../../streams/reading.js';
 import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 
-interface OpcuaPoint extends PointConfig {
-  node: string;
-  /** with it the point is a monitored item of a subscription; without it, read at each poll */
-  sampling?: number;
-  queue_size?: number;
-  deadband?: { type: 'absolute' | 'percent'; value: number };
-}
-
-interface OpcuaDeviceConfig extends DeviceConfig {
-  endpoint: string;
-  security?: { mode?: 'None' | 'Sign' | 'SignAndEncrypt'; policy?: string };
-  user?: string;
-  password?: string;
-  certificate?: string;
-  private_key?: string;
-  trust_on_first_use?: boolean;
-  /** a folder of server certificates to trust */
-  trust_dir?: string;
-  timeout?: number;
-}
-
-export const createOpcuaDevice: ConnectorFactory = async (device, context) => new OpcuaDevice(device as OpcuaDeviceConfig, context);
+export const createOpcuaDevice: ConnectorFactory = async (device, context) => new OpcuaDevice(fillDefaults(opcuaSchema, structuredClone(device)), context);
 
 /**
  * An OPC UA server: points with `sampling` are monitored items of one subscription, the others
@@ -68,11 +48,11 @@ class OpcuaDevice implements Connector {
   private readonly certificates: OPCUACertificateManager;
 
   constructor(
-    private readonly config: OpcuaDeviceConfig,
+    private readonly config: OpcuaConfig,
     private readonly context: ConnectorContext,
   ) {
     this.id = config.id;
-    this.points = config.points as OpcuaPoint[];
+    this.points = config.points;
     const mode = config.security?.mode ?? 'None';
     const policy = config.security?.policy ?? (mode === 'None' ? 'None' : 'Basic256Sha256');
     const pki = join(context.dataDir ?? '.', 'opcua', 'pki');
@@ -86,7 +66,7 @@ class OpcuaDevice implements Connector {
     // is (it is kept in the PKI), a different one is refused, even after a restart.
     this.certificates = new OPCUACertificateManager({
       rootFolder: pki,
-      automaticallyAcceptUnknownCertificate: (config.trust_on_first_use ?? false) && readdirSync(trusted).length === 0,
+      automaticallyAcceptUnknownCertificate: config.trust_on_first_use && readdirSync(trusted).length === 0,
     });
     this.client = OPCUAClient.create({
       applicationName: `edge-agent ${context.agentId}`,
@@ -159,7 +139,7 @@ class OpcuaDevice implements Connector {
         { nodeId: point.node, attributeId: AttributeIds.Value },
         {
           samplingInterval: point.sampling,
-          queueSize: point.queue_size ?? 10,
+          queueSize: point.queue_size,
           discardOldest: true,
           filter: point.deadband ? deadbandFilter(point.deadband) : undefined,
         },
@@ -173,7 +153,7 @@ class OpcuaDevice implements Connector {
   private schedulePolls(): void {
     const polled = this.points.filter((p) => p.sampling === undefined);
     if (polled.length === 0) return;
-    const every = this.config.poll ?? 1000;
+    const every = this.config.poll;
     const tick = async () => {
       if (this.stopped) return;
       this.pollTimer = setTimeout(tick, every - (Date.now() % every));
