@@ -26,14 +26,13 @@ interface Schema {
   properties?: Record<string, Schema>;
   items?: Schema;
   default?: unknown;
-  'x-yaml-default'?: string;
 }
 
 /** Every key of a schema as a README names it (`serial.baud`, `points[].area`), with its default as written in YAML. */
 function keysOf(schema: Schema, prefix = ''): { key: string; fallback?: string }[] {
   return Object.entries(schema.properties ?? {}).flatMap(([key, sub]) => {
     const path = prefix + key;
-    const fallback = sub['x-yaml-default'] ?? (sub.default === undefined || typeof sub.default === 'object' ? undefined : String(sub.default));
+    const fallback = sub.default === undefined || typeof sub.default === 'object' ? undefined : String(sub.default);
     const nested = sub.properties ? keysOf(sub, `${path}.`) : sub.items?.properties ? keysOf(sub.items, `${path}[].`) : [];
     return [{ key: path, fallback }, ...nested];
   });

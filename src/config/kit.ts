@@ -28,12 +28,11 @@ export function size(fallback?: string) {
   return Type.Unsafe<number>({ type: 'string', size: true, ...defaultOf(fallback, parseSize) });
 }
 
+/** The default as a user writes it ("1s"); fillDefaults sets its value (1000). */
 function defaultOf(text: string | undefined, parse: (text: string) => number | undefined) {
   if (text === undefined) return {};
-  const parsed = parse(text);
-  if (parsed === undefined) throw new Error(`bad default ${text}`);
-  // `default` is the loaded value (what fillDefaults sets); `x-yaml-default` is how a user writes it
-  return { default: parsed, 'x-yaml-default': text };
+  if (parse(text) === undefined) throw new Error(`not a valid default: ${text}`);
+  return { default: text };
 }
 
 /** `schema` with a default: present in the loaded type, optional in the file. */
@@ -85,12 +84,19 @@ export function fillDefaults<S extends TSchema>(schema: S, value: unknown): Stat
   return value as Static<S>;
 }
 
+/** A key's default as loaded: durations and sizes are written as text in the schema, as in a file. */
+function defaultValue(schema: TSchema): unknown {
+  if (schema.duration) return parseDuration(schema.default);
+  if (schema.size) return parseSize(schema.default);
+  return structuredClone(schema.default);
+}
+
 function fill(schema: TSchema, value: unknown): void {
   const s = schema as { properties?: Record<string, TSchema>; items?: TSchema };
   if (s.properties && value !== null && typeof value === 'object' && !Array.isArray(value)) {
     const record = value as Record<string, unknown>;
     for (const [key, sub] of Object.entries(s.properties)) {
-      if (record[key] === undefined && 'default' in sub) record[key] = structuredClone(sub.default);
+      if (record[key] === undefined && 'default' in sub) record[key] = defaultValue(sub);
       if (record[key] !== undefined) fill(sub, record[key]);
     }
   } else if (s.items && Array.isArray(value)) {
