@@ -35,9 +35,15 @@ function discriminated(field: string, schemas: Record<string, TSchema>, required
     allOf: Object.entries(schemas).map(([value, then]) => ({
       if: { properties: { [field]: { const: value } }, required: [field] },
       // the keys required here already are not checked (nor reported) twice
-      then: { ...then, required: (then as { required?: string[] }).required?.filter((key) => !required.includes(key)) },
+      then: withoutRequired(then, required),
     })),
   };
+}
+
+function withoutRequired(schema: TSchema, keys: string[]): TSchema {
+  const { required, ...others } = schema;
+  const rest = (required as string[] | undefined)?.filter((key) => !keys.includes(key)) ?? [];
+  return rest.length > 0 ? { ...others, required: rest } : others;
 }
 
 const schemasOf = (registry: Record<string, { schema: TSchema }>) => Object.fromEntries(Object.entries(registry).map(([key, plugin]) => [key, plugin.schema]));
