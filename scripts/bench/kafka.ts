@@ -6,9 +6,9 @@ import { TS_NODE_ARGS } from '../../test/support/cli.js';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import pino from 'pino';
-import type { KafkaUpstreamConfig } from '../../src/config/types.js';
+import type { KafkaUpstreamConfig } from '../../src/upstream/kafka/config.js';
 import type { Reading } from '../../src/streams/reading.js';
-import { KafkaUpstream } from '../../src/upstream/kafka.js';
+import { KafkaUpstream } from '../../src/upstream/kafka/kafka.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
 import { drainRate, fmt, median } from './drain.js';
 

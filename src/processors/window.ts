@@ -1,17 +1,25 @@
+import { duration, keyFields, object, Type, type Static } from '../config/kit.js';
 import type { Emit, Quality, Reading } from '../streams/reading.js';
-import { check, type ProcessorFactory } from './processor.js';
+import { check, operator } from './processor.js';
 import { hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
 import { checkWindow, Windows } from './windows.js';
 
 type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
 
-interface Params {
-  size: number;
-  every?: number;
-  lateness?: number;
-  key?: string[];
-  functions: Record<string, Fn[]>;
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({
+  size: duration(),
+  /** size when absent (tumbling windows) */
+  every: Type.Optional(duration()),
+  lateness: duration('0s'),
+  key: Type.Optional(keyFields),
+  functions: Type.Unsafe<Record<string, Fn[]>>({
+    type: 'object',
+    minProperties: 1,
+    additionalProperties: { type: 'array', minItems: 1, items: { enum: ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'delta', 'integral'] } },
+  }),
+});
+type Params = Static<typeof schema>;
 
 /** One point's running aggregates within one window. */
 interface PointAcc {
@@ -66,11 +74,11 @@ const HOUR = 3_600_000;
  * as late until the clock catches up. Empty windows never emit, so a gap of any length costs
  * nothing.
  */
-export const window: ProcessorFactory = (params: Params, context) => {
+export const window = operator(schema, (params, context) => {
   const every = params.every ?? params.size;
   const problem = checkWindow(params.size, every);
   check(!problem, context, problem ?? '', 'size');
-  const lateness = params.lateness ?? 0;
+  const { lateness } = params;
   const windows = new Windows(params.size, every, context.timezone);
   const functions = Object.entries(params.functions);
   const points = functions.map(([point]) => point);
@@ -185,7 +193,7 @@ export const window: ProcessorFactory = (params: Params, context) => {
       }
     },
   };
-};
+});
 
 function addValue(acc: WindowAcc, point: string, v: number, ts: number) {
   const p = ownValue(acc.points, point);

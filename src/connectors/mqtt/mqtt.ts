@@ -1,37 +1,16 @@
 import type { MqttClient } from 'mqtt';
-import type { DeviceConfig, PointConfig, TlsConfig, Value } from '../../config/types.js';
+import { fillDefaults, type Value } from '../../config/kit.js';
 import { closeMqtt, connectMqtt } from '../../mqtt/client.js';
+import { mqttDeviceSchema, type MqttDeviceConfig, type MqttPoint } from './config.js';
 import type { Reading } from '../../streams/reading.js';
 import { Episodes } from '../../core/episodes.js';
 import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 import { atPath, fillLevels, matchTopic, pathParts } from './topics.js';
 
-interface MqttPoint extends PointConfig {
-  topic: string;
-  /** field path in a JSON payload; without it the payload is the value */
-  json?: string;
-  /** field path of the sensor's own timestamp (epoch s or ms, or ISO 8601) */
-  ts?: string;
-  qos?: 0 | 1 | 2;
-  command_topic?: string;
-}
+export const createMqttDevice: ConnectorFactory = async (device, context) => new MqttDevice(fillDefaults(mqttDeviceSchema, structuredClone(device)), context);
 
-interface MqttDeviceConfig extends DeviceConfig {
-  broker: string;
-  username?: string;
-  password?: string;
-  client_id?: string;
-  tls?: TlsConfig;
-  /** A template id makes at most this many devices; see `deviceId`. */
-  max_devices?: number;
-}
-
-/** Default of `max_devices`: a fleet of plugs fits, a topic flood does not. */
-export const MAX_TEMPLATE_DEVICES = 1000;
 /** Topics longer than this are remembered and logged by their start only (a topic may be 64 kB). */
 const MAX_TOPIC_SHOWN = 200;
-
-export const createMqttDevice: ConnectorFactory = async (device, context) => new MqttDevice(device as MqttDeviceConfig, context);
 
 /**
  * Sensors that publish to an MQTT broker (Zigbee2MQTT, Shelly, Tasmota, custom firmware).
@@ -72,7 +51,7 @@ class MqttDevice implements Connector {
     private readonly context: ConnectorContext,
   ) {
     this.id = config.id;
-    this.points = config.points as MqttPoint[];
+    this.points = config.points;
     this.compiled = this.points.map((point) => ({
       point,
       filter: point.topic.split('/'),
@@ -80,7 +59,7 @@ class MqttDevice implements Connector {
       ts: point.ts === undefined ? undefined : pathParts(point.ts),
     }));
     this.template = /\{\d+\}/.test(config.id);
-    this.maxDevices = config.max_devices ?? MAX_TEMPLATE_DEVICES;
+    this.maxDevices = config.max_devices;
     // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
     this.client = connectMqtt({
       who: `device ${this.id}: MQTT broker`,
@@ -100,7 +79,7 @@ class MqttDevice implements Connector {
   start(deliver: (reading: Reading) => void): void {
     this.deliver = deliver;
     const filters = new Map<string, 0 | 1 | 2>();
-    for (const point of this.points) filters.set(point.topic, Math.max(filters.get(point.topic) ?? 0, point.qos ?? 0) as 0 | 1 | 2);
+    for (const point of this.points) filters.set(point.topic, Math.max(filters.get(point.topic) ?? 0, point.qos) as 0 | 1 | 2);
     this.client.on('connect', () => {
       for (const [filter, qos] of filters) this.client.subscribe(filter, { qos });
     });

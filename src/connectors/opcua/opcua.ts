@@ -23,37 +23,15 @@ import {
   type DataValue,
 } from 'node-opcua';
 import type { Logger } from 'pino';
-import type { DeviceConfig, OpcuaDeviceOptions, PointConfig, Value } from '../../config/types.js';
+import { fillDefaults, type Value } from '../../config/kit.js';
 import { Backoff } from '../../core/backoff.js';
 import { Episodes } from '../../core/episodes.js';
+import { opcuaSchema, type OpcuaConfig, type OpcuaPoint } from './config.js';
 import type { Quality, Reading } from '../../streams/reading.js';
 import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory, type WriteOutcome } from '../connector.js';
 import { DeviceTrust, legacyPins } from './trust.js';
 import { valueForType } from './write-value.js';
 import { everyTick, schedule } from '../../core/schedule.js';
-
-interface OpcuaPoint extends PointConfig {
-  node: string;
-  /** with it the point is a monitored item of a subscription; without it, read at each poll */
-  sampling?: number;
-  queue_size?: number;
-  deadband?: { type: 'absolute' | 'percent'; value: number };
-  /** a monitored point with no update for this long is checked, and marked stale if it is dead */
-  stale_after?: number;
-}
-
-interface OpcuaDeviceConfig extends DeviceConfig, OpcuaDeviceOptions {
-  endpoint: string;
-  security?: { mode?: 'None' | 'Sign' | 'SignAndEncrypt'; policy?: string };
-  user?: string;
-  password?: string;
-  certificate?: string;
-  private_key?: string;
-  trust_on_first_use?: boolean;
-  /** a folder of server certificates to trust */
-  trust_dir?: string;
-  timeout?: number;
-}
 
 const CONNECT_TIMEOUT = 10_000;
 const RECONNECT_MAX = 30_000;
@@ -66,7 +44,7 @@ const MIN_STALE_AFTER = 5_000;
 /** Status codes that say a monitored item lost its node: it is created again. */
 const LOST_NODE = new Set(['BadNodeIdUnknown', 'BadNodeIdInvalid', 'BadAttributeIdInvalid', 'BadNotFound', 'BadObjectDeleted', 'BadMonitoredItemIdInvalid']);
 
-export const createOpcuaDevice: ConnectorFactory = async (device, context) => new OpcuaDevice(device as OpcuaDeviceConfig, context);
+export const createOpcuaDevice: ConnectorFactory = async (device, context) => new OpcuaDevice(fillDefaults(opcuaSchema, structuredClone(device)), context);
 
 let libraryLog: Logger | undefined;
 /**
@@ -143,11 +121,11 @@ class OpcuaDevice implements Connector {
   private generation = 0;
 
   constructor(
-    private readonly config: OpcuaDeviceConfig,
+    private readonly config: OpcuaConfig,
     private readonly context: ConnectorContext,
   ) {
     this.id = config.id;
-    this.points = config.points as OpcuaPoint[];
+    this.points = config.points;
     routeLibraryLogs(context.log);
     const opcuaDir = join(context.dataDir ?? '.', 'opcua');
     const legacy = legacyPins(opcuaDir);
