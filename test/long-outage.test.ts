@@ -8,7 +8,7 @@ import { openDatabase } from '../src/outbox/database.js';
 import { Forwarder } from '../src/outbox/forwarder.js';
 import { Outbox } from '../src/outbox/outbox.js';
 import { StateStore } from '../src/streams/state.js';
-import { MqttUpstream } from '../src/upstream/mqtt.js';
+import { MqttUpstream } from '../src/upstream/mqtt/mqtt.js';
 import { testLog } from './support/log.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';

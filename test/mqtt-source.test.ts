@@ -100,6 +100,44 @@ describe('MQTT sensors', () => {
     expect(warnings).toHaveLength(1);
   });
 
+  it('makes at most max_devices devices from a template: the messages of new ones past it are dropped, counted and logged once', async () => {
+    const { readings, lines, connector } = await device({ id: 'plug-{1}', max_devices: 3, points: [{ name: 'power_w', topic: 'capped/+/power' }] });
+    for (let i = 0; i < 10; i++) await publish(`capped/p${i}/power`, String(i));
+    await publish('capped/p1/power', '100'); // a device already made still reads
+    await until(() => readings.some((r) => r.values.power_w === 100), 5000, 'p1 again');
+    expect(readings.map((r) => r.device)).toEqual(['plug-p0', 'plug-p1', 'plug-p2', 'plug-p1']);
+    expect((connector as unknown as { refusedDevices: number }).refusedDevices).toBe(7);
+    expect(lines.filter((l) => l.includes('max_devices'))).toHaveLength(1);
+  });
+
+  it('a sensor that leaves out one configured field logs once per episode; the episode ends when the field is back', async () => {
+    const { readings, lines } = await device({
+      points: [
+        { name: 'temperature', topic: 'z2m/th', json: 'temperature' },
+        { name: 'humidity', topic: 'z2m/th', json: 'humidity' },
+      ],
+    });
+    for (let i = 0; i < 20; i++) await publish('z2m/th', JSON.stringify({ temperature: 20 + i }));
+    await publish('z2m/th', JSON.stringify({ temperature: 1, humidity: 50 }));
+    await publish('z2m/th', JSON.stringify({ temperature: 2 }));
+    await until(() => readings.length >= 22, 5000, 'all readings');
+    const missing = lines.filter((l) => l.includes('no value at \\"humidity\\"'));
+    expect(missing).toHaveLength(2); // the first episode, then the second after the field came back
+    expect(lines.filter((l) => l.includes('readable again after 20 malformed'))).toHaveLength(1);
+  });
+
+  it('remembers at most 1000 bad topics and logs them at most that many times, however many there are', async () => {
+    const { lines, connector } = await device({ points: [{ name: 'v', topic: 'flood/+', json: 'v' }] });
+    const flooder = await mqtt.connectAsync(broker.url, { clientId: 'test-flooder' });
+    cleanups.push(() => flooder.endAsync());
+    for (let i = 0; i < 3000; i++) flooder.publish(`flood/${i}`, '{bad');
+    await flooder.publishAsync('flood/last', '{bad', { qos: 1 });
+    await until(() => connector.malformed! >= 3001, 20_000, 'every malformed payload counted');
+    const warnings = lines.filter((l) => l.includes('malformed payload'));
+    expect(warnings).toHaveLength(1001); // 1000 topics, then one line for all the others
+    expect(warnings.at(-1)).toContain('more than 1000 topics');
+  });
+
   it('starts from the retained value', async () => {
     await publish('retained/level', '42', true);
     const { readings } = await device({ points: [{ name: 'level', topic: 'retained/level' }] });

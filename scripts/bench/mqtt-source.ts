@@ -34,8 +34,10 @@ upstream: [{ name: out, type: file, path: /dev/null }]
   {},
 );
 const streams = buildStreams({ config, ...loaded }, { now: Date.now, latest: new LatestValues() }, new StateStore(new Database(':memory:')));
+const built = streams.get('s');
+if (!built) throw new Error('the stream s was not built');
 let inStream = 0;
-const stream = new Stream(config.streams[0], streams.get('s').steps, () => {});
+const stream = new Stream(config.streams[0], built.steps, () => {});
 const device = await createMqttDevice(config.devices[0], { log: pino({ level: 'silent' }), agentId: 'bench' });
 device.start((reading) => {
   inStream++;

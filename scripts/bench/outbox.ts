@@ -10,7 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { MqttUpstream } from '../../src/upstream/mqtt.js';
+import type { Reading } from '../../src/streams/reading.js';
+import { MqttUpstream } from '../../src/upstream/mqtt/mqtt.js';
 import { benchOutboxConfig, drainRate, fmt, median, openOutbox as openBenchOutbox } from './drain.js';
 import { startMosquitto } from './mosquitto.js';
 
@@ -18,9 +19,9 @@ const RECORDS = Number(process.env.BENCH_RECORDS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const log = pino({ level: 'silent' });
 const config = benchOutboxConfig;
-const reading = (i) => ({ device: 'meter-1', ts: 1_763_719_200_000 + i * 1000, values: { power_kw: 12.5 + (i % 100), energy_kwh: 1000 + i * 0.01 } });
+const reading = (i: number): Reading => ({ device: 'meter-1', ts: 1_763_719_200_000 + i * 1000, values: { power_kw: 12.5 + (i % 100), energy_kwh: 1000 + i * 0.01 } });
 
-const openOutbox = (dir) => openBenchOutbox(dir, log);
+const openOutbox = (dir: string) => openBenchOutbox(dir, log);
 
 function ingestOutbox() {
   const dir = mkdtempSync(join(tmpdir(), 'bench-outbox-'));
@@ -38,18 +39,18 @@ function ingestOutbox() {
 
 // The same JSON row into the same table in transactions of 1000: built per row (what any
 // store of these records must do), or built once beforehand (the insert alone).
-function ingestRaw(prebuilt) {
+function ingestRaw(prebuilt: boolean): number {
   const dir = mkdtempSync(join(tmpdir(), 'bench-raw-'));
   const { db } = openOutbox(dir); // same file, pragmas and table
   const insert = db.prepare('INSERT INTO outbox (upstream, at, stream, device, payload) VALUES (?, ?, ?, ?, ?)');
-  const json = (i) => {
+  const json = (i: number): string => {
     const r = reading(i);
     return JSON.stringify({ agent: 'gw-bench', stream: 'power-15m', device: r.device, ts: r.ts, seq: i + 1, values: r.values });
   };
   const payloads = prebuilt ? Array.from({ length: RECORDS }, (_, i) => json(i)) : undefined;
   const at = Date.now();
-  const insertMany = db.transaction((from, to) => {
-    for (let i = from; i < to; i++) insert.run('cloud', prebuilt ? at : Date.now(), 'power-15m', 'meter-1', prebuilt ? payloads[i] : json(i));
+  const insertMany = db.transaction((from: number, to: number) => {
+    for (let i = from; i < to; i++) insert.run('cloud', payloads ? at : Date.now(), 'power-15m', 'meter-1', payloads ? payloads[i] : json(i));
   });
   const started = process.hrtime.bigint();
   for (let i = 0; i < RECORDS; i += 1000) insertMany(i, Math.min(RECORDS, i + 1000));
@@ -59,16 +60,16 @@ function ingestRaw(prebuilt) {
   return RECORDS / seconds;
 }
 
-const drain = (url, batch) =>
+const drain = (url: string, batch: number) =>
   drainRate(RECORDS, reading, 'cloud', async () => {
     const upstream = new MqttUpstream({ name: 'cloud', type: 'mqtt', url, topic: 'bench/{agent}/{stream}/{device}', qos: 1, batch, keepalive: 30_000 }, 'gw-bench', log);
-    await new Promise((resolve) => upstream.onConnect(resolve));
+    await new Promise<void>((resolve) => upstream.onConnect(() => resolve()));
     return upstream;
   }, log);
 
-const raw = [];
-const rawPrebuilt = [];
-const ingest = [];
+const raw: number[] = [];
+const rawPrebuilt: number[] = [];
+const ingest: number[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   raw.push(ingestRaw(false));
   rawPrebuilt.push(ingestRaw(true));
@@ -82,7 +83,7 @@ console.log(`outbox ingest / raw insert:           ${(median(ingest) / median(ra
 
 const broker = await startMosquitto();
 try {
-  const drains = [];
+  const drains: number[] = [];
   for (let round = 0; round < Math.min(ROUNDS, 3); round++) drains.push(await drain(broker.url, 100));
   console.log(`drain to Mosquitto, QoS 1, batch 100: median ${fmt(median(drains))} records/s  [${drains.map(fmt).join(', ')}]  (target >= 50,000)`);
   const single = await drain(broker.url, 1);

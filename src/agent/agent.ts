@@ -34,6 +34,8 @@ export interface AgentHooks {
 
 const TICK_MS = 1000;
 const EXPIRE_MS = 60_000;
+/** Stream state unused for agent.state_ttl is looked for hourly. */
+const PRUNE_MS = 3_600_000;
 
 /**
  * Runs a config: devices, streams, upstreams. A new config (the file changed, SIGHUP, a signed
@@ -127,8 +129,10 @@ export class Agent implements ManagedAgent {
         for (const stream of agent.parts.streams.values()) if (stream.deployed) stream.stream.tick(now);
       }, TICK_MS),
       setInterval(() => agent.outbox.expire(), EXPIRE_MS),
+      setInterval(() => void agent.pruneState(), PRUNE_MS),
     );
     agent.outbox.expire();
+    void agent.pruneState();
     agent.clockGuard.sync.watchSteps();
     agent.stopWatching = watchConfigFile(
       file,
@@ -246,6 +250,15 @@ export class Agent implements ManagedAgent {
     return this.router.recentEvents;
   }
 
+  /** Prunes unused stream state; a failure (the database closed by a reload meanwhile) is logged, never thrown. */
+  private async pruneState(): Promise<void> {
+    try {
+      await this.store.state.prune();
+    } catch (err) {
+      this.log.warn({ err }, `state: pruning failed: ${(err as Error).message}`);
+    }
+  }
+
   /** Stops reading devices and timers and commits what was accepted; forwarding goes on. */
   async stopSources(): Promise<void> {
     for (const stream of this.parts.streams.values()) stream.stopTimer?.();
@@ -302,18 +315,19 @@ export class Agent implements ManagedAgent {
       this.parts,
       config,
       {
-        deliver: (received) => {
+        deliver: (device, received) => {
           const reading = this.clockGuard.admit(received);
           this.latest.update(reading);
-          this.router.deliver(reading);
+          this.router.deliver(device, reading);
         },
-        report: (event) => this.router.report(event),
+        report: (device, event) => this.router.report(device, event),
       },
       change,
       strict,
       this.log,
     );
     this.timezone = config.agent.timezone;
+    this.latest.limit(config.agent.max_latest_devices, this.log);
     const router = this.router;
     await reconcileStreams(this.parts, loaded, state, { now: Date.now, latest: this.latest }, this.clockGuard, {
       send: (upstreams, stream, reading) => router.send(upstreams, stream, reading),

@@ -98,7 +98,7 @@ export async function reconcileUpstreams(parts: Parts, config: AgentConfig, outb
 export async function reconcileDevices(
   parts: Parts,
   config: AgentConfig,
-  io: { deliver(reading: Reading): void; report(event: Reading): void },
+  io: { deliver(device: string, reading: Reading): void; report(device: string, event: Reading): void },
   change: ConfigChange,
   strict: boolean,
   log: Logger,
@@ -108,14 +108,14 @@ export async function reconcileDevices(
     if (parts.devices.has(device.id)) continue;
     let connector: Connector;
     try {
-      connector = await createConnector(device, { log, agentId: config.agent.id, dataDir: config.agent.data_dir, report: io.report });
+      connector = await createConnector(device, { log, agentId: config.agent.id, dataDir: config.agent.data_dir, report: (event) => io.report(device.id, event) });
     } catch (err) {
       if (strict) throw new Error(`device ${device.id}: ${(err as Error).message}`, { cause: err });
       log.error({ device: device.id }, (err as Error).message);
       continue;
     }
     parts.devices.set(device.id, { config: device, connector });
-    connector.start(io.deliver);
+    connector.start((reading) => io.deliver(device.id, reading));
     added(change.devices, device.id);
   }
 }

@@ -39,15 +39,18 @@ export class Router {
     this.upstreamsOf = upstreamsOf;
   }
 
-  /** A device's reading, to every deployed stream that reads the device. */
-  deliver(reading: Reading): void {
-    const streams = this.streamsOf.get(reading.device);
+  /**
+   * A reading of the configured device `device` (a template device's readings carry the ids it
+   * makes), to every deployed stream that reads it.
+   */
+  deliver(device: string, reading: Reading): void {
+    const streams = this.streamsOf.get(device);
     if (streams) for (const stream of streams) stream.push(reading);
   }
 
-  /** A device's status event, to the upstreams of the streams that read it. */
-  report(event: Reading): void {
-    const upstreams = this.upstreamsOf.get(event.device);
+  /** A status event of the configured device `device`, to the upstreams of the streams that read it. */
+  report(device: string, event: Reading): void {
+    const upstreams = this.upstreamsOf.get(device);
     if (upstreams?.length) this.send(upstreams, 'devices', event);
   }
 

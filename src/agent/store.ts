@@ -32,7 +32,7 @@ export function openStore(config: AgentConfig, log: Logger): Store {
   let outbox: Outbox | undefined;
   let state: StateStore;
   try {
-    state = new StateStore(db, () => outbox?.scheduleCommit());
+    state = new StateStore(db, () => outbox?.scheduleCommit(), { ttl: config.agent.state_ttl, cacheKeys: config.agent.state_cache, log });
     outbox = new Outbox(db, config.outbox, config.agent.id, state, log);
   } catch (err) {
     // a fresh database on a full or failing disk: its tables cannot be created

@@ -3,6 +3,9 @@ import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
 import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
+import { connectors } from '../connectors/index.js';
+import { upstreams, type UpstreamPlugin } from '../upstream/index.js';
+import { fillDefaults } from './kit.js';
 import { configSchema } from './schema.js';
 import type { AgentConfig } from './types.js';
 import { parseDuration, parseSize } from './units.js';
@@ -340,44 +343,21 @@ function keyOffset(doc: Document, path: ConfigPath, key: string): number | undef
   return isScalar(pair?.key) ? pair.key.range?.[0] : undefined;
 }
 
-// The schema has checked `raw`; this fills what it left optional.
+/**
+ * The schema has checked `raw`; this fills the defaults the schemas declare (each plugin's
+ * from its own schema) and lets a plugin finish what depends on other keys or on the config
+ * file's folder.
+ */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig {
   // the `x-` keys only held anchors
-  raw = Object.fromEntries(Object.entries(raw).filter(([key]) => !key.startsWith('x-')));
-  const agent = {
-    data_dir: '/var/lib/edge-agent',
-    log_level: 'info',
-    http: '127.0.0.1:8080',
-    timezone: 'UTC',
-    max_future: 3_600_000,
-    min_time: '2020-01-01',
-    clock_sync: 'auto',
-    ...raw.agent,
-  };
-  agent.data_dir = resolve(configDir, agent.data_dir);
-  return {
-    ...raw,
-    agent,
-    devices: raw.devices ?? [],
-    streams: (raw.streams ?? []).map((s: AgentConfig['streams'][number]) => ({ ...s, steps: s.steps ?? [] })),
-    upstream: (raw.upstream ?? []).map((u: Record<string, any>) => {
-      if (u.type === 'mqtt') return { qos: 1, batch: 1, keepalive: 30_000, ...u };
-      if (u.type === 'file') return { ...u, path: resolve(configDir, u.path) };
-      if (u.type === 'kafka') {
-        return { key: '{device}', acks: 'all', idempotent: u.acks === undefined || u.acks === 'all' || u.acks === -1, compression: 'none', timeout: 10_000, ...u, batch: { max_records: 1000, max_wait: 10, ...u.batch } };
-      }
-      return u;
-    }),
-    ...(raw.remote_config && { remote_config: { max_size: 1024 ** 2, session_expiry: 7 * 86_400_000, allow_untargeted: false, ...raw.remote_config } }),
-    outbox: {
-      max_size: 1024 ** 3,
-      max_age: 7 * 86_400_000,
-      when_full: 'drop-oldest',
-      durability: 'normal',
-      group_records: 1000,
-      group_wait: 10,
-      ...raw.outbox,
-    },
-  };
+  const config = fillDefaults(configSchema, Object.fromEntries(Object.entries(raw).filter(([key]) => !key.startsWith('x-')))) as AgentConfig;
+  config.agent.data_dir = resolve(configDir, config.agent.data_dir);
+  for (const device of config.devices) fillDefaults(connectors[device.protocol].schema, device);
+  for (const upstream of config.upstream) {
+    const plugin: UpstreamPlugin = upstreams[upstream.type];
+    fillDefaults(plugin.schema, upstream);
+    plugin.prepare?.(upstream, configDir);
+  }
+  return config;
 }

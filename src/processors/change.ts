@@ -1,12 +1,13 @@
+import { name, object, Type, withDefault, keyFields, type Static } from '../config/kit.js';
 import type { Value } from '../config/types.js';
-import { check, type ProcessorFactory } from './processor.js';
+import { check, operator } from './processor.js';
 import { keyFunction, pointQuality, pointValue } from './values.js';
 
-interface Params {
-  point: string;
-  deadband?: number | string;
-  key?: string[];
-}
+const numberOrPercent = Type.Unsafe<number | string>({ type: ['number', 'string'], minimum: 0, pattern: '^\\d+(\\.\\d+)?%$' });
+
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({ point: name, deadband: withDefault(numberOrPercent, 0), key: Type.Optional(keyFields) });
+type Params = Static<typeof schema>;
 
 /**
  * `change: { point, deadband: 0 | 0.5 | 2%, key: [device] }` (report by exception)
@@ -16,9 +17,9 @@ interface Params {
  * passes. A reading without the point (or with it missing: null, NaN, bad) is dropped and
  * leaves the state alone. Values that are not numbers pass when they differ at all.
  */
-export const change: ProcessorFactory = (params: Params, context) => {
+export const change = operator(schema, (params, context) => {
   const { point } = params;
-  const raw = params.deadband ?? 0;
+  const raw = params.deadband;
   const percent = typeof raw === 'string';
   const deadband = percent ? Number(raw.slice(0, -1)) / 100 : raw;
   check(deadband >= 0, context, 'deadband must not be negative', 'deadband');
@@ -48,4 +49,4 @@ export const change: ProcessorFactory = (params: Params, context) => {
     const band = percent ? deadband * Math.abs(last) : deadband;
     return band === 0 ? value !== last : Math.abs(value - last) > band;
   }
-};
+});

@@ -1,19 +1,23 @@
+import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../config/kit.js';
 import type { Emit } from '../streams/reading.js';
-import { check, type ProcessorFactory } from './processor.js';
+import { check, operator } from './processor.js';
 import { hasPoint, keyFunction, numberOf } from './values.js';
 import { checkWindow, Windows } from './windows.js';
 
-interface Params {
-  method: 'meter-reading' | 'instant-power' | 'average-power';
-  point: string;
-  window: number;
-  output: string;
-  scale?: number;
-  max_rate?: number;
-  rollover?: number;
-  max_gap?: number;
-  key?: string[];
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({
+  method: oneOf(['meter-reading', 'instant-power', 'average-power']),
+  point: name,
+  window: duration(),
+  output: name,
+  scale: withDefault(Type.Number(), 1),
+  max_rate: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+  rollover: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+  /** default 15m, 1d for meter-reading */
+  max_gap: Type.Optional(duration()),
+  key: Type.Optional(keyFields),
+});
+type Params = Static<typeof schema>;
 
 interface EnergyWindow {
   start: number;
@@ -76,19 +80,24 @@ const MAX_SPREAD_WINDOWS = 1000;
  * them), the open windows are emitted `partial`, a meter's increase since the previous reading
  * goes to the window of the new one (`partial`), and counting starts again from it (`clock_back`).
  */
-export const energy: ProcessorFactory = (params: Params, context) => {
+export const energy = operator(schema, (params, context) => {
   const problem = checkWindow(params.window, params.window);
   check(!problem, context, problem ?? '', 'window');
   check(params.max_gap === undefined || params.max_gap > 0, context, 'max_gap must be positive', 'max_gap');
   const { method, point, output } = params;
-  const scale = params.scale ?? 1;
+  const { scale } = params;
+  // a meter's counter may be read rarely (a monthly read is a read): its gaps default to a day
   const maxGap = params.max_gap ?? (method === 'meter-reading' ? DAY : 900_000);
   const maxSpread = Math.min(maxGap, MAX_SPREAD_WINDOWS * params.window);
   const maxFuture = context.maxFuture ?? HOUR;
   const windows = new Windows(params.window, params.window, context.timezone);
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
-  const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
+  // open windows hold kWh not yet emitted, and a meter's baseline the energy since: never pruned
+  state.retain = (keyState) => (keyState as KeyState).open.length > 0 || (method === 'meter-reading' && (keyState as KeyState).last !== undefined);
+  /** Keys with open windows, for the clock to close them; read row by row, not all at once. */
+  const keys = new Set<string>();
+  for (const [key, keyState] of state.entries<KeyState>()) if (keyState.open.length > 0) keys.add(key);
 
   function windowAt(keyState: KeyState, start: number): EnergyWindow {
     const { open } = keyState;
@@ -246,10 +255,8 @@ export const energy: ProcessorFactory = (params: Params, context) => {
       }
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
-      if (!keyState) {
-        keyState = { device: reading.device, open: [] };
-        keys.add(key);
-      }
+      if (!keyState) keyState = { device: reading.device, open: [] };
+      keys.add(key);
       const latest = latestOf(keyState);
       if (reading.ts < latest && latest > context.now() + maxFuture + params.window) startAgain(key, keyState, reading.ts, v, emit);
       step(keyState, reading.ts, v);
@@ -262,7 +269,9 @@ export const energy: ProcessorFactory = (params: Params, context) => {
       for (const key of keys) {
         const keyState = state.get<KeyState>(key);
         if (keyState) close(key, keyState, now - params.window, emit);
+        // nothing left to close: the key comes back with its next reading
+        if (!keyState || keyState.open.length === 0) keys.delete(key);
       }
     },
   };
-};
+});

@@ -1,15 +1,19 @@
+import { object, oneOf, text, Type, withDefault, type Static } from '../config/kit.js';
 import type { Expression } from '../expr/expression.js';
 import { MISSING } from '../expr/expression.js';
-import type { ProcessorFactory } from './processor.js';
+import { operator } from './processor.js';
 import { stepExpression } from './expression.js';
 import { hasPoint, pointValue, setOwn } from './values.js';
 
-interface Params {
-  code: string;
-  severity?: 'info' | 'minor' | 'major' | 'critical';
-  description?: string;
-  fields?: Record<string, string>;
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({
+  code: text,
+  severity: withDefault(oneOf(['info', 'minor', 'major', 'critical']), 'info'),
+  /** the code when absent */
+  description: Type.Optional(Type.String()),
+  fields: withDefault(Type.Unsafe<Record<string, string>>({ type: 'object', additionalProperties: text }), {}),
+});
+type Params = Static<typeof schema>;
 
 /**
  * `event: { code, severity, description: "power {power_kw} kW", fields: { name: expression } }`
@@ -19,11 +23,11 @@ interface Params {
  * by their expressions (null when missing), and `state: cleared` for a clearing edge from
  * hysteresis, `raised` otherwise. The reading's values go along beside the event.
  */
-export const event: ProcessorFactory = (params: Params, context) => {
-  const severity = params.severity ?? 'info';
+export const event = operator(schema, (params, context) => {
+  const { severity } = params;
   const template = params.description ?? params.code;
   const parts = template.split(/\{([A-Za-z0-9_.-]+)\}/);
-  const fields: [string, Expression][] = Object.entries(params.fields ?? {}).map(([name, source]) => [name, stepExpression(source, context, 'fields')]);
+  const fields: [string, Expression][] = Object.entries(params.fields).map(([name, source]) => [name, stepExpression(source, context, 'fields')]);
   const { latest } = context;
 
   return {
@@ -49,4 +53,4 @@ export const event: ProcessorFactory = (params: Params, context) => {
       });
     },
   };
-};
+});

@@ -1,8 +1,9 @@
-import type { ProcessorFactory } from './processor.js';
+import { text } from '../config/kit.js';
+import { operator } from './processor.js';
 import { stepExpression } from './expression.js';
 
 /** `filter: "<expression>"`: passes the reading when the expression is true. */
-export const filter: ProcessorFactory = (source: string, context) => {
+export const filter = operator(text, (source, context) => {
   const expression = stepExpression(source, context);
   const { latest } = context;
   return {
@@ -11,4 +12,4 @@ export const filter: ProcessorFactory = (source: string, context) => {
       else context.count('dropped');
     },
   };
-};
+});

@@ -1,13 +1,11 @@
-import type { ProcessorFactory } from './processor.js';
+import { keyFields, object, text, Type, withDefault, type Static } from '../config/kit.js';
+import { operator } from './processor.js';
 import { stepExpression } from './expression.js';
 import { keyFunction } from './values.js';
 
-interface Params {
-  emit: string;
-  release?: string;
-  key?: string[];
-  on_release?: boolean;
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({ emit: text, release: Type.Optional(text), key: Type.Optional(keyFields), on_release: withDefault(Type.Boolean(), false) });
+type Params = Static<typeof schema>;
 
 /**
  * `hysteresis: { emit: "rpm > 100", release: "rpm < 80", key: [device], on_release: false }`
@@ -17,7 +15,7 @@ interface Params {
  * which `release` is true re-arms, and passes as a clearing edge when `on_release` is true.
  * Without `release`, every reading for which `emit` is true passes as a raising edge.
  */
-export const hysteresis: ProcessorFactory = (params: Params, context) => {
+export const hysteresis = operator(schema, (params, context) => {
   const raise = stepExpression(params.emit, context, 'emit');
   const release = params.release === undefined ? undefined : stepExpression(params.release, context, 'release');
   const keyOf = keyFunction(params.key);
@@ -45,4 +43,4 @@ export const hysteresis: ProcessorFactory = (params: Params, context) => {
       }
     },
   };
-};
+});

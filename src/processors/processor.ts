@@ -1,7 +1,8 @@
 import { ConfigError, type ConfigIssue } from '../config/errors.js';
+import { fillDefaults, type Static, type TSchema } from '../config/kit.js';
 import type { LatestValues } from '../streams/latest.js';
 import type { Emit, Reading } from '../streams/reading.js';
-import type { ScopedState } from '../streams/state.js';
+import type { StepState } from '../streams/state.js';
 
 /** One step of a stream. `emit` passes a reading on to the next step (zero, one or many times). */
 export interface Processor {
@@ -15,7 +16,7 @@ export interface StepContext {
   /** 0-based position in the stream's steps. */
   index: number;
   /** This step's persisted per-key state. */
-  state: ScopedState;
+  state: StepState;
   /** The agent's clock: wall time live, the data's time in a replay. */
   now(): number;
   /** The latest value of every device's points, for expressions. */
@@ -34,8 +35,19 @@ export interface StepContext {
   issue(message: string, key?: string): ConfigIssue;
 }
 
-/** Builds a step from its parameters; throws ConfigError for bad parameters. */
-export type ProcessorFactory = (params: any, context: StepContext) => Processor;
+/**
+ * Builds a step from its parameters; throws ConfigError for bad parameters. `schema` is the
+ * operator's keys (see `operator`): the config schema's `steps:` is assembled from them.
+ */
+export type ProcessorFactory = ((params: any, context: StepContext) => Processor) & { schema?: TSchema };
+
+/**
+ * An operator: its parameters' schema (whose `Static` type `build` receives, defaults filled)
+ * and how it is built. Defaults are filled once, when the stream is built.
+ */
+export function operator<S extends TSchema>(schema: S, build: (params: Static<S>, context: StepContext) => Processor): ProcessorFactory & { schema: S } {
+  return Object.assign((params: unknown, context: StepContext) => build(fillDefaults(schema, structuredClone(params)), context), { schema });
+}
 
 /** Throws a config error at the step (or its key) unless `ok`. */
 export function check(ok: boolean, context: StepContext, message: string, key?: string): void {

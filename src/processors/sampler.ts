@@ -1,11 +1,10 @@
-import { check, type ProcessorFactory } from './processor.js';
+import { duration, keyFields, object, oneOf, Type, withDefault, type Static } from '../config/kit.js';
+import { check, operator } from './processor.js';
 import { keyFunction } from './values.js';
 
-interface Params {
-  interval: number;
-  key?: string[];
-  clock?: 'server' | 'data';
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({ interval: duration(), key: Type.Optional(keyFields), clock: withDefault(oneOf(['server', 'data']), 'server') });
+type Params = Static<typeof schema>;
 
 /**
  * `sampler: { interval: 2m, key: [device], clock: server | data }`
@@ -20,7 +19,7 @@ interface Params {
  * reading marked `untimely` (its ts not believed, see core/clock.ts) is sampled on the agent's
  * clock under a reference of its own, so its ts never becomes the reference.
  */
-export const sampler: ProcessorFactory = (params: Params, context) => {
+export const sampler = operator(schema, (params, context) => {
   check(params.interval > 0, context, 'interval must be positive', 'interval');
   const { interval } = params;
   const dataClock = params.clock === 'data';
@@ -42,4 +41,4 @@ export const sampler: ProcessorFactory = (params: Params, context) => {
       emit(reading);
     },
   };
-};
+});

@@ -1,15 +1,18 @@
+import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../config/kit.js';
 import type { Emit, Reading } from '../streams/reading.js';
-import { check, type ProcessorFactory } from './processor.js';
+import { check, operator } from './processor.js';
 import { hasPoint, keyFunction, numberOf, withoutValue, withValue } from './values.js';
 
-interface Params {
-  point: string;
-  min?: number;
-  max?: number;
-  fill?: 'none' | 'previous' | 'linear';
-  max_hold?: number;
-  key?: string[];
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({
+  point: name,
+  min: Type.Optional(Type.Number()),
+  max: Type.Optional(Type.Number()),
+  fill: withDefault(oneOf(['none', 'previous', 'linear']), 'none'),
+  max_hold: duration('5m'),
+  key: Type.Optional(keyFields),
+});
+type Params = Static<typeof schema>;
 
 interface KeyState {
   /** The last good value: [ts, value]. */
@@ -31,16 +34,18 @@ interface KeyState {
  * further ahead of the agent's clock than agent.max_future (the clock was stepped back since)
  * go out as `previous` would at the next tick, instead of being held until the clock catches up.
  */
-export const threshold: ProcessorFactory = (params: Params, context) => {
+export const threshold = operator(schema, (params, context) => {
   const { point, min, max } = params;
   check(min !== undefined || max !== undefined, context, 'needs min, max or both');
   check(min === undefined || max === undefined || min <= max, context, `min (${min}) is greater than max (${max})`, 'min');
-  check(params.max_hold === undefined || params.max_hold > 0, context, 'max_hold must be positive', 'max_hold');
-  const fill = params.fill ?? 'none';
-  const maxHold = params.max_hold ?? 300_000;
+  check(params.max_hold > 0, context, 'max_hold must be positive', 'max_hold');
+  const fill = params.fill;
+  const maxHold = params.max_hold;
   const maxFuture = context.maxFuture ?? 3_600_000;
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
+  // held readings are owed downstream: never pruned
+  state.retain = (keyState) => ((keyState as KeyState).held?.length ?? 0) > 0;
   /** Keys holding readings; filled from the saved state on the first tick after a start. */
   let holding: Set<string> | undefined;
 
@@ -114,7 +119,11 @@ export const threshold: ProcessorFactory = (params: Params, context) => {
         holding = new Set();
         for (const [key, keyState] of state.entries<KeyState>()) if (keyState.held) holding.add(key);
       }
-      for (const key of holding) holdExpired(key, state.get<KeyState>(key)!, now, emit);
+      for (const key of holding) {
+        const keyState = state.get<KeyState>(key);
+        if (keyState) holdExpired(key, keyState, now, emit);
+        else holding.delete(key);
+      }
     },
   };
-};
+});

@@ -52,7 +52,11 @@ export function keyFunction(fields: string[] | undefined, point?: string): (read
     const byDevice = new Map<string, string>();
     return (r) => {
       let key = byDevice.get(r.device);
-      if (key === undefined) byDevice.set(r.device, (key = r.device + suffix));
+      if (key === undefined) {
+        key = r.device + suffix;
+        // device ids from a topic flood must not grow this without end
+        if (byDevice.size < 100_000) byDevice.set(r.device, key);
+      }
       return key;
     };
   }

@@ -1,17 +1,25 @@
+import { duration, keyFields, object, Type, type Static } from '../config/kit.js';
 import type { Emit, Quality, Reading } from '../streams/reading.js';
-import { check, type ProcessorFactory } from './processor.js';
+import { check, operator } from './processor.js';
 import { hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
 import { checkWindow, Windows } from './windows.js';
 
 type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
 
-interface Params {
-  size: number;
-  every?: number;
-  lateness?: number;
-  key?: string[];
-  functions: Record<string, Fn[]>;
-}
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({
+  size: duration(),
+  /** size when absent (tumbling windows) */
+  every: Type.Optional(duration()),
+  lateness: duration('0s'),
+  key: Type.Optional(keyFields),
+  functions: Type.Unsafe<Record<string, Fn[]>>({
+    type: 'object',
+    minProperties: 1,
+    additionalProperties: { type: 'array', minItems: 1, items: { enum: ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'delta', 'integral'] } },
+  }),
+});
+type Params = Static<typeof schema>;
 
 /** One point's running aggregates within one window. */
 interface PointAcc {
@@ -66,17 +74,21 @@ const HOUR = 3_600_000;
  * as late until the clock catches up. Empty windows never emit, so a gap of any length costs
  * nothing.
  */
-export const window: ProcessorFactory = (params: Params, context) => {
+export const window = operator(schema, (params, context) => {
   const every = params.every ?? params.size;
   const problem = checkWindow(params.size, every);
   check(!problem, context, problem ?? '', 'size');
-  const lateness = params.lateness ?? 0;
+  const { lateness } = params;
   const windows = new Windows(params.size, every, context.timezone);
   const functions = Object.entries(params.functions);
   const points = functions.map(([point]) => point);
   const keyOf = keyFunction(params.key);
   const { state } = context;
-  const keys = new Set<string>(Array.from(state.entries<KeyState>(), ([key]) => key));
+  // open windows must close and be emitted, however long their key stays silent
+  state.retain = (keyState) => (keyState as KeyState).open.length > 0;
+  /** Keys with open windows, for the clock to close them; read row by row, not all at once. */
+  const keys = new Set<string>();
+  for (const [key, keyState] of state.entries<KeyState>()) if (keyState.open.length > 0) keys.add(key);
   let restored = keys.size > 0;
   const maxFuture = context.maxFuture ?? HOUR;
 
@@ -122,10 +134,8 @@ export const window: ProcessorFactory = (params: Params, context) => {
       }
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
-      if (!keyState) {
-        keyState = { device: reading.device, watermark: -Infinity, open: [] };
-        keys.add(key);
-      }
+      if (!keyState) keyState = { device: reading.device, watermark: -Infinity, open: [] };
+      keys.add(key);
       const { ts } = reading;
       if (ts < keyState.watermark && keyState.watermark > context.now() + maxFuture + lateness + params.size) {
         context.count('clock_back');
@@ -171,14 +181,19 @@ export const window: ProcessorFactory = (params: Params, context) => {
       restored = false;
       for (const key of keys) {
         const keyState = state.get<KeyState>(key);
-        if (!keyState) continue;
+        if (!keyState) {
+          keys.delete(key);
+          continue;
+        }
         // After a restart: what ended while the agent was down goes out now, as partial.
         if (forcePartial) close(key, keyState, now, emit, true);
         close(key, keyState, now - lateness - params.size, emit);
+        // nothing left to close: the key comes back with its next reading
+        if (keyState.open.length === 0) keys.delete(key);
       }
     },
   };
-};
+});
 
 function addValue(acc: WindowAcc, point: string, v: number, ts: number) {
   const p = ownValue(acc.points, point);

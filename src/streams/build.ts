@@ -2,11 +2,13 @@ import { ConfigError, type ConfigIssue } from '../config/errors.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { StreamConfig } from '../config/types.js';
 import { TimerSchedule } from '../connectors/timer/timer.js';
-import { parseHostPort } from '../config/units.js';
+import { connectors, type ConnectorPlugin } from '../connectors/index.js';
+import { checkManagement } from '../manage/config.js';
+import { upstreams as upstreamPlugins, type UpstreamPlugin } from '../upstream/index.js';
 import { processors as registry } from '../processors/index.js';
 import type { Processor } from '../processors/processor.js';
 import { LatestValues } from './latest.js';
-import { ScopedState, type StateStore } from './state.js';
+import { memoryState, type StateStore } from './state.js';
 
 /** What steps need from the agent that runs them. */
 export interface StepRuntime {
@@ -34,7 +36,7 @@ export function buildStreams(
 ): Map<string, BuiltStream> {
   const issues = checkReferences(loaded);
   const built = new Map<string, BuiltStream>();
-  const scopeOf = (name: string) => (state ? state.scope(name) : new ScopedState(name, () => {}));
+  const scopeOf = (name: string) => (state ? state.scope(name) : memoryState());
   loaded.config.streams.forEach((stream, s) => {
     if (only && !only.has(stream.name)) return;
     const steps: Processor[] = [];
@@ -144,21 +146,14 @@ function checkReferences({ config, issueAt }: LoadedConfig): ConfigIssue[] {
     });
   });
 
-  const { http, http_token } = config.agent;
-  if (http !== 'off' && !http_token && !isLoopback(http)) {
-    issues.push(issueAt(['agent', 'http'], `the management API on ${http} is reachable from the network: set agent.http_token (16 characters or more), which clients send as "Authorization: Bearer <token>"`));
-  }
-
+  issues.push(...checkManagement(config.agent, issueAt));
+  config.devices.forEach((device, d) => {
+    const plugin: ConnectorPlugin = connectors[device.protocol];
+    issues.push(...(plugin.check?.(device, ['devices', d], issueAt) ?? []));
+  });
   config.upstream.forEach((upstream, u) => {
-    if (upstream.type === 'kafka' && upstream.idempotent && upstream.acks !== 'all' && upstream.acks !== -1) {
-      issues.push(issueAt(['upstream', u, 'idempotent'], `upstream ${upstream.name}: an idempotent producer needs acks: all (set idempotent: false to use acks: ${upstream.acks})`));
-    }
+    const plugin: UpstreamPlugin = upstreamPlugins[upstream.type];
+    issues.push(...(plugin.check?.(upstream, ['upstream', u], issueAt) ?? []));
   });
   return issues;
-}
-
-/** True for an address only this machine can reach: 127.0.0.0/8, ::1, localhost. */
-export function isLoopback(hostPort: string): boolean {
-  const { host } = parseHostPort(hostPort);
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { Value } from '../config/types.js';
 import type { Quality, Reading } from './reading.js';
 
@@ -8,20 +9,58 @@ export interface Sample {
   ts: number;
 }
 
+interface DeviceLatest {
+  /** The latest usable value of each point. */
+  values: Map<string, Value | null>;
+  samples: Map<string, Sample>;
+  /** When the device last moved to the newest end of the map (see `update`). */
+  moved: number;
+}
+
+export const MAX_LATEST_DEVICES = 10_000;
+
+/** How long a device stays at its place in the eviction order before an update moves it again. */
+const MOVE_AFTER_MS = 60_000;
+
 /**
  * The latest value of every point of every device, so that expressions can see a point the
  * current reading does not carry (`power_kw`, or `meter-1.power_kw` across devices), and the
  * latest sample with its quality and time, for the management API.
+ *
+ * At most `maxDevices` devices are kept: past it, the device updated least recently is
+ * forgotten (counted in `evicted`, logged once per episode), so ids from a topic flood cannot
+ * grow it without end.
  */
 export class LatestValues {
-  private readonly devices = new Map<string, Map<string, Value | null>>();
-  private readonly samples = new Map<string, Map<string, Sample>>();
+  private readonly devices = new Map<string, DeviceLatest>();
+  /** Devices forgotten to stay within `maxDevices`, since start. */
+  evicted = 0;
+  private full = false;
+
+  constructor(
+    private maxDevices = MAX_LATEST_DEVICES,
+    private log?: Logger,
+  ) {}
+
+  /** Sets the cap (agent.max_latest_devices) and where to log that it was reached. */
+  limit(maxDevices: number, log?: Logger): void {
+    this.maxDevices = maxDevices;
+    this.log = log ?? this.log;
+  }
 
   update(reading: Reading): void {
-    let points = this.devices.get(reading.device);
-    if (!points) this.devices.set(reading.device, (points = new Map()));
-    let samples = this.samples.get(reading.device);
-    if (!samples) this.samples.set(reading.device, (samples = new Map()));
+    const now = Date.now();
+    let device = this.devices.get(reading.device);
+    if (!device) {
+      this.makeRoom();
+      this.devices.set(reading.device, (device = { values: new Map(), samples: new Map(), moved: now }));
+    } else if (now - device.moved > MOVE_AFTER_MS) {
+      // least recently updated first, at the cost of one move per device and minute
+      this.devices.delete(reading.device);
+      this.devices.set(reading.device, device);
+      device.moved = now;
+    }
+    const { values, samples } = device;
     for (const name in reading.values) {
       const value = reading.values[name];
       const quality = (reading.quality && Object.hasOwn(reading.quality, name) ? reading.quality[name] : undefined) ?? 'good';
@@ -33,16 +72,40 @@ export class LatestValues {
         sample.ts = reading.ts;
       } else samples.set(name, { value, quality, ts: reading.ts });
       // a bad value is no value: the last good one stays the latest
-      if (quality !== 'bad') points.set(name, value);
+      if (quality !== 'bad') values.set(name, value);
     }
   }
 
   get(device: string, point: string): Value | null | undefined {
-    return this.devices.get(device)?.get(point);
+    return this.devices.get(device)?.values.get(point);
   }
 
   /** The latest sample of each point of a device. */
   samplesOf(device: string): ReadonlyMap<string, Sample> {
-    return this.samples.get(device) ?? new Map();
+    return this.devices.get(device)?.samples ?? new Map();
+  }
+
+  get size(): number {
+    return this.devices.size;
+  }
+
+  private makeRoom(): void {
+    if (this.devices.size < this.maxDevices) {
+      // an episode of being full ends when the devices fit again (after a config with a larger cap)
+      this.full = false;
+      return;
+    }
+    while (this.devices.size >= this.maxDevices) {
+      const oldest = this.devices.keys().next().value!;
+      this.devices.delete(oldest);
+      this.evicted++;
+      if (!this.full) {
+        this.full = true;
+        this.log?.warn(
+          { max_latest_devices: this.maxDevices, forgotten: oldest.slice(0, 200) },
+          `latest values: more than ${this.maxDevices} devices (agent.max_latest_devices); the least recently updated ones are forgotten (counted), starting with ${oldest.slice(0, 200)}`,
+        );
+      }
+    }
   }
 }

@@ -1,39 +1,118 @@
 import type { Database, Statement } from 'better-sqlite3';
+import type { Logger } from 'pino';
+
+export interface StateOptions {
+  /** A key neither read nor written for this long (ms) is pruned, unless its step retains it. */
+  ttl: number;
+  /** Keys of one step held in memory; the others stay in SQLite until used. */
+  cacheKeys: number;
+  log?: Logger;
+  now?: () => number;
+}
+
+export const STATE_DEFAULTS: StateOptions = { ttl: 7 * 86_400_000, cacheKeys: 10_000 };
+
+/** In the cache: a key known to have no value (not in SQLite, or deleted and not yet saved). */
+const NONE = Symbol('none');
+
+interface Entry {
+  value: unknown;
+  /** When SQLite last recorded the key as used (0: not saved yet). */
+  seen: number;
+}
+
+/** Rows looked at per pruning transaction, so that a large table does not stall the event loop. */
+const PRUNE_BATCH = 1000;
 
 /**
- * Per-key state of stream steps, kept in memory and saved to SQLite in the same transaction
- * as the outbox group that carries the results computed from it: after a crash, state and
- * results agree, so energy is neither counted twice nor lost.
+ * Per-key state of stream steps, saved to SQLite in the same transaction as the outbox group
+ * that carries the results computed from it: after a crash, state and results agree, so energy
+ * is neither counted twice nor lost.
+ *
+ * Memory is bounded: nothing is loaded at start; a key is read from SQLite on first use and
+ * kept in a cache of at most `cacheKeys` keys per step (keys changed since the last commit stay
+ * until it saved them). SQLite records when each key was last used; `prune` deletes keys unused
+ * for `ttl`, except those a step marks as holding something still owed (`ScopedState.retain`:
+ * open windows, held readings, an energy counter's baseline), which are kept and counted.
  */
 export class StateStore {
   private readonly scopes = new Map<string, ScopedState>();
+  /** @internal */ readonly selectOne: Statement;
   private readonly upsert: Statement;
   private readonly remove: Statement;
+  private readonly removeScope: Statement;
+  /** @internal */ readonly selectPage: Statement;
+  private readonly selectStale: Statement;
+  private readonly pruneBatch: (cutoff: number, afterScope: string, afterKey: string) => { last?: [string, string]; pruned: number; kept: number };
+  readonly options: StateOptions;
+  /** @internal */ readonly now: () => number;
+  /** @internal */ readonly touchAfter: number;
+  /** Keys pruned since start, and stale keys kept at the last pruning because their step retains them. */
+  pruned = 0;
+  retained = 0;
 
   constructor(
-    db: Database,
+    private readonly db: Database,
     /** Called when state changed, so that the next group commit saves it. */
     private readonly changed: () => void = () => {},
+    options: Partial<StateOptions> = {},
   ) {
-    db.exec('CREATE TABLE IF NOT EXISTS state (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID');
-    this.upsert = db.prepare('INSERT INTO state (scope, key, value) VALUES (?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value');
-    this.remove = db.prepare('DELETE FROM state WHERE scope = ? AND key = ?');
-    for (const row of db.prepare('SELECT scope, key, value FROM state').iterate() as Iterable<{ scope: string; key: string; value: string }>) {
-      this.scope(row.scope).values.set(row.key, JSON.parse(row.value));
+    this.options = { ...STATE_DEFAULTS, ...options };
+    this.now = this.options.now ?? Date.now;
+    // a key only read is written back now and then, so that its use is recorded for pruning
+    this.touchAfter = Math.min(3_600_000, Math.floor(this.options.ttl / 8));
+    db.exec('CREATE TABLE IF NOT EXISTS state (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, seen INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (scope, key)) WITHOUT ROWID');
+    const columns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('state') as string[];
+    if (!columns.includes('seen')) {
+      // a database from before pruning: its keys count as used now, so they get a full ttl
+      db.transaction(() => {
+        db.exec('ALTER TABLE state ADD COLUMN seen INTEGER NOT NULL DEFAULT 0');
+        db.prepare('UPDATE state SET seen = ?').run(this.now());
+      })();
     }
+    this.selectOne = db.prepare('SELECT value, seen FROM state WHERE scope = ? AND key = ?');
+    this.upsert = db.prepare('INSERT INTO state (scope, key, value, seen) VALUES (?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, seen = excluded.seen');
+    this.remove = db.prepare('DELETE FROM state WHERE scope = ? AND key = ?');
+    this.removeScope = db.prepare('DELETE FROM state WHERE scope = ?');
+    this.selectPage = db.prepare('SELECT key, value FROM state WHERE scope = ? AND key > ? ORDER BY key LIMIT 500');
+    this.selectStale = db.prepare('SELECT scope, key, value FROM state WHERE seen < ? AND (scope, key) > (?, ?) ORDER BY scope, key LIMIT ?');
+    this.pruneBatch = db.transaction((cutoff: number, afterScope: string, afterKey: string) => {
+      const rows = this.selectStale.all(cutoff, afterScope, afterKey, PRUNE_BATCH) as { scope: string; key: string; value: string }[];
+      let pruned = 0;
+      let kept = 0;
+      for (const row of rows) {
+        const scope = this.scopes.get(row.scope);
+        const cached = scope?.cache.get(row.key);
+        // changed since the last commit (or saved by it a moment ago): in use, not stale
+        if (scope?.dirty.has(row.key) || (cached && cached.seen >= cutoff)) continue;
+        if (scope?.retain?.(JSON.parse(row.value))) {
+          kept++;
+          continue;
+        }
+        this.remove.run(row.scope, row.key);
+        scope?.cache.delete(row.key);
+        pruned++;
+      }
+      const last = rows.at(-1);
+      return { last: last && ([last.scope, last.key] as [string, string]), pruned, kept };
+    });
   }
 
   /** The state of one step, e.g. scope `power-15m/1/energy` for the second step of stream power-15m. */
   scope(name: string): ScopedState {
     let scope = this.scopes.get(name);
-    if (!scope) this.scopes.set(name, (scope = new ScopedState(name, this.changed)));
+    if (!scope) this.scopes.set(name, (scope = new ScopedState(name, this, this.changed)));
     return scope;
   }
 
   /** Forgets every key of a scope (a stream that was removed or changed). */
   clearScope(name: string): void {
     const scope = this.scopes.get(name);
-    if (scope) for (const key of [...scope.values.keys()]) scope.delete(key);
+    if (scope) {
+      scope.cache.clear();
+      scope.dirty.clear();
+    }
+    this.removeScope.run(name);
   }
 
   /** Keys changed since the last save. */
@@ -45,51 +124,164 @@ export class StateStore {
 
   /** Writes changed keys; call inside the group-commit transaction, then `saved()` once it committed. */
   save(): void {
+    const now = this.now();
     for (const scope of this.scopes.values()) {
       for (const key of scope.dirty) {
-        const value = scope.values.get(key);
-        if (value === undefined) this.remove.run(scope.name, key);
-        else this.upsert.run(scope.name, key, JSON.stringify(value));
+        const entry = scope.cache.get(key)!;
+        if (entry.value === NONE) this.remove.run(scope.name, key);
+        else {
+          this.upsert.run(scope.name, key, JSON.stringify(entry.value), now);
+          entry.seen = now;
+        }
       }
     }
   }
 
   saved(): void {
-    for (const scope of this.scopes.values()) scope.dirty.clear();
+    for (const scope of this.scopes.values()) {
+      scope.dirty.clear();
+      scope.evict(scope.cache.size - this.options.cacheKeys);
+    }
+  }
+
+  /**
+   * Deletes keys unused for `ttl` whose step does not retain them (see `ScopedState.retain`).
+   * Stale keys of a scope no step uses any more (a stream removed while the agent was down) go
+   * too. Logs what it pruned, and once per episode the stale keys it had to keep.
+   */
+  async prune(now = this.now()): Promise<{ pruned: number; kept: number }> {
+    const cutoff = now - this.options.ttl;
+    let pruned = 0;
+    let kept = 0;
+    let after: [string, string] | undefined = ['', ''];
+    while (after) {
+      const batch = this.pruneBatch(cutoff, after[0], after[1]);
+      pruned += batch.pruned;
+      kept += batch.kept;
+      after = batch.last;
+      // 1000 rows at a time, with the event loop free in between (510,000 rows: 1.8 s in all)
+      if (after) await new Promise((resolve) => setImmediate(resolve));
+    }
+    this.pruned += pruned;
+    const log = this.options.log;
+    if (pruned > 0) log?.info({ pruned, total: this.pruned }, `state: pruned ${pruned} keys unused for ${days(this.options.ttl)} (agent.state_ttl)`);
+    if (kept > 0 && this.retained === 0) {
+      log?.warn({ kept }, `state: ${kept} keys unused for ${days(this.options.ttl)} are kept: they hold open windows, held readings or an energy counter's baseline (see agent.state_ttl)`);
+    }
+    this.retained = kept;
+    return { pruned, kept };
   }
 }
 
 /** The view of the store that one step sees: its own keys only. */
-export class ScopedState {
-  /** @internal */ readonly values = new Map<string, unknown>();
+/** What a step sees of its state: its own keys only. */
+export interface StepState {
+  get<T>(key: string): T | undefined;
+  set(key: string, value: unknown): void;
+  delete(key: string): void;
+  entries<T>(): IterableIterator<[string, T]>;
+  /** Set by a step whose state can hold something still owed: a key for which it answers true is never pruned. */
+  retain?: (value: unknown) => boolean;
+}
+
+/** State that lives in memory only: for validating a config, which builds every step but keeps nothing. */
+export function memoryState(): StepState {
+  const values = new Map<string, unknown>();
+  return {
+    get: <T>(key: string) => values.get(key) as T | undefined,
+    set: (key, value) => void values.set(key, value),
+    delete: (key) => void values.delete(key),
+    entries: <T>() => values.entries() as IterableIterator<[string, T]>,
+  };
+}
+
+export class ScopedState implements StepState {
+  /** @internal Keys in memory, oldest first (a used key moves to the end now and then). */
+  readonly cache = new Map<string, Entry>();
   /** @internal */ readonly dirty = new Set<string>();
+  /**
+   * Set by a step whose state can hold something still owed (an open window, a held reading, a
+   * counter's baseline): a key for which it answers true is never pruned, however old.
+   */
+  retain?: (value: unknown) => boolean;
 
   constructor(
     readonly name: string,
+    private readonly store: StateStore,
     private readonly changed: () => void,
   ) {}
 
   get<T>(key: string): T | undefined {
-    return this.values.get(key) as T | undefined;
+    let entry = this.cache.get(key);
+    if (!entry) {
+      const row = this.store.selectOne.get(this.name, key) as { value: string; seen: number } | undefined;
+      entry = row ? { value: JSON.parse(row.value), seen: row.seen } : { value: NONE, seen: 0 };
+      this.remember(key, entry);
+    } else if (entry.value !== NONE && entry.seen > 0 && this.store.now() - entry.seen > this.store.touchAfter && !this.dirty.has(key)) {
+      // used, but not written for a while: record the use with the next commit
+      this.cache.delete(key);
+      this.cache.set(key, entry);
+      this.markDirty(key);
+    }
+    return entry.value === NONE ? undefined : (entry.value as T);
   }
 
   /** Stores a value (or marks a mutated one); saved with the next group commit. */
   set(key: string, value: unknown): void {
     // steps mostly mutate their state object and set it again: only mark it
-    if (this.values.get(key) !== value) this.values.set(key, value);
+    const entry = this.cache.get(key);
+    if (entry) entry.value = value;
+    else this.remember(key, { value, seen: 0 });
+    this.markDirty(key);
+  }
+
+  delete(key: string): void {
+    const entry = this.cache.get(key);
+    if (entry) entry.value = NONE;
+    else this.remember(key, { value: NONE, seen: 0 });
+    this.markDirty(key);
+  }
+
+  /** Every key of the step and its value, read from SQLite page by page (for a step's start). */
+  *entries<T>(): IterableIterator<[string, T]> {
+    let after = '';
+    for (;;) {
+      const rows = this.store.selectPage.all(this.name, after) as { key: string; value: string }[];
+      for (const row of rows) if (!this.cache.has(row.key)) yield [row.key, JSON.parse(row.value) as T];
+      if (rows.length < 500) break;
+      after = rows[rows.length - 1].key;
+    }
+    for (const [key, entry] of this.cache) if (entry.value !== NONE) yield [key, entry.value as T];
+  }
+
+  /** @internal Drops up to `count` of the oldest keys that hold nothing unsaved. */
+  evict(count: number): void {
+    if (count <= 0) return;
+    for (const key of this.cache.keys()) {
+      if (count <= 0) break;
+      if (this.dirty.has(key)) continue;
+      this.cache.delete(key);
+      count--;
+    }
+  }
+
+  private remember(key: string, entry: Entry): void {
+    this.cache.set(key, entry);
+    // keep the cache near its cap between commits; what is left over goes at `saved()`
+    if (this.cache.size > this.store.options.cacheKeys) {
+      const oldest = this.cache.keys().next().value!;
+      if (oldest !== key && !this.dirty.has(oldest)) this.cache.delete(oldest);
+    }
+  }
+
+  private markDirty(key: string): void {
     if (!this.dirty.has(key)) {
       this.dirty.add(key);
       this.changed();
     }
   }
+}
 
-  delete(key: string): void {
-    this.values.delete(key);
-    this.dirty.add(key);
-    this.changed();
-  }
-
-  entries<T>(): IterableIterator<[string, T]> {
-    return this.values.entries() as IterableIterator<[string, T]>;
-  }
+function days(ms: number): string {
+  return ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : `${ms / 1000}s`;
 }

@@ -1,14 +1,31 @@
+import type { TObject } from '@sinclair/typebox';
 import type { Logger } from 'pino';
+import type { ConfigIssue } from '../config/errors.js';
+import type { IssueAt } from '../config/kit.js';
 import type { UpstreamConfig } from '../config/types.js';
+import { fileUpstreamSchema, prepareFileUpstream } from './file/config.js';
+import { checkKafkaUpstream, kafkaUpstreamSchema, prepareKafkaUpstream } from './kafka/config.js';
+import { mqttUpstreamSchema } from './mqtt/config.js';
 import type { Upstream } from './upstream.js';
 
-/** Upstreams by type; each imported only when the config uses it (the Kafka client is large). */
-const factories: Record<UpstreamConfig['type'], (config: any, agentId: string, log: Logger) => Promise<Upstream>> = {
-  mqtt: async (config, agentId, log) => new (await import('./mqtt.js')).MqttUpstream(config, agentId, log),
-  file: async (config) => new (await import('./file.js')).FileUpstream(config),
-  kafka: async (config, agentId, log) => new (await import('./kafka.js')).KafkaUpstream(config, agentId, log),
-};
+export interface UpstreamPlugin {
+  /** The upstream's keys (config.ts in the plugin's folder). */
+  schema: TObject;
+  /** Imported only when the config uses it (the Kafka client is large). */
+  create: (config: any, agentId: string, log: Logger) => Promise<Upstream>;
+  /** After the schema's defaults: what depends on other keys or on the config file's folder. */
+  prepare?(config: any, configDir: string): void;
+  /** What the schema cannot check (`at` is the upstream's path in the config). */
+  check?(config: any, at: readonly (string | number)[], issueAt: IssueAt): ConfigIssue[];
+}
+
+/** Upstreams by type: one line each (in this order in error messages). */
+export const upstreams = {
+  mqtt: { schema: mqttUpstreamSchema, create: async (config, agentId, log) => new (await import('./mqtt/mqtt.js')).MqttUpstream(config, agentId, log) },
+  kafka: { schema: kafkaUpstreamSchema, prepare: prepareKafkaUpstream, check: checkKafkaUpstream, create: async (config, agentId, log) => new (await import('./kafka/kafka.js')).KafkaUpstream(config, agentId, log) },
+  file: { schema: fileUpstreamSchema, prepare: prepareFileUpstream, create: async (config) => new (await import('./file/file.js')).FileUpstream(config) },
+} satisfies Record<string, UpstreamPlugin>;
 
 export async function createUpstream(config: UpstreamConfig, agentId: string, log: Logger): Promise<Upstream> {
-  return factories[config.type](config, agentId, log);
+  return upstreams[config.type].create(config, agentId, log);
 }

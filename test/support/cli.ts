@@ -1,9 +1,8 @@
 import { resolve } from 'node:path';
+import { TEST_BUILD } from './build.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-
-/** Node's arguments that load TypeScript sources directly (tsx), so no test needs a build. */
+/** Node's arguments that load TypeScript sources directly (tsx): for scripts that import src/. */
 export const TS_NODE_ARGS = ['--import', import.meta.resolve('tsx')];
 
-/** `node ...CLI command ...`: the agent's command line, run from its TypeScript sources. */
-export const CLI = [...TS_NODE_ARGS, resolve(ROOT, 'src/cli.ts')];
+/** `node ...CLI command ...`: the agent's command line, as compiled for this test run (see build.ts). */
+export const CLI = [resolve(TEST_BUILD, 'cli.js')];

@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DataType, DataValue, OPCUACertificateManager, OPCUAServer, StatusCodes, Variant, type UAVariable } from 'node-opcua';
+import { DataType, DataValue, OPCUACertificateManager, OPCUAServer, StatusCodes, Variant, VariantArrayType, type UAObject, type UAVariable } from 'node-opcua';
 import { freePort } from './ports.js';
 
 /**
@@ -12,8 +12,12 @@ export class OpcuaTestServer {
   rpm = 100;
   setpoint = 0;
   count = 0;
+  /** values of the typed writable nodes, by node id (Types.Int16, Types.Double, …) */
+  readonly typed = new Map<string, unknown>();
+  level = 1;
   private server: OPCUAServer | undefined;
   private rpmNode: UAVariable | undefined;
+  private levelNode: UAVariable | undefined;
   private pki: string;
 
   private constructor(readonly port: number) {
@@ -103,8 +107,67 @@ export class OpcuaTestServer {
           new DataValue({ value: new Variant({ dataType: DataType.Double, value: 9.5 }), statusCode: StatusCodes.UncertainLastUsableValue, sourceTimestamp: new Date(), serverTimestamp: new Date() }),
       },
     });
+    const types = ns.addObject({ organizedBy: addressSpace.rootFolder.objects, browseName: 'Types' });
+    for (const [type, initial] of [
+      ['Int16', 0],
+      ['UInt16', 0],
+      ['Byte', 0],
+      ['Int32', 0],
+      ['Int64', 0],
+      ['Float', 0],
+      ['Double', 0],
+      ['String', ''],
+      ['Boolean', false],
+    ] as const) {
+      const nodeId = `Types.${type}`;
+      if (!this.typed.has(nodeId)) this.typed.set(nodeId, initial);
+      ns.addVariable({
+        componentOf: types,
+        browseName: type,
+        nodeId: `s=${nodeId}`,
+        dataType: type,
+        minimumSamplingInterval: 100,
+        accessLevel: 'CurrentRead | CurrentWrite',
+        userAccessLevel: 'CurrentRead | CurrentWrite',
+        value: {
+          get: () => new Variant({ dataType: DataType[type], arrayType: VariantArrayType.Scalar, value: this.typed.get(nodeId) }),
+          set: (v: Variant) => {
+            this.typed.set(nodeId, v.value);
+            return StatusCodes.Good;
+          },
+        },
+      });
+    }
+    this.tank = ns.addObject({ organizedBy: addressSpace.rootFolder.objects, browseName: 'Tank' });
+    this.addLevel();
     await server.start();
     this.server = server;
+  }
+
+  private tank: UAObject | undefined;
+
+  /** Tank.Level, a node the test deletes and adds again (a PLC program download). */
+  addLevel(): void {
+    const ns = this.server?.engine.addressSpace?.getOwnNamespace() ?? this.tank!.namespace;
+    this.levelNode = ns.addVariable({
+      componentOf: this.tank!,
+      browseName: 'Level',
+      nodeId: 's=Tank.Level',
+      dataType: 'Double',
+      minimumSamplingInterval: 100,
+      value: { get: () => new Variant({ dataType: DataType.Double, value: this.level }) },
+    });
+  }
+
+  deleteLevel(): void {
+    this.server!.engine.addressSpace!.deleteNode(this.levelNode!);
+    this.levelNode = undefined;
+  }
+
+  /** Changes Tank.Level and tells subscribers. */
+  setLevel(value: number): void {
+    this.level = value;
+    this.levelNode?.touchValue();
   }
 
   /** The folder of the server's own certificate (PEM), to be trusted by a client. */

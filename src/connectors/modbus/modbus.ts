@@ -1,31 +1,20 @@
-import type { DeviceConfig, Value } from '../../config/types.js';
+import { fillDefaults, type Value } from '../../config/kit.js';
 import type { Quality, Reading } from '../../streams/reading.js';
 import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory, type WriteOutcome } from '../connector.js';
 import { DeviceStatus } from '../status.js';
 import { everyTick, schedule } from '../../core/schedule.js';
 import { acquireBus, BusError, releaseBus, type Client, type ModbusBus } from './bus.js';
 import { decode, encode, EncodeError } from './codec.js';
-import { DEFAULT_LIMITS, plan, type Block } from './planner.js';
+import { plan, type Block } from './planner.js';
+import { modbusRtuSchema, modbusTcpSchema, type ModbusConfig } from './config.js';
 import { spanOf, type ModbusPoint } from './points.js';
-
-interface ModbusDeviceConfig extends DeviceConfig {
-  host?: string;
-  port?: number;
-  serial?: { path: string; baud?: number; parity?: string; data_bits?: number; stop_bits?: number };
-  unit_id?: number;
-  timeout?: number;
-  retries?: number;
-  max_gap?: number;
-  max_registers?: number;
-  max_bits?: number;
-  offline_after?: number;
-}
 
 const FUNCTION = { coil: 1, discrete: 2, holding: 3, input: 4 } as const;
 /** A read that fails now and then is one episode until it has worked this long. */
 const QUIET_EPISODE = 60_000;
 
-export const createModbus: ConnectorFactory = async (device, context) => new ModbusDevice(device as ModbusDeviceConfig, context);
+export const createModbus: ConnectorFactory = async (device, context) =>
+  new ModbusDevice(fillDefaults(device.protocol === 'modbus-rtu' ? modbusRtuSchema : modbusTcpSchema, structuredClone(device)), context);
 
 /** A group of points polled together at one rate, with its read plan. */
 interface PollGroup {
@@ -62,23 +51,19 @@ class ModbusDevice implements Connector {
   private stopped = false;
 
   constructor(
-    private readonly config: ModbusDeviceConfig,
+    private readonly config: ModbusConfig,
     private readonly context: ConnectorContext,
   ) {
     this.id = config.id;
-    this.unit = config.unit_id ?? 1;
-    this.timeout = config.timeout ?? 1000;
-    this.retries = config.retries ?? 1;
+    this.unit = config.unit_id;
+    this.timeout = config.timeout;
+    this.retries = config.retries;
     this.status = new DeviceStatus(config.id, context, config.offline_after);
-    this.bus = acquireBus(config.host ? { tcp: { host: config.host, port: config.port ?? 502 } } : { serial: config.serial }, context.log);
-    const limits = {
-      maxGap: config.max_gap ?? DEFAULT_LIMITS.maxGap,
-      maxRegisters: config.max_registers ?? DEFAULT_LIMITS.maxRegisters,
-      maxBits: config.max_bits ?? DEFAULT_LIMITS.maxBits,
-    };
+    this.bus = acquireBus(config.protocol === 'modbus-tcp' ? { tcp: { host: config.host, port: config.port } } : { serial: config.serial }, context.log);
+    const limits = { maxGap: config.max_gap, maxRegisters: config.max_registers, maxBits: config.max_bits };
     const byRate = new Map<number, ModbusPoint[]>();
-    for (const point of config.points as ModbusPoint[]) {
-      const every = point.poll ?? config.poll ?? 1000;
+    for (const point of config.points) {
+      const every = point.poll ?? config.poll;
       byRate.set(every, [...(byRate.get(every) ?? []), point]);
     }
     this.groups = [...byRate].map(([every, points]) => ({ every, blocks: plan(points, limits), busy: false }));
@@ -195,7 +180,7 @@ class ModbusDevice implements Connector {
    * and the value read back, which must be the same registers.
    */
   async write(name: string, value: Value): Promise<WriteOutcome> {
-    const point = (this.config.points as ModbusPoint[]).find((p) => p.name === name);
+    const point = this.config.points.find((p) => p.name === name);
     if (!point) throw new WriteError(this.id, name, 'no such point');
     if (!point.writable) throw new WriteError(this.id, name, 'the point is not writable');
     if (point.area === 'input' || point.area === 'discrete') throw new WriteError(this.id, name, `${point.area} ${point.area === 'input' ? 'registers' : 'inputs'} are read-only`);

@@ -1,21 +1,10 @@
-import type { PointConfig } from '../../config/types.js';
-
 export type Area = 'holding' | 'input' | 'coil' | 'discrete';
 export type ModbusType = 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64' | 'float32' | 'float64' | 'bool' | 'string';
 export type WordOrder = 'ABCD' | 'CDAB' | 'BADC' | 'DCBA';
 
-export interface ModbusPoint extends PointConfig {
-  area: Area;
-  address: number;
-  type?: ModbusType;
-  order?: WordOrder;
-  bit?: number;
-  /** registers of a string */
-  length?: number;
-  scale?: number;
-  offset?: number;
-  poll?: number;
-}
+/** A point's keys as loaded (the schema is in config.ts). */
+export type { ModbusPoint } from './config.js';
+import type { ModbusPoint } from './config.js';
 
 const WORDS: Record<ModbusType, number> = { int16: 1, uint16: 1, int32: 2, uint32: 2, int64: 4, uint64: 4, float32: 2, float64: 4, bool: 1, string: 1 };
 

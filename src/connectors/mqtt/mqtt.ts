@@ -1,42 +1,34 @@
 import type { MqttClient } from 'mqtt';
-import type { DeviceConfig, PointConfig, TlsConfig, Value } from '../../config/types.js';
+import { fillDefaults, type Value } from '../../config/kit.js';
 import { closeMqtt, connectMqtt } from '../../mqtt/client.js';
+import { mqttDeviceSchema, type MqttDeviceConfig, type MqttPoint } from './config.js';
 import type { Reading } from '../../streams/reading.js';
+import { Episodes } from '../../core/episodes.js';
 import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 import { atPath, fillLevels, matchTopic, pathParts } from './topics.js';
 
-interface MqttPoint extends PointConfig {
-  topic: string;
-  /** field path in a JSON payload; without it the payload is the value */
-  json?: string;
-  /** field path of the sensor's own timestamp (epoch s or ms, or ISO 8601) */
-  ts?: string;
-  qos?: 0 | 1 | 2;
-  command_topic?: string;
-}
+export const createMqttDevice: ConnectorFactory = async (device, context) => new MqttDevice(fillDefaults(mqttDeviceSchema, structuredClone(device)), context);
 
-interface MqttDeviceConfig extends DeviceConfig {
-  broker: string;
-  username?: string;
-  password?: string;
-  client_id?: string;
-  tls?: TlsConfig;
-}
-
-export const createMqttDevice: ConnectorFactory = async (device, context) => new MqttDevice(device as MqttDeviceConfig, context);
+/** Topics longer than this are remembered and logged by their start only (a topic may be 64 kB). */
+const MAX_TOPIC_SHOWN = 200;
 
 /**
  * Sensors that publish to an MQTT broker (Zigbee2MQTT, Shelly, Tasmota, custom firmware).
  * Each point subscribes to a topic filter (`+`, `#`); its value comes from a JSON field path or
  * from the plain payload (a number, true/false/on/off, or text). An id with `{1}` `{2}` …
  * is a template: one device per value of the matched wildcard levels, so one entry covers a
- * fleet. Retained messages give the initial values. A payload that cannot be read is counted
- * and logged once per episode with its topic. Writes publish to the point's `command_topic`.
+ * fleet, up to `max_devices` of them: messages for a new id past that are dropped, counted in
+ * `refusedDevices` and logged once. Retained messages give the initial values. A payload that
+ * cannot be read (not JSON, a configured field missing) is counted and logged once per episode
+ * of its topic; the episode ends when a message on that topic is read whole again. Writes
+ * publish to the point's `command_topic`.
  */
 class MqttDevice implements Connector {
   readonly id: string;
   online = false;
   malformed = 0;
+  /** Messages dropped because they would have made a template device past `max_devices`. */
+  refusedDevices = 0;
   get readErrors(): number {
     return this.malformed;
   }
@@ -45,9 +37,13 @@ class MqttDevice implements Connector {
   /** Per point, parsed once: the filter's levels and the field paths. */
   private readonly compiled: { point: MqttPoint; filter: string[]; json?: string[]; ts?: string[] }[];
   private readonly template: boolean;
-  /** Device ids of a template by the wildcard levels that made them. */
+  /** Device ids of a template by the wildcard levels that made them; at most `maxDevices`. */
   private readonly deviceIds = new Map<string, string>();
+  private readonly maxDevices: number;
+  /** Only the broker connection's failure (`connection`); payload problems are in `malformedCauses`. */
   private readonly badTopics = new Set<string>();
+  /** Topics whose payloads cannot be read now (bounded): one log line per episode each. */
+  private readonly malformedCauses = new Episodes<string>(1000);
   private deliver: (reading: Reading) => void = () => {};
 
   constructor(
@@ -55,7 +51,7 @@ class MqttDevice implements Connector {
     private readonly context: ConnectorContext,
   ) {
     this.id = config.id;
-    this.points = config.points as MqttPoint[];
+    this.points = config.points;
     this.compiled = this.points.map((point) => ({
       point,
       filter: point.topic.split('/'),
@@ -63,6 +59,7 @@ class MqttDevice implements Connector {
       ts: point.ts === undefined ? undefined : pathParts(point.ts),
     }));
     this.template = /\{\d+\}/.test(config.id);
+    this.maxDevices = config.max_devices;
     // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
     this.client = connectMqtt({
       who: `device ${this.id}: MQTT broker`,
@@ -82,7 +79,7 @@ class MqttDevice implements Connector {
   start(deliver: (reading: Reading) => void): void {
     this.deliver = deliver;
     const filters = new Map<string, 0 | 1 | 2>();
-    for (const point of this.points) filters.set(point.topic, Math.max(filters.get(point.topic) ?? 0, point.qos ?? 0) as 0 | 1 | 2);
+    for (const point of this.points) filters.set(point.topic, Math.max(filters.get(point.topic) ?? 0, point.qos) as 0 | 1 | 2);
     this.client.on('connect', () => {
       for (const [filter, qos] of filters) this.client.subscribe(filter, { qos });
     });
@@ -94,6 +91,7 @@ class MqttDevice implements Connector {
     let parsed: unknown;
     let parseFailed = false;
     let reading: Reading | undefined;
+    let rejected = false;
     for (const { point, filter, json, ts: tsPath } of this.compiled) {
       const levels = matchTopic(filter, topic);
       if (!levels) continue;
@@ -118,39 +116,68 @@ class MqttDevice implements Connector {
       }
       if (value === undefined || (typeof value === 'object' && value !== null)) {
         this.reject(topic, point.json === undefined ? 'the payload is not a value' : `no value at "${point.json}"`);
+        rejected = true;
         continue;
       }
-      const device = this.template ? this.deviceId(levels) : this.id;
-      reading ??= { device, ts: ts ?? Date.now(), values: Object.create(null) }; // `__proto__` is a point name too
+      if (!reading) {
+        const device = this.template ? this.deviceId(levels) : this.id;
+        // a new template device past max_devices: the message is dropped (counted in deviceId)
+        if (device === undefined) return;
+        reading = { device, ts: ts ?? Date.now(), values: Object.create(null) }; // `__proto__` is a point name too
+      }
       if (typeof value === 'number' && !Number.isFinite(value)) {
         // 1e400 parses to Infinity: no value, and JSON upstream could not carry it anyway
         reading.values[point.name] = null;
         (reading.quality ??= {})[point.name] = 'bad';
       } else reading.values[point.name] = value as Value | null;
     }
-    if (reading) {
-      this.badTopics.delete(topic);
-      this.deliver(reading);
-    }
+    // a message read whole (every field there) ends the topic's episode; one missing a field does not
+    if (!rejected && this.malformedCauses.size > 0) this.recovered(topic);
+    if (reading) this.deliver(reading);
   }
 
-  private deviceId(levels: string[]): string {
-    const key = levels.join('/');
-    let id = this.deviceIds.get(key);
-    if (id === undefined) {
-      id = fillLevels(this.id, levels);
-      // a topic level of unbounded values must not grow this without end
-      if (this.deviceIds.size < 100_000) this.deviceIds.set(key, id);
+  /**
+   * The device id of a template for the matched levels, or undefined when it would be a new
+   * device past `max_devices` (then the message is dropped, counted and logged once).
+   */
+  private deviceId(levels: string[]): string | undefined {
+    const key = levels.length === 1 ? levels[0] : levels.join('/');
+    const id = this.deviceIds.get(key);
+    if (id !== undefined) return id;
+    if (this.deviceIds.size >= this.maxDevices) {
+      if (this.refusedDevices++ === 0) {
+        this.context.log.warn(
+          { device: this.id, max_devices: this.maxDevices, refused: shortTopic(fillLevels(this.id, levels)) },
+          `device ${this.id}: already ${this.maxDevices} devices from this template (max_devices); messages for new ones such as ${shortTopic(fillLevels(this.id, levels))} are dropped and counted, not logged again`,
+        );
+      }
+      return undefined;
     }
-    return id;
+    const made = fillLevels(this.id, levels);
+    this.deviceIds.set(key, made);
+    return made;
   }
 
-  /** Counts a payload that cannot be read; logs it once until that topic brings a good one. */
+  /** Counts a payload that cannot be read; logs it once per episode of its topic. */
   private reject(topic: string, why: string): void {
     this.malformed++;
-    if (this.badTopics.has(topic)) return;
-    this.badTopics.add(topic);
-    this.context.log.warn({ device: this.id, topic }, `device ${this.id}: malformed payload on ${topic}: ${why}`);
+    const shown = shortTopic(topic);
+    if (!this.malformedCauses.begin(shown)) return;
+    if (this.malformedCauses.untracked === 1 && !this.malformedCauses.has(shown)) {
+      this.context.log.warn(
+        { device: this.id, tracked: this.malformedCauses.max },
+        `device ${this.id}: malformed payloads on more than ${this.malformedCauses.max} topics at once; the others are counted (read errors), not logged`,
+      );
+      return;
+    }
+    this.context.log.warn({ device: this.id, topic: shown }, `device ${this.id}: malformed payload on ${shown}: ${why}`);
+  }
+
+  /** A topic read whole again: ends its episode, logged once. */
+  private recovered(topic: string): void {
+    const shown = shortTopic(topic);
+    const count = this.malformedCauses.end(shown);
+    if (count > 0) this.context.log.info({ device: this.id, topic: shown, malformed: count }, `device ${this.id}: ${shown} readable again after ${count} malformed payloads`);
   }
 
   private setOnline(online: boolean): void {
@@ -175,6 +202,10 @@ class MqttDevice implements Connector {
   async stop(): Promise<void> {
     await closeMqtt(this.client);
   }
+}
+
+function shortTopic(topic: string): string {
+  return topic.length <= MAX_TOPIC_SHOWN ? topic : `${topic.slice(0, MAX_TOPIC_SHOWN)}…(${topic.length} chars)`;
 }
 
 /** A plain payload: a number, true/false/on/off, or the text itself. */

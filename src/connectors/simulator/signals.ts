@@ -1,4 +1,6 @@
-import type { SimulatorPointConfig, Value } from '../../config/types.js';
+import type { Value } from '../../config/kit.js';
+import { fillDefaults } from '../../config/kit.js';
+import { simulatorPoint, type SimulatorPointConfig } from './config.js';
 
 export type Signal = (ts: number) => Value;
 
@@ -13,16 +15,15 @@ const COUNTER_EPOCH = Date.UTC(2025, 0, 1);
  * - step: alternates between min and max every period
  * - constant: `value` (the default, e.g. for a writable breaker)
  */
-export function signalOf(point: SimulatorPointConfig): Signal {
-  const min = point.min ?? 0;
-  const max = point.max ?? 100;
-  const period = point.period ?? 600_000;
-  switch (point.signal ?? 'constant') {
+export function signalOf(input: Partial<SimulatorPointConfig> & { name: string }): Signal {
+  const point = fillDefaults(simulatorPoint, { ...input });
+  const { min, max, period } = point;
+  switch (point.signal) {
     case 'sine':
       return (ts) => round(min + ((max - min) * (1 + Math.sin((2 * Math.PI * ts) / period))) / 2);
     case 'counter': {
       const start = point.start ?? 0;
-      const rate = point.rate ?? 1;
+      const rate = point.rate;
       return (ts) => round(start + (rate * (ts - COUNTER_EPOCH)) / HOUR);
     }
     case 'random': {
@@ -36,7 +37,7 @@ export function signalOf(point: SimulatorPointConfig): Signal {
     case 'step':
       return (ts) => (Math.floor(ts / period) % 2 === 0 ? min : max);
     case 'constant':
-      return () => point.value ?? 0;
+      return () => point.value;
   }
 }
 

@@ -1,11 +1,12 @@
-import type { DeviceConfig, SimulatorPointConfig, Value } from '../../config/types.js';
+import { fillDefaults, type Value } from '../../config/kit.js';
+import { simulatorSchema, type SimulatorConfig } from './config.js';
 import type { Reading } from '../../streams/reading.js';
 import { WriteError, type Connector, type ConnectorFactory } from '../connector.js';
 import { everyTick, schedule } from '../../core/schedule.js';
 import { signalOf, type Signal } from './signals.js';
 
 /** A built-in meter: signals instead of a device, so the agent can be tried with no hardware. */
-export const createSimulator: ConnectorFactory = async (device) => new Simulator(device);
+export const createSimulator: ConnectorFactory = async (device) => new Simulator(fillDefaults(simulatorSchema, structuredClone(device)));
 
 class Simulator implements Connector {
   readonly id: string;
@@ -15,10 +16,10 @@ class Simulator implements Connector {
   private readonly written = new Map<string, Value>();
   private stopSchedule: (() => void) | undefined;
 
-  constructor(private readonly device: DeviceConfig) {
+  constructor(private readonly device: SimulatorConfig) {
     this.id = device.id;
-    this.poll = device.poll ?? 1000;
-    this.signals = (device.points as SimulatorPointConfig[]).map((p) => ({ name: p.name, signal: signalOf(p) }));
+    this.poll = device.poll;
+    this.signals = device.points.map((p) => ({ name: p.name, signal: signalOf(p) }));
   }
 
   start(deliver: (reading: Reading) => void): void {

@@ -1,9 +1,9 @@
 import { mkdirSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { FileUpstreamConfig } from '../config/types.js';
-import type { OutboxRow } from '../outbox/outbox.js';
-import type { Upstream } from './upstream.js';
+import type { FileUpstreamConfig } from './config.js';
+import type { OutboxRow } from '../../outbox/outbox.js';
+import type { Upstream } from '../upstream.js';
 
 /** Appends records as JSON lines; a send is acknowledged once the lines are fsynced. */
 export class FileUpstream implements Upstream {

@@ -1,11 +1,11 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { compatibilityPartitioner, Producer, protocolErrorsCodesById, type MessageToProduce } from '@platformatic/kafka';
 import type { Logger } from 'pino';
-import type { KafkaUpstreamConfig } from '../config/types.js';
-import { Backoff } from '../core/backoff.js';
-import type { OutboxRow } from '../outbox/outbox.js';
-import { tlsOptions } from './tls.js';
-import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from './upstream.js';
+import type { KafkaUpstreamConfig } from './config.js';
+import { Backoff } from '../../core/backoff.js';
+import type { OutboxRow } from '../../outbox/outbox.js';
+import { tlsOptions } from '../tls.js';
+import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from '../upstream.js';
 
 /** Keys, values and headers go as bytes: the client's serializers would copy them for every record. */
 type Message = MessageToProduce<Buffer, Buffer, Buffer, Buffer>;

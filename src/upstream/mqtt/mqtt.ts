@@ -1,9 +1,9 @@
 import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import type { MqttUpstreamConfig } from '../config/types.js';
-import { closeMqtt, connectMqtt } from '../mqtt/client.js';
-import type { OutboxRow } from '../outbox/outbox.js';
-import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from './upstream.js';
+import type { MqttUpstreamConfig } from './config.js';
+import { closeMqtt, connectMqtt } from '../../mqtt/client.js';
+import type { OutboxRow } from '../../outbox/outbox.js';
+import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from '../upstream.js';
 
 interface Refusal {
   reason: string;
