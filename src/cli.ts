@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { readEd25519Key, signedPush } from './manage/signing.js';
 import pino from 'pino';
 import type { Agent } from './agent/agent.js';
-import { ConfigError, formatIssue } from './config/errors.js';
+import { ConfigError, formatIssue } from './core/config-error.js';
 import { loadConfigFile } from './config/load.js';
 import { validateConfig } from './streams/build.js';
 import { replay, ReplayInputError } from './replay.js';

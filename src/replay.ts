@@ -1,12 +1,11 @@
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { loadConfigFile } from './config/load.js';
-import type { Value } from './config/types.js';
 import { TimerSchedule } from './connectors/timer/timer.js';
 import { recordJson } from './outbox/record.js';
 import { buildStreams } from './streams/build.js';
-import { LatestValues } from './streams/latest.js';
-import type { Reading } from './streams/reading.js';
+import { LatestValues } from './core/latest.js';
+import type { Reading, Value } from './core/reading.js';
 import type { Stream } from './streams/stream.js';
 import { wireStream, type StreamSinks } from './streams/wiring.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ActionSink } from '../src/streams/action.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { testLog } from './support/log.js';
 
 const reading = (ts: number, edge?: 'raise' | 'clear'): Reading => ({ device: 'm1', ts, values: { p: 1 }, edge });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Agent } from '../src/agent/agent.js';
 import { startAgent as launchAgent } from '../src/start.js';
-import { ConfigError } from '../src/config/errors.js';
+import { ConfigError } from '../src/core/config-error.js';
 import { testLog } from './support/log.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';

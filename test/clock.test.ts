@@ -7,7 +7,7 @@ import { startTimer, TimerSchedule } from '../src/connectors/timer/timer.js';
 import { ClockGuard, ClockSync } from '../src/core/clock.js';
 import { MAX_WAIT } from '../src/core/schedule.js';
 import { ActionSink } from '../src/streams/action.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { at, minutes, reading, StepHarness } from './support/steps.js';
 
 const SECOND = 1000;

@@ -6,9 +6,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CLI } from './support/cli.js';
 import { parseDocument, type Document, type YAMLMap, type YAMLSeq } from 'yaml';
-import { ConfigError } from '../src/config/errors.js';
+import { ConfigError } from '../src/core/config-error.js';
 import { loadConfigFile, parseConfig } from '../src/config/load.js';
-import { parseDuration, parseSize } from '../src/config/units.js';
+import { parseDuration, parseSize } from '../src/core/units.js';
 import { validateConfig } from '../src/streams/build.js';
 
 const ROOT = resolve(import.meta.dirname, '..');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { compileExpression, ExpressionError, MAX_DEPTH, MAX_TERMS, MISSING } from '../src/expr/expression.js';
-import { LatestValues } from '../src/streams/latest.js';
-import type { Reading } from '../src/streams/reading.js';
+import { LatestValues } from '../src/core/latest.js';
+import type { Reading } from '../src/core/reading.js';
 
 const reading: Reading = { device: 'm1', ts: 1000, values: { rpm: 105, temp: 20.5, mode: 'auto', on: true, nan: NaN, nothing: null, broken: 7 }, quality: { broken: 'bad' } };
 const latest = new LatestValues();

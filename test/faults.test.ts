@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent } from '../src/start.js';
-import { ConfigError } from '../src/config/errors.js';
+import { ConfigError } from '../src/core/config-error.js';
 import { parseConfig } from '../src/config/load.js';
 import { decode } from '../src/connectors/modbus/codec.js';
 import type { ModbusPoint } from '../src/connectors/modbus/points.js';

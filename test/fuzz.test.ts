@@ -8,7 +8,7 @@ import pino from 'pino';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent as launchAgent } from '../src/start.js';
-import { ConfigError } from '../src/config/errors.js';
+import { ConfigError } from '../src/core/config-error.js';
 import { RolledBack } from '../src/manage/managed-agent.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { freePort, until } from './support/ports.js';

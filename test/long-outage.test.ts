@@ -5,7 +5,7 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OutboxConfig } from '../src/config/types.js';
 import { openDatabase } from '../src/outbox/database.js';
-import { Forwarder } from '../src/outbox/forwarder.js';
+import { Forwarder } from '../src/upstream/forwarder.js';
 import { Outbox } from '../src/outbox/outbox.js';
 import { StateStore } from '../src/streams/state.js';
 import { MqttUpstream } from '../src/upstream/mqtt/mqtt.js';

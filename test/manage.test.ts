@@ -13,7 +13,7 @@ import { RolledBack } from '../src/manage/managed-agent.js';
 import { startAgent as launchAgent } from '../src/start.js';
 import { CLI } from './support/cli.js';
 import { readEd25519Key, signedPush } from '../src/manage/signing.js';
-import { ConfigError } from '../src/config/errors.js';
+import { ConfigError } from '../src/core/config-error.js';
 import { parseConfig } from '../src/config/load.js';
 import { testLog } from './support/log.js';
 import { Mosquitto } from './support/mosquitto.js';

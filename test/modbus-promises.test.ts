@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { DeviceConfig } from '../src/config/types.js';
 import type { Connector } from '../src/connectors/connector.js';
 import { createModbus } from '../src/connectors/modbus/modbus.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { ModbusServer } from './support/modbus-server.js';
 import { freePort, until } from './support/ports.js';
 

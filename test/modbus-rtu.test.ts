@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Connector } from '../src/connectors/connector.js';
 import { rtuSilence } from '../src/connectors/modbus/bus.js';
 import { createModbus } from '../src/connectors/modbus/modbus.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { AgentProcess } from './support/agent-process.js';
 import { until } from './support/ports.js';
 import { RtuLine } from './support/rtu.js';

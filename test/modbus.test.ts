@@ -7,7 +7,7 @@ import { startAgent } from '../src/start.js';
 import type { DeviceConfig } from '../src/config/types.js';
 import type { Connector } from '../src/connectors/connector.js';
 import { createModbus } from '../src/connectors/modbus/modbus.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { readJsonLines } from './support/files.js';
 import { testLog } from './support/log.js';
 import { ModbusServer } from './support/modbus-server.js';

@@ -5,7 +5,7 @@ import type { DeviceConfig } from '../src/config/types.js';
 import type { Connector } from '../src/connectors/connector.js';
 import { createMqttDevice } from '../src/connectors/mqtt/mqtt.js';
 import { atPath, fillLevels, matchTopic } from '../src/connectors/mqtt/topics.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';
 

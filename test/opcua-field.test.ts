@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import type { DeviceConfig } from '../src/config/types.js';
 import type { Connector } from '../src/connectors/connector.js';
 import { createOpcuaDevice } from '../src/connectors/opcua/opcua.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { AgentProcess } from './support/agent-process.js';
 import { OpcuaTestServer } from './support/opcua-server.js';
 import { freePort, until } from './support/ports.js';

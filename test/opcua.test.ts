@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceConfig } from '../src/config/types.js';
 import type { Connector } from '../src/connectors/connector.js';
 import { createOpcuaDevice } from '../src/connectors/opcua/opcua.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { OpcuaTestServer } from './support/opcua-server.js';
 import { makePki } from './support/pki.js';
 import { until } from './support/ports.js';

@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutboxConfig } from '../src/config/types.js';
 import { openDatabase } from '../src/outbox/database.js';
-import { Forwarder } from '../src/outbox/forwarder.js';
+import { Forwarder } from '../src/upstream/forwarder.js';
 import { Outbox, type OutboxRow } from '../src/outbox/outbox.js';
 import { StateStore } from '../src/streams/state.js';
 import type { Upstream } from '../src/upstream/upstream.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createSimulator } from '../src/connectors/simulator/simulator.js';
 import { signalOf } from '../src/connectors/simulator/signals.js';
 import type { DeviceConfig } from '../src/config/types.js';
-import type { Reading } from '../src/streams/reading.js';
+import type { Reading } from '../src/core/reading.js';
 import { testLog } from './support/log.js';
 import { until } from './support/ports.js';
 

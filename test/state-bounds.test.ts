@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
-import { energy } from '../src/processors/energy.js';
-import type { StepContext } from '../src/processors/processor.js';
-import { window } from '../src/processors/window.js';
-import { LatestValues } from '../src/streams/latest.js';
-import type { Reading } from '../src/streams/reading.js';
+import { energy } from '../src/operators/energy.js';
+import type { StepContext } from '../src/operators/operator.js';
+import { window } from '../src/operators/window.js';
+import { LatestValues } from '../src/core/latest.js';
+import type { Reading } from '../src/core/reading.js';
 import { StateStore } from '../src/streams/state.js';
 
 const DAY = 86_400_000;

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { startAgent } from '../src/start.js';
-import { processors } from '../src/processors/index.js';
-import { pass } from '../src/processors/pass.js';
-import type { ProcessorFactory } from '../src/processors/processor.js';
-import type { Reading } from '../src/streams/reading.js';
+import { operators } from '../src/operators/index.js';
+import { pass } from '../src/operators/pass.js';
+import type { OperatorFactory } from '../src/operators/operator.js';
+import type { Reading } from '../src/core/reading.js';
 import { StateStore } from '../src/streams/state.js';
 import { Stream } from '../src/streams/stream.js';
 import { testLog } from './support/log.js';
@@ -58,7 +58,7 @@ describe('per-key state', () => {
 
   it('carries a processor over an agent restart', async () => {
     // A step that numbers the readings it passes, keeping its count in the state store.
-    const counter: ProcessorFactory = (_params, { state }) => ({
+    const counter: OperatorFactory = (_params, { state }) => ({
       process(reading, emit) {
         const n = (state.get<number>(reading.device) ?? 0) + 1;
         state.set(reading.device, n);
@@ -66,7 +66,7 @@ describe('per-key state', () => {
       },
     });
     // Stands in for `pass` for this test, so the config needs no operator of its own.
-    processors.pass = counter;
+    operators.pass = counter;
     try {
       const dir = mkdtempSync(join(tmpdir(), 'restart-'));
       const config = join(dir, 'agent.yaml');
@@ -89,7 +89,7 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
       const ns = readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).values.n as number);
       expect(ns).toEqual(Array.from({ length: ns.length }, (_, i) => i + 1));
     } finally {
-      processors.pass = pass;
+      operators.pass = pass;
     }
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Windows } from '../src/processors/windows.js';
+import { Windows } from '../src/operators/window-bounds.js';
 import { at, minutes, paramError, reading, StepHarness } from './support/steps.js';
 
 const every = (from: number, to: number, step: number, value: (ts: number, i: number) => number, point = 'p') => {

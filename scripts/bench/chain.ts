@@ -9,7 +9,7 @@
 import Database from 'better-sqlite3';
 import { parseConfig } from '../../src/config/load.js';
 import { buildStreams } from '../../src/streams/build.js';
-import { LatestValues } from '../../src/streams/latest.js';
+import { LatestValues } from '../../src/core/latest.js';
 import { StateStore } from '../../src/streams/state.js';
 import { Stream } from '../../src/streams/stream.js';
 

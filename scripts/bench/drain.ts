@@ -4,12 +4,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase, type OpenedDatabase } from '../../src/outbox/database.js';
-import { Forwarder } from '../../src/outbox/forwarder.js';
+import { Forwarder } from '../../src/upstream/forwarder.js';
 import { Outbox } from '../../src/outbox/outbox.js';
 import { StateStore } from '../../src/streams/state.js';
 import type { Logger } from 'pino';
 import type { OutboxConfig } from '../../src/config/types.js';
-import type { Reading } from '../../src/streams/reading.js';
+import type { Reading } from '../../src/core/reading.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
 
 export const benchOutboxConfig: OutboxConfig = { max_size: 8 * 1024 ** 3, max_age: 7 * 86_400_000, when_full: 'drop-oldest', durability: 'normal', group_records: 1000, group_wait: 10 };

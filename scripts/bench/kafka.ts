@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { KafkaUpstreamConfig } from '../../src/upstream/kafka/config.js';
-import type { Reading } from '../../src/streams/reading.js';
+import type { Reading } from '../../src/core/reading.js';
 import { KafkaUpstream } from '../../src/upstream/kafka/kafka.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
 import { drainRate, fmt, median } from './drain.js';

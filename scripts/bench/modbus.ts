@@ -19,7 +19,7 @@ import type { Connector } from '../../src/connectors/connector.js';
 import { createModbus } from '../../src/connectors/modbus/modbus.js';
 import { ActionSink } from '../../src/streams/action.js';
 import { buildStreams } from '../../src/streams/build.js';
-import { LatestValues } from '../../src/streams/latest.js';
+import { LatestValues } from '../../src/core/latest.js';
 import { StateStore } from '../../src/streams/state.js';
 import { Stream } from '../../src/streams/stream.js';
 import Database from 'better-sqlite3';

@@ -9,7 +9,7 @@ import { Stream } from '../../src/streams/stream.js';
 import { buildStreams } from '../../src/streams/build.js';
 import { parseConfig } from '../../src/config/load.js';
 import { StateStore } from '../../src/streams/state.js';
-import { LatestValues } from '../../src/streams/latest.js';
+import { LatestValues } from '../../src/core/latest.js';
 import Database from 'better-sqlite3';
 import { startMosquitto } from './mosquitto.js';
 

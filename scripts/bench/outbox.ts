@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import type { Reading } from '../../src/streams/reading.js';
+import type { Reading } from '../../src/core/reading.js';
 import { MqttUpstream } from '../../src/upstream/mqtt/mqtt.js';
 import { benchOutboxConfig, drainRate, fmt, median, openOutbox as openBenchOutbox } from './drain.js';
 import { startMosquitto } from './mosquitto.js';

@@ -1,15 +1,15 @@
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigError } from '../config/errors.js';
+import { ConfigError } from '../core/config-error.js';
 import { loadConfigFile, parseConfig, type LoadedConfig } from '../config/load.js';
 import type { AgentConfig } from '../config/types.js';
 import { RolledBack, type ClockStatus, type ConfigChange, type ConfigStatus, type ManagedAgent } from '../manage/managed-agent.js';
-import type { Forwarder } from '../outbox/forwarder.js';
+import type { Forwarder } from '../upstream/forwarder.js';
 import type { Outbox } from '../outbox/outbox.js';
 import { validateConfig } from '../streams/build.js';
 import { ClockGuard, ClockSync } from '../core/clock.js';
-import { LatestValues } from '../streams/latest.js';
-import type { Reading } from '../streams/reading.js';
+import { LatestValues } from '../core/latest.js';
+import type { Reading } from '../core/reading.js';
 import {
   reconcileDevices,
   reconcileStreams,

@@ -1,7 +1,6 @@
-import type { Value } from '../config/types.js';
 import type { Connector, WriteOutcome } from '../connectors/connector.js';
 import type { Outbox } from '../outbox/outbox.js';
-import type { Reading } from '../streams/reading.js';
+import type { Reading, Value } from '../core/reading.js';
 import type { Stream } from '../streams/stream.js';
 import type { StreamConfig } from '../config/types.js';
 

@@ -1,6 +1,6 @@
 import type { DeviceStatus, OutboxStatus, StreamStatus } from '../manage/managed-agent.js';
 import type { Outbox } from '../outbox/outbox.js';
-import type { LatestValues } from '../streams/latest.js';
+import type { LatestValues } from '../core/latest.js';
 import type { RunningDevice, RunningStream, RunningUpstream } from './reconcile.js';
 
 /** The status of the running parts as the API, metrics and status page show it. */

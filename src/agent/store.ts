@@ -4,7 +4,7 @@ import type { AgentConfig } from '../config/types.js';
 import { Backoff } from '../core/backoff.js';
 import { openDatabase, StorageUnavailableError } from '../outbox/database.js';
 import { Outbox } from '../outbox/outbox.js';
-import type { Reading } from '../streams/reading.js';
+import type { Reading } from '../core/reading.js';
 import { StateStore } from '../streams/state.js';
 
 /** The database, outbox and stream state: kept across reloads that leave data_dir, agent id and outbox alone. */

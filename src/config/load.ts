@@ -2,13 +2,13 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
-import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
+import { ConfigError, formatPath, type ConfigIssue } from '../core/config-error.js';
 import { connectors } from '../connectors/index.js';
 import { upstreams, type UpstreamPlugin } from '../upstream/index.js';
-import { fillDefaults } from './kit.js';
+import { fillDefaults } from '../core/config-kit.js';
 import { configSchema } from './schema.js';
 import type { AgentConfig } from './types.js';
-import { parseDuration, parseSize } from './units.js';
+import { parseDuration, parseSize } from '../core/units.js';
 
 export type ConfigPath = readonly (string | number)[];
 

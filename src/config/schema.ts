@@ -2,17 +2,17 @@
  * The assembly point of the config schema: the agent's own sections (agent, streams) are
  * declared here; every device protocol, upstream type and stream operator brings its keys
  * from its plugin folder through its registry (src/connectors/index.ts, src/upstream/index.ts,
- * src/processors/index.ts), the outbox and remote_config from src/outbox and src/manage.
+ * src/operators/index.ts), the outbox and remote_config from src/outbox and src/manage.
  * `duration` and `size` are our keywords: they check the text and replace it with
  * milliseconds or bytes, so the rest of the agent only sees numbers.
  */
 import type { TSchema } from '@sinclair/typebox';
 import { connectors } from '../connectors/index.js';
-import { remoteConfigSchema } from '../manage/config.js';
+import { remoteConfigSchema } from './management.js';
 import { outboxSchema } from '../outbox/config.js';
-import { processors } from '../processors/index.js';
+import { operators } from '../operators/index.js';
 import { upstreams } from '../upstream/index.js';
-import { anyValue, duration, name, object, oneOf, text, Type, withDefault, type Static } from './kit.js';
+import { anyValue, duration, name, object, oneOf, text, Type, withDefault, type Static } from '../core/config-kit.js';
 
 export const agentSchema = object({
   id: name,
@@ -65,7 +65,7 @@ const stepSchema = Type.Unsafe<Record<string, unknown>>({
   type: 'object',
   minProperties: 1,
   maxProperties: 1,
-  properties: Object.fromEntries(Object.entries(processors).map(([key, factory]) => [key, factory.schema ?? {}])),
+  properties: Object.fromEntries(Object.entries(operators).map(([key, factory]) => [key, factory.schema ?? {}])),
   additionalProperties: false,
 });
 

@@ -5,12 +5,12 @@
  */
 import type { Static } from '@sinclair/typebox';
 import type { connectors } from '../connectors/index.js';
-import type { RemoteConfig } from '../manage/config.js';
+import type { RemoteConfig } from './management.js';
 import type { OutboxConfig } from '../outbox/config.js';
 import type { upstreams } from '../upstream/index.js';
 import type { AgentSection, StreamConfig } from './schema.js';
 
-export type { Value, TlsConfig } from './kit.js';
+export type { TlsConfig } from '../core/config-kit.js';
 export type { ActionSinkConfig, AgentSection, SinkConfig, StepConfig, StreamConfig } from './schema.js';
 export type { OutboxConfig } from '../outbox/config.js';
 

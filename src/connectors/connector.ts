@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
-import type { DeviceConfig, Value } from '../config/types.js';
-import type { Reading } from '../streams/reading.js';
+import type { Reading, Value } from '../core/reading.js';
 
 /**
  * Owns the one connection to a device or bus: reads (polls or subscriptions) and writes go
@@ -37,7 +36,15 @@ export interface ConnectorContext {
   report?(event: Reading): void;
 }
 
-export type ConnectorFactory = (device: DeviceConfig, context: ConnectorContext) => Promise<Connector>;
+/** What every device's config has; each connector reads the rest through its own schema (config.ts). */
+export interface DeviceBase {
+  id: string;
+  protocol: string;
+  points: { name: string; writable?: boolean; [key: string]: unknown }[];
+  [key: string]: unknown;
+}
+
+export type ConnectorFactory = (device: DeviceBase, context: ConnectorContext) => Promise<Connector>;
 
 /** The DEVICE_ONLINE or DEVICE_OFFLINE event of a device, as connectors report it upstream. */
 export function deviceStatusEvent(device: string, online: boolean, description: string): Reading {
@@ -47,6 +54,14 @@ export function deviceStatusEvent(device: string, online: boolean, description: 
     values: {},
     event: { code: online ? 'DEVICE_ONLINE' : 'DEVICE_OFFLINE', severity: online ? 'info' : 'major', description, state: online ? 'cleared' : 'raised' },
   };
+}
+
+/** The point `name` of a device, if it may be written; else a WriteError saying why. */
+export function writablePoint<P extends { name: string; writable?: boolean }>(device: string, points: readonly P[], name: string, hint = ''): P {
+  const point = points.find((p) => p.name === name);
+  if (!point) throw new WriteError(device, name, 'no such point');
+  if (!point.writable) throw new WriteError(device, name, `the point is not writable${hint}`);
+  return point;
 }
 
 export class WriteError extends Error {

@@ -1,8 +1,7 @@
 import type { TObject } from '@sinclair/typebox';
-import type { ConfigIssue } from '../config/errors.js';
-import type { IssueAt } from '../config/kit.js';
-import type { DeviceConfig } from '../config/types.js';
-import type { ConnectorContext, ConnectorFactory } from './connector.js';
+import type { ConfigIssue } from '../core/config-error.js';
+import type { IssueAt } from '../core/config-kit.js';
+import type { ConnectorContext, ConnectorFactory, DeviceBase } from './connector.js';
 import { modbusRtuSchema, modbusTcpSchema } from './modbus/config.js';
 import { mqttDeviceSchema } from './mqtt/config.js';
 import { opcuaSchema } from './opcua/config.js';
@@ -26,6 +25,6 @@ export const connectors = {
   simulator: { schema: simulatorSchema, create: async () => (await import('./simulator/simulator.js')).createSimulator },
 } satisfies Record<string, ConnectorPlugin>;
 
-export async function createConnector(device: DeviceConfig, context: ConnectorContext) {
+export async function createConnector(device: DeviceBase & { protocol: keyof typeof connectors }, context: ConnectorContext) {
   return (await connectors[device.protocol].create())(device, context);
 }

@@ -4,15 +4,18 @@ import { deviceStatusEvent, type ConnectorContext } from './connector.js';
 export const DEFAULT_OFFLINE_AFTER = 3;
 
 /**
- * Whether a device answers, smoothed: one failed poll is a glitch, `offlineAfter` failed polls
- * in a row make it offline (DEVICE_OFFLINE, a warning), one good poll makes it online again
- * (DEVICE_ONLINE, an info line). A device that fails every other poll so stays online instead
- * of raising and clearing an event twice a minute. One per device, for any connector.
+ * Whether a device answers, smoothed, for any connector: `offlineAfter` failures in a row make
+ * it offline (DEVICE_OFFLINE, a warning), one success makes it online again (DEVICE_ONLINE, an
+ * info line). A polled device that fails every other poll so stays online instead of raising
+ * and clearing an event twice a minute; a connection-based one (MQTT, OPC UA) reports each
+ * loss at once with `offlineAfter` 1. Until the device has first answered or been given up on,
+ * it is neither: the first answer is the expected state, not news, and makes no event.
  */
 export class DeviceStatus {
-  online = true;
-  /** Failed polls since the last good one. */
+  online = false;
+  /** Failures since the last success. */
   failures = 0;
+  private known = false;
 
   constructor(
     private readonly device: string,
@@ -20,22 +23,24 @@ export class DeviceStatus {
     readonly offlineAfter = DEFAULT_OFFLINE_AFTER,
   ) {}
 
-  /** A poll that got an answer: online at once. */
-  succeeded(): void {
+  /** An answer (a good poll, a connection made): online at once. */
+  succeeded(description = `device ${this.device} answers again`): void {
     this.failures = 0;
     if (this.online) return;
     this.online = true;
-    const description = `device ${this.device} answers again`;
+    const first = !this.known;
+    this.known = true;
+    if (first) return;
     this.context.log.info({ device: this.device }, description);
     this.context.report?.(deviceStatusEvent(this.device, true, description));
   }
 
-  /** A poll that got no usable answer, with why: offline once `offlineAfter` fail in a row. */
-  failed(reason: string): void {
+  /** No usable answer (a failed poll, a lost or refused connection), with why: offline once `offlineAfter` fail in a row. */
+  failed(reason: string, description = `device ${this.device} does not answer (${this.failures + 1} in a row): ${reason}`): void {
     this.failures++;
-    if (!this.online || this.failures < this.offlineAfter) return;
+    if ((this.known && !this.online) || this.failures < this.offlineAfter) return;
     this.online = false;
-    const description = `device ${this.device} does not answer (${this.failures} polls in a row): ${reason}`;
+    this.known = true;
     this.context.log.warn({ device: this.device }, description);
     this.context.report?.(deviceStatusEvent(this.device, false, description));
   }

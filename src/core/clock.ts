@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { Quality, Reading } from '../streams/reading.js';
+import type { Quality, Reading } from './reading.js';
 import { Episodes } from './episodes.js';
 import { STEP_TOLERANCE, systemClock, type Clock } from './schedule.js';
 

@@ -1,6 +1,5 @@
-import type { Value } from '../config/types.js';
-import type { LatestValues } from '../streams/latest.js';
-import type { Reading } from '../streams/reading.js';
+import type { LatestValues } from '../core/latest.js';
+import type { Reading, Value } from '../core/reading.js';
 
 /**
  * The expression language of filter, hysteresis and event fields: numbers, strings, booleans,

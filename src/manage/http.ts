@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ManagedAgent } from './managed-agent.js';
-import { parseHostPort } from '../config/units.js';
+import { parseHostPort } from '../core/units.js';
 import { Episodes } from '../core/episodes.js';
 import { createMetrics } from './metrics.js';
 

@@ -1,7 +1,7 @@
 import type { LoadedConfig } from '../config/load.js';
 import type { AgentConfig, StreamConfig } from '../config/types.js';
-import type { Reading } from '../streams/reading.js';
-import type { Sample } from '../streams/latest.js';
+import type { Reading } from '../core/reading.js';
+import type { Sample } from '../core/latest.js';
 
 /** What an apply restarted, added or removed, by name. */
 export interface ConfigChange {

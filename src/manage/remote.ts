@@ -4,7 +4,7 @@ import { dirname } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { RolledBack, type ConfigChange, type ManagedAgent } from './managed-agent.js';
-import { ConfigError } from '../config/errors.js';
+import { ConfigError } from '../core/config-error.js';
 import type { AgentConfig } from '../config/types.js';
 import { closeMqtt, connectMqtt } from '../mqtt/client.js';
 import { fillTemplate } from '../upstream/upstream.js';

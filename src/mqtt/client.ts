@@ -1,8 +1,8 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import type { TlsConfig } from '../config/types.js';
+import type { TlsConfig } from '../core/config-kit.js';
 import { Backoff } from '../core/backoff.js';
-import { tlsOptions } from '../upstream/tls.js';
+import { tlsOptions } from '../core/tls.js';
 
 export interface MqttClientOptions {
   /** Who connects, as log lines name it: `upstream cloud`, `device zigbee`, `remote config`. */

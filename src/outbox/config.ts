@@ -1,5 +1,5 @@
 /** The `outbox:` section: its schema, its loaded type and its defaults in one place. */
-import { duration, oneOf, section, size, Type, withDefault, type Static } from '../config/kit.js';
+import { duration, oneOf, section, size, Type, withDefault, type Static } from '../core/config-kit.js';
 
 export const outboxSchema = section({
   max_size: size('1GB'),

@@ -4,12 +4,22 @@ import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import type { OutboxConfig } from '../config/types.js';
-import type { StateStore } from '../streams/state.js';
-import type { Reading } from '../streams/reading.js';
+import type { OutboxConfig } from './config.js';
+import type { Reading } from '../core/reading.js';
 import { Episodes } from '../core/episodes.js';
 import { applySizeCap, isDiskFull, storageFault } from './database.js';
 import { recordJson } from './record.js';
+
+
+/** The stream state that is saved in the same transaction as each group (see StateStore). */
+export interface GroupState {
+  /** Keys changed since the last save. */
+  readonly pending: number;
+  /** Writes the changed keys: called inside the group's transaction. */
+  save(): void;
+  /** The transaction committed. */
+  saved(): void;
+}
 
 /** A record as stored for one upstream; `payload` is the record's JSON, seq included. */
 export interface OutboxRow {
@@ -108,7 +118,7 @@ export class Outbox {
     private readonly db: Database,
     private readonly config: OutboxConfig,
     private readonly agentId: string,
-    private readonly state: StateStore,
+    private readonly state: GroupState,
     private readonly log: Logger,
     private readonly clocks: OutboxClocks = SYSTEM_CLOCKS,
   ) {

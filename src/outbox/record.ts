@@ -1,4 +1,4 @@
-import type { Reading } from '../streams/reading.js';
+import type { Reading } from '../core/reading.js';
 
 /**
  * The upstream record of a reading, as JSON: the format of config-contract.yaml. `epoch` names

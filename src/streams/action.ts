@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { ActionSinkConfig } from '../config/types.js';
 import type { WriteOutcome } from '../connectors/connector.js';
-import type { Reading } from './reading.js';
+import type { Reading } from '../core/reading.js';
 
 /** Performs a write: the device's connector live, a printer in a replay. */
 export type Write = (point: string, value: ActionSinkConfig['value']) => Promise<WriteOutcome | void>;

@@ -1,14 +1,14 @@
-import { ConfigError, type ConfigIssue } from '../config/errors.js';
+import { ConfigError, type ConfigIssue } from '../core/config-error.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { StreamConfig } from '../config/types.js';
 import { TimerSchedule } from '../connectors/timer/timer.js';
 import { connectors, type ConnectorPlugin } from '../connectors/index.js';
-import { checkManagement } from '../manage/config.js';
+import { checkManagement } from '../config/management.js';
 import { upstreams as upstreamPlugins, type UpstreamPlugin } from '../upstream/index.js';
-import { processors as registry } from '../processors/index.js';
-import type { Processor } from '../processors/processor.js';
-import { LatestValues } from './latest.js';
-import { memoryState, type StateStore } from './state.js';
+import { operators as registry } from '../operators/index.js';
+import { memoryState, type Operator } from '../operators/operator.js';
+import { LatestValues } from '../core/latest.js';
+import type { StateStore } from './state.js';
 
 /** What steps need from the agent that runs them. */
 export interface StepRuntime {
@@ -17,7 +17,7 @@ export interface StepRuntime {
 }
 
 export interface BuiltStream {
-  steps: Processor[];
+  steps: Operator[];
   /** Per-step counts: `<step>.<operator>.<name>` (drops, missing values, late readings). */
   counters: Map<string, number>;
 }
@@ -39,7 +39,7 @@ export function buildStreams(
   const scopeOf = (name: string) => (state ? state.scope(name) : memoryState());
   loaded.config.streams.forEach((stream, s) => {
     if (only && !only.has(stream.name)) return;
-    const steps: Processor[] = [];
+    const steps: Operator[] = [];
     const counters = new Map<string, number>();
     stream.steps.forEach((step, index) => {
       const [operator, params] = Object.entries(step)[0];

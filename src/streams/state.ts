@@ -1,5 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
+import type { StepState } from '../operators/operator.js';
 
 export interface StateOptions {
   /** A key neither read nor written for this long (ms) is pruned, unless its step retains it. */
@@ -174,27 +175,6 @@ export class StateStore {
 }
 
 /** The view of the store that one step sees: its own keys only. */
-/** What a step sees of its state: its own keys only. */
-export interface StepState {
-  get<T>(key: string): T | undefined;
-  set(key: string, value: unknown): void;
-  delete(key: string): void;
-  entries<T>(): IterableIterator<[string, T]>;
-  /** Set by a step whose state can hold something still owed: a key for which it answers true is never pruned. */
-  retain?: (value: unknown) => boolean;
-}
-
-/** State that lives in memory only: for validating a config, which builds every step but keeps nothing. */
-export function memoryState(): StepState {
-  const values = new Map<string, unknown>();
-  return {
-    get: <T>(key: string) => values.get(key) as T | undefined,
-    set: (key, value) => void values.set(key, value),
-    delete: (key) => void values.delete(key),
-    entries: <T>() => values.entries() as IterableIterator<[string, T]>,
-  };
-}
-
 export class ScopedState implements StepState {
   /** @internal Keys in memory, oldest first (a used key moves to the end now and then). */
   readonly cache = new Map<string, Entry>();

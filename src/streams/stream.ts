@@ -1,21 +1,21 @@
 import type { StreamConfig } from '../config/types.js';
-import type { Processor } from '../processors/processor.js';
-import { pointQuality, setOwn } from '../processors/values.js';
-import type { Emit, Reading } from './reading.js';
+import type { Operator } from '../operators/operator.js';
+import { pointQuality, setOwn } from '../operators/values.js';
+import type { Emit, Reading } from '../core/reading.js';
 
-/** One source, an ordered list of processors, and what to do with what comes out. */
+/** One source, an ordered list of steps (operators), and what to do with what comes out. */
 export class Stream {
   readonly name: string;
   readonly device: string | undefined;
   private readonly points: ReadonlySet<string> | undefined;
   private readonly head: Emit;
-  private readonly tickers: { processor: Processor; next: Emit }[] = [];
+  private readonly tickers: { step: Operator; next: Emit }[] = [];
   readingsIn = 0;
   readingsOut = 0;
 
   constructor(
     readonly config: StreamConfig,
-    processors: Processor[],
+    steps: Operator[],
     deliver: Emit,
     /** What its steps counted (drops, missing values, late readings), by `<step>.<operator>.<name>`. */
     readonly counters: ReadonlyMap<string, number> = new Map(),
@@ -28,11 +28,11 @@ export class Stream {
       this.readingsOut++;
       deliver(reading);
     };
-    for (let i = processors.length - 1; i >= 0; i--) {
-      const processor = processors[i];
+    for (let i = steps.length - 1; i >= 0; i--) {
+      const step = steps[i];
       const emit = next;
-      if (processor.tick) this.tickers.push({ processor, next: emit });
-      next = (reading) => processor.process(reading, emit);
+      if (step.tick) this.tickers.push({ step, next: emit });
+      next = (reading) => step.process(reading, emit);
     }
     this.head = next;
   }
@@ -45,7 +45,7 @@ export class Stream {
   }
 
   tick(now: number): void {
-    for (const { processor, next } of this.tickers) processor.tick!(now, next);
+    for (const { step, next } of this.tickers) step.tick!(now, next);
   }
 }
 

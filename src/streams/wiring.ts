@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
-import type { StreamConfig, Value } from '../config/types.js';
+import type { StreamConfig } from '../config/types.js';
 import type { WriteOutcome } from '../connectors/connector.js';
 import { ActionSink } from './action.js';
 import type { BuiltStream } from './build.js';
-import type { Reading } from './reading.js';
+import type { Reading, Value } from '../core/reading.js';
 import { Stream } from './stream.js';
 
 /** Where a stream's output goes: the live agent's outbox and connectors, or replay's printer. */

@@ -1,8 +1,7 @@
 import type { TObject } from '@sinclair/typebox';
 import type { Logger } from 'pino';
-import type { ConfigIssue } from '../config/errors.js';
-import type { IssueAt } from '../config/kit.js';
-import type { UpstreamConfig } from '../config/types.js';
+import type { ConfigIssue } from '../core/config-error.js';
+import type { IssueAt } from '../core/config-kit.js';
 import { fileUpstreamSchema, prepareFileUpstream } from './file/config.js';
 import { checkKafkaUpstream, kafkaUpstreamSchema, prepareKafkaUpstream } from './kafka/config.js';
 import { mqttUpstreamSchema } from './mqtt/config.js';
@@ -26,6 +25,6 @@ export const upstreams = {
   file: { schema: fileUpstreamSchema, prepare: prepareFileUpstream, create: async (config) => new (await import('./file/file.js')).FileUpstream(config) },
 } satisfies Record<string, UpstreamPlugin>;
 
-export async function createUpstream(config: UpstreamConfig, agentId: string, log: Logger): Promise<Upstream> {
+export async function createUpstream(config: { name: string; type: keyof typeof upstreams }, agentId: string, log: Logger): Promise<Upstream> {
   return upstreams[config.type].create(config, agentId, log);
 }

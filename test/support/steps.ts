@@ -1,10 +1,10 @@
 import Database from 'better-sqlite3';
-import { processors } from '../../src/processors/index.js';
-import type { Processor } from '../../src/processors/processor.js';
-import { LatestValues } from '../../src/streams/latest.js';
-import type { Reading } from '../../src/streams/reading.js';
+import { operators } from '../../src/operators/index.js';
+import type { Operator } from '../../src/operators/operator.js';
+import { LatestValues } from '../../src/core/latest.js';
+import type { Reading } from '../../src/core/reading.js';
 import { StateStore } from '../../src/streams/state.js';
-import { ConfigError } from '../../src/config/errors.js';
+import { ConfigError } from '../../src/core/config-error.js';
 
 /**
  * One operator, built as the agent builds it, over a state store that can be saved and
@@ -16,7 +16,7 @@ export class StepHarness {
   readonly latest = new LatestValues();
   /** The agent's clock (context.now()); unset, it is never behind a reading, so steps judge nothing against it. */
   clock = Number.POSITIVE_INFINITY;
-  private processor!: Processor;
+  private processor!: Operator;
   private db: Database.Database;
   private state!: StateStore;
 
@@ -32,7 +32,7 @@ export class StepHarness {
 
   private build() {
     this.state = new StateStore(this.db);
-    this.processor = processors[this.operator](this.params, {
+    this.processor = operators[this.operator](this.params, {
       stream: 'test',
       index: 0,
       state: this.state.scope('test/0'),

@@ -1,5 +1,5 @@
-import type { Value } from '../../config/types.js';
 import { isBitArea, spanOf, typeOf, type ModbusPoint, type WordOrder } from './points.js';
+import type { Value } from '../../core/reading.js';
 
 /**
  * Bytes in big-endian (ABCD) order from the registers as the device sends them:

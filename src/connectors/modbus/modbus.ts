@@ -1,6 +1,6 @@
-import { fillDefaults, type Value } from '../../config/kit.js';
-import type { Quality, Reading } from '../../streams/reading.js';
-import { WriteError, type Connector, type ConnectorContext, type ConnectorFactory, type WriteOutcome } from '../connector.js';
+import { fillDefaults } from '../../core/config-kit.js';
+import type { Quality, Reading, Value } from '../../core/reading.js';
+import { writablePoint, WriteError, type Connector, type ConnectorContext, type ConnectorFactory, type WriteOutcome } from '../connector.js';
 import { DeviceStatus } from '../status.js';
 import { everyTick, schedule } from '../../core/schedule.js';
 import { acquireBus, BusError, releaseBus, type Client, type ModbusBus } from './bus.js';
@@ -180,9 +180,7 @@ class ModbusDevice implements Connector {
    * and the value read back, which must be the same registers.
    */
   async write(name: string, value: Value): Promise<WriteOutcome> {
-    const point = this.config.points.find((p) => p.name === name);
-    if (!point) throw new WriteError(this.id, name, 'no such point');
-    if (!point.writable) throw new WriteError(this.id, name, 'the point is not writable');
+    const point = writablePoint(this.id, this.config.points, name);
     if (point.area === 'input' || point.area === 'discrete') throw new WriteError(this.id, name, `${point.area} ${point.area === 'input' ? 'registers' : 'inputs'} are read-only`);
     let encoded: number[] | boolean;
     try {

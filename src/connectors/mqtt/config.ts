@@ -1,5 +1,5 @@
 /** The keys of an MQTT device (sensors publishing to a broker): schema, loaded type and defaults in one place. */
-import { name, object, oneOf, text, tls, Type, withDefault, writable, type Static } from '../../config/kit.js';
+import { name, object, oneOf, text, tls, Type, withDefault, writable, type Static } from '../../core/config-kit.js';
 
 export const mqttPoint = object({
   name,

@@ -1,10 +1,11 @@
 import type { MqttClient } from 'mqtt';
-import { fillDefaults, type Value } from '../../config/kit.js';
+import { fillDefaults } from '../../core/config-kit.js';
 import { closeMqtt, connectMqtt } from '../../mqtt/client.js';
 import { mqttDeviceSchema, type MqttDeviceConfig, type MqttPoint } from './config.js';
-import type { Reading } from '../../streams/reading.js';
+import type { Reading, Value } from '../../core/reading.js';
 import { Episodes } from '../../core/episodes.js';
-import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
+import { writablePoint, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
+import { DeviceStatus } from '../status.js';
 import { atPath, fillLevels, matchTopic, pathParts } from './topics.js';
 
 export const createMqttDevice: ConnectorFactory = async (device, context) => new MqttDevice(fillDefaults(mqttDeviceSchema, structuredClone(device)), context);
@@ -25,7 +26,8 @@ const MAX_TOPIC_SHOWN = 200;
  */
 class MqttDevice implements Connector {
   readonly id: string;
-  online = false;
+  /** Each lost connection reports at once (offlineAfter 1); the first connection is no news. */
+  private readonly status: DeviceStatus;
   malformed = 0;
   /** Messages dropped because they would have made a template device past `max_devices`. */
   refusedDevices = 0;
@@ -61,6 +63,7 @@ class MqttDevice implements Connector {
     this.template = /\{\d+\}/.test(config.id);
     this.maxDevices = config.max_devices;
     // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
+    this.status = new DeviceStatus(this.id, context, 1);
     this.client = connectMqtt({
       who: `device ${this.id}: MQTT broker`,
       log: context.log,
@@ -71,8 +74,8 @@ class MqttDevice implements Connector {
       password: config.password,
       tls: config.tls,
     });
-    this.client.on('connect', () => this.setOnline(true));
-    this.client.on('offline', () => this.setOnline(false));
+    this.client.on('connect', () => this.status.succeeded(`device ${this.id}: MQTT broker ${config.broker} reached`));
+    this.client.on('offline', () => this.status.failed('unreachable', `device ${this.id}: MQTT broker ${config.broker} unreachable`));
     this.client.on('message', (topic, payload) => this.receive(topic, payload));
   }
 
@@ -180,16 +183,14 @@ class MqttDevice implements Connector {
     if (count > 0) this.context.log.info({ device: this.id, topic: shown, malformed: count }, `device ${this.id}: ${shown} readable again after ${count} malformed payloads`);
   }
 
-  private setOnline(online: boolean): void {
-    if (online === this.online) return;
-    this.online = online;
-    this.context.report?.(deviceStatusEvent(this.id, online, `MQTT broker ${this.config.broker} ${online ? 'reached' : 'unreachable'}`));
+  get online(): boolean {
+    return this.status.online;
   }
 
   async write(name: string, value: Value): Promise<void> {
-    const point = this.points.find((p) => p.name === name);
-    if (!point) throw new WriteError(this.id, name, 'no such point');
-    if (!point.writable || !point.command_topic) throw new WriteError(this.id, name, 'the point is not writable (it needs writable: true and a command_topic)');
+    const needs = ' (it needs writable: true and a command_topic)';
+    const point = writablePoint(this.id, this.points, name, needs);
+    if (!point.command_topic) throw new WriteError(this.id, name, `the point is not writable${needs}`);
     if (!this.client.connected) throw new WriteError(this.id, name, `not connected to ${this.config.broker}`);
     const payload = typeof value === 'string' ? value : JSON.stringify(value);
     try {

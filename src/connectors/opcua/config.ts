@@ -1,5 +1,5 @@
 /** The keys of an OPC UA device: its schema, its loaded type and its defaults in one place. */
-import { duration, name, object, oneOf, text, Type, withDefault, writable, type Static } from '../../config/kit.js';
+import { duration, name, object, oneOf, text, Type, withDefault, writable, type Static } from '../../core/config-kit.js';
 
 export const opcuaPoint = object({
   name,

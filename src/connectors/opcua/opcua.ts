@@ -23,12 +23,13 @@ import {
   type DataValue,
 } from 'node-opcua';
 import type { Logger } from 'pino';
-import { fillDefaults, type Value } from '../../config/kit.js';
+import { fillDefaults } from '../../core/config-kit.js';
 import { Backoff } from '../../core/backoff.js';
 import { Episodes } from '../../core/episodes.js';
 import { opcuaSchema, type OpcuaConfig, type OpcuaPoint } from './config.js';
-import type { Quality, Reading } from '../../streams/reading.js';
-import { deviceStatusEvent, WriteError, type Connector, type ConnectorContext, type ConnectorFactory, type WriteOutcome } from '../connector.js';
+import type { Quality, Reading, Value } from '../../core/reading.js';
+import { writablePoint, WriteError, type Connector, type ConnectorContext, type ConnectorFactory, type WriteOutcome } from '../connector.js';
+import { DeviceStatus } from '../status.js';
 import { DeviceTrust, legacyPins } from './trust.js';
 import { valueForType } from './write-value.js';
 import { everyTick, schedule } from '../../core/schedule.js';
@@ -97,9 +98,8 @@ interface Watch {
  */
 class OpcuaDevice implements Connector {
   readonly id: string;
-  online = false;
-  /** Whether the device was ever reached or found unreachable. */
-  private known = false;
+  /** Each lost or failed connection reports at once (offlineAfter 1); the first connection is no news. */
+  private readonly status: DeviceStatus;
   private client: OPCUAClient | undefined;
   private session: ClientSession | undefined;
   private subscription: ClientSubscription | undefined;
@@ -125,6 +125,7 @@ class OpcuaDevice implements Connector {
     private readonly context: ConnectorContext,
   ) {
     this.id = config.id;
+    this.status = new DeviceStatus(config.id, context, 1);
     this.points = config.points;
     routeLibraryLogs(context.log);
     const opcuaDir = join(context.dataDir ?? '.', 'opcua');
@@ -457,17 +458,13 @@ class OpcuaDevice implements Connector {
     });
   }
 
+  get online(): boolean {
+    return this.status.online;
+  }
+
   private setOnline(online: boolean, why?: string): void {
-    if (online === this.online && this.known) return;
-    // the first connection is the expected state, not news: no event for it
-    const first = !this.known && online;
-    this.known = true;
-    this.online = online;
-    if (first) return;
-    const description = online ? `device ${this.id}: ${this.config.endpoint} answers` : `device ${this.id}: ${this.config.endpoint} ${why}`;
-    if (online) this.context.log.info({ device: this.id }, description);
-    else this.context.log.warn({ device: this.id }, description);
-    this.context.report?.(deviceStatusEvent(this.id, online, description));
+    if (online) this.status.succeeded(`device ${this.id}: ${this.config.endpoint} answers`);
+    else this.status.failed(why ?? 'unreachable', `device ${this.id}: ${this.config.endpoint} ${why}`);
   }
 
   /**
@@ -475,9 +472,7 @@ class OpcuaDevice implements Connector {
    * per node), and reads the node back.
    */
   async write(name: string, value: Value): Promise<WriteOutcome> {
-    const point = this.points.find((p) => p.name === name);
-    if (!point) throw new WriteError(this.id, name, 'no such point');
-    if (!point.writable) throw new WriteError(this.id, name, 'the point is not writable');
+    const point = writablePoint(this.id, this.points, name);
     const session = this.session;
     if (!session || !this.online) throw new WriteError(this.id, name, `not connected to ${this.config.endpoint}`);
     try {

@@ -1,5 +1,5 @@
 import { DataType } from 'node-opcua';
-import type { Value } from '../../config/types.js';
+import type { Value } from '../../core/reading.js';
 
 const integerRanges: Partial<Record<DataType, [number, number]>> = {
   [DataType.SByte]: [-128, 127],

@@ -1,5 +1,5 @@
 /** The keys of the simulator: its schema, its loaded type and its defaults in one place. */
-import { anyValue, duration, name, object, oneOf, Type, withDefault, writable, type Static } from '../../config/kit.js';
+import { anyValue, duration, name, object, oneOf, Type, withDefault, writable, type Static } from '../../core/config-kit.js';
 
 export const simulatorPoint = object({
   name,

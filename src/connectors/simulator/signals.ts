@@ -1,6 +1,6 @@
-import type { Value } from '../../config/kit.js';
-import { fillDefaults } from '../../config/kit.js';
+import { fillDefaults } from '../../core/config-kit.js';
 import { simulatorPoint, type SimulatorPointConfig } from './config.js';
+import type { Value } from '../../core/reading.js';
 
 export type Signal = (ts: number) => Value;
 

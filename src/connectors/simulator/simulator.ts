@@ -1,7 +1,7 @@
-import { fillDefaults, type Value } from '../../config/kit.js';
+import { fillDefaults } from '../../core/config-kit.js';
 import { simulatorSchema, type SimulatorConfig } from './config.js';
-import type { Reading } from '../../streams/reading.js';
-import { WriteError, type Connector, type ConnectorFactory } from '../connector.js';
+import type { Reading, Value } from '../../core/reading.js';
+import { writablePoint, type Connector, type ConnectorFactory } from '../connector.js';
 import { everyTick, schedule } from '../../core/schedule.js';
 import { signalOf, type Signal } from './signals.js';
 
@@ -32,9 +32,7 @@ class Simulator implements Connector {
   }
 
   async write(point: string, value: Value): Promise<void> {
-    const config = this.device.points.find((p) => p.name === point);
-    if (!config) throw new WriteError(this.id, point, 'no such point');
-    if (!config.writable) throw new WriteError(this.id, point, 'the point is not writable');
+    writablePoint(this.id, this.device.points, point);
     this.written.set(point, value);
   }
 

@@ -1,6 +1,6 @@
 /** The keys of a file upstream: its schema, its loaded type and what loading does to them. */
 import { resolve } from 'node:path';
-import { name, object, text, Type, type Static } from '../../config/kit.js';
+import { name, object, text, Type, type Static } from '../../core/config-kit.js';
 
 export const fileUpstreamSchema = object({
   name,

@@ -1,5 +1,5 @@
 /** The keys of a Kafka upstream: its schema, its loaded type, its defaults and its cross checks in one place. */
-import { duration, name, object, oneOf, section, text, tls, Type, withDefault, type IssueAt, type Static } from '../../config/kit.js';
+import { duration, name, object, oneOf, section, text, tls, Type, withDefault, type IssueAt, type Static } from '../../core/config-kit.js';
 
 export const kafkaUpstreamSchema = object({
   name,

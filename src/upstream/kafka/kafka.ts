@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { KafkaUpstreamConfig } from './config.js';
 import { Backoff } from '../../core/backoff.js';
 import type { OutboxRow } from '../../outbox/outbox.js';
-import { tlsOptions } from '../tls.js';
+import { tlsOptions } from '../../core/tls.js';
 import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from '../upstream.js';
 
 /** Keys, values and headers go as bytes: the client's serializers would copy them for every record. */

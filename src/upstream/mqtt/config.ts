@@ -1,5 +1,5 @@
 /** The keys of an MQTT upstream: its schema, its loaded type and its defaults in one place. */
-import { duration, name, object, oneOf, text, tls, Type, withDefault, type Static } from '../../config/kit.js';
+import { duration, name, object, oneOf, text, tls, Type, withDefault, type Static } from '../../core/config-kit.js';
 
 export const mqttUpstreamSchema = object({
   name,

@@ -1,7 +1,7 @@
-import { object, oneOf, text, Type, withDefault, type Static } from '../config/kit.js';
+import { object, oneOf, text, Type, withDefault, type Static } from '../core/config-kit.js';
 import type { Expression } from '../expr/expression.js';
 import { MISSING } from '../expr/expression.js';
-import { operator } from './processor.js';
+import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
 import { hasPoint, pointValue, setOwn } from './values.js';
 

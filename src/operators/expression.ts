@@ -1,5 +1,5 @@
 import { compileExpression, ExpressionError, type Expression } from '../expr/expression.js';
-import { check, type StepContext } from './processor.js';
+import { check, type StepContext } from './operator.js';
 
 /** Compiles a step's expression; a syntax error is a config error naming the step and the column. */
 export function stepExpression(source: string, context: StepContext, key?: string): Expression {

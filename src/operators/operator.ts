@@ -1,11 +1,31 @@
-import { ConfigError, type ConfigIssue } from '../config/errors.js';
-import { fillDefaults, type Static, type TSchema } from '../config/kit.js';
-import type { LatestValues } from '../streams/latest.js';
-import type { Emit, Reading } from '../streams/reading.js';
-import type { StepState } from '../streams/state.js';
+import { ConfigError, type ConfigIssue } from '../core/config-error.js';
+import { fillDefaults, type Static, type TSchema } from '../core/config-kit.js';
+import type { LatestValues } from '../core/latest.js';
+import type { Emit, Reading } from '../core/reading.js';
+
+/** What a step sees of its state: its own keys only. */
+export interface StepState {
+  get<T>(key: string): T | undefined;
+  set(key: string, value: unknown): void;
+  delete(key: string): void;
+  entries<T>(): IterableIterator<[string, T]>;
+  /** Set by a step whose state can hold something still owed: a key for which it answers true is never pruned. */
+  retain?: (value: unknown) => boolean;
+}
+
+/** State that lives in memory only: for validating a config, which builds every step but keeps nothing. */
+export function memoryState(): StepState {
+  const values = new Map<string, unknown>();
+  return {
+    get: <T>(key: string) => values.get(key) as T | undefined,
+    set: (key, value) => void values.set(key, value),
+    delete: (key) => void values.delete(key),
+    entries: <T>() => values.entries() as IterableIterator<[string, T]>,
+  };
+}
 
 /** One step of a stream. `emit` passes a reading on to the next step (zero, one or many times). */
-export interface Processor {
+export interface Operator {
   process(reading: Reading, emit: Emit): void;
   /** The agent's clock, about once a second: for steps that emit on time (closing windows). */
   tick?(now: number, emit: Emit): void;
@@ -39,13 +59,13 @@ export interface StepContext {
  * Builds a step from its parameters; throws ConfigError for bad parameters. `schema` is the
  * operator's keys (see `operator`): the config schema's `steps:` is assembled from them.
  */
-export type ProcessorFactory = ((params: any, context: StepContext) => Processor) & { schema?: TSchema };
+export type OperatorFactory = ((params: any, context: StepContext) => Operator) & { schema?: TSchema };
 
 /**
  * An operator: its parameters' schema (whose `Static` type `build` receives, defaults filled)
  * and how it is built. Defaults are filled once, when the stream is built.
  */
-export function operator<S extends TSchema>(schema: S, build: (params: Static<S>, context: StepContext) => Processor): ProcessorFactory & { schema: S } {
+export function operator<S extends TSchema>(schema: S, build: (params: Static<S>, context: StepContext) => Operator): OperatorFactory & { schema: S } {
   return Object.assign((params: unknown, context: StepContext) => build(fillDefaults(schema, structuredClone(params)), context), { schema });
 }
 

@@ -10,13 +10,14 @@
  * validation.
  */
 import { Type, type Static, type TObject, type TProperties, type TSchema } from '@sinclair/typebox';
-import type { ConfigIssue } from './errors.js';
+import type { ConfigIssue } from './config-error.js';
 import { parseDuration, parseSize } from './units.js';
 
 export { Type, type Static, type TSchema };
 
-/** What a key holds once the config is loaded: durations and sizes are numbers. */
-export type Value = number | boolean | string;
+import type { Value } from './reading.js';
+
+
 
 /** A duration in the YAML ("250ms", "15m"); a number of milliseconds once loaded. */
 export function duration(fallback?: string) {

@@ -4,10 +4,10 @@ import { event } from './event.js';
 import { filter } from './filter.js';
 import { hysteresis } from './hysteresis.js';
 import { pass } from './pass.js';
-import type { ProcessorFactory } from './processor.js';
+import type { OperatorFactory } from './operator.js';
 import { sampler } from './sampler.js';
 import { threshold } from './threshold.js';
 import { window } from './window.js';
 
 /** Operators by their key in a stream's `steps:`. */
-export const processors: Record<string, ProcessorFactory> = { pass, threshold, filter, change, sampler, hysteresis, window, energy, event };
+export const operators: Record<string, OperatorFactory> = { pass, threshold, filter, change, sampler, hysteresis, window, energy, event };

@@ -1,8 +1,8 @@
-import { duration, keyFields, object, Type, type Static } from '../config/kit.js';
-import type { Emit, Quality, Reading } from '../streams/reading.js';
-import { check, operator } from './processor.js';
+import { duration, keyFields, object, Type, type Static } from '../core/config-kit.js';
+import type { Emit, Quality, Reading } from '../core/reading.js';
+import { check, operator } from './operator.js';
 import { hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
-import { checkWindow, Windows } from './windows.js';
+import { checkWindow, Windows } from './window-bounds.js';
 
 type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
 

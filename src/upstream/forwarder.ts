@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import type { Upstream } from '../upstream/upstream.js';
-import type { Outbox } from './outbox.js';
+import type { Upstream } from './upstream.js';
+import type { Outbox } from '../outbox/outbox.js';
 
 export interface ForwarderOptions {
   /** Records read from the outbox per send. */

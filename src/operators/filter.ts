@@ -1,5 +1,5 @@
-import { text } from '../config/kit.js';
-import { operator } from './processor.js';
+import { text } from '../core/config-kit.js';
+import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
 
 /** `filter: "<expression>"`: passes the reading when the expression is true. */

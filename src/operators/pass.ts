@@ -1,5 +1,5 @@
-import { object } from '../config/kit.js';
-import { operator } from './processor.js';
+import { object } from '../core/config-kit.js';
+import { operator } from './operator.js';
 
 /** `pass: {}` passes every reading unchanged. */
 export const pass = operator(object({}), () => ({

@@ -1,7 +1,7 @@
 /** The management side's keys: `remote_config:` and the rule on agent.http / agent.http_token. */
-import type { ConfigIssue } from '../config/errors.js';
-import { duration, object, size, text, tls, Type, withDefault, type IssueAt, type Static } from '../config/kit.js';
-import { parseHostPort } from '../config/units.js';
+import type { ConfigIssue } from '../core/config-error.js';
+import { duration, object, size, text, tls, Type, withDefault, type IssueAt, type Static } from '../core/config-kit.js';
+import { parseHostPort } from '../core/units.js';
 
 export const remoteConfigSchema = object({
   broker: text,

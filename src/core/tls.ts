@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { TlsConfig } from '../config/kit.js';
+import type { TlsConfig } from './config-kit.js';
 
 /** TLS options for MQTT.js and Node's tls from the config's file paths. */
 export function tlsOptions(tls: TlsConfig | undefined): Record<string, unknown> {

@@ -1,5 +1,5 @@
-import { duration, keyFields, object, oneOf, Type, withDefault, type Static } from '../config/kit.js';
-import { check, operator } from './processor.js';
+import { duration, keyFields, object, oneOf, Type, withDefault, type Static } from '../core/config-kit.js';
+import { check, operator } from './operator.js';
 import { keyFunction } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */

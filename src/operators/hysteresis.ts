@@ -1,5 +1,5 @@
-import { keyFields, object, text, Type, withDefault, type Static } from '../config/kit.js';
-import { operator } from './processor.js';
+import { keyFields, object, text, Type, withDefault, type Static } from '../core/config-kit.js';
+import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
 import { keyFunction } from './values.js';
 

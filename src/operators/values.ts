@@ -1,5 +1,4 @@
-import type { Value } from '../config/types.js';
-import type { Quality, Reading } from '../streams/reading.js';
+import type { Quality, Reading, Value } from '../core/reading.js';
 
 /*
  * Point names are the user's: `constructor`, `toString` or `__proto__` are points like any

@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
-import type { Value } from '../config/types.js';
-import type { Quality, Reading } from './reading.js';
+import type { Quality, Reading, Value } from './reading.js';
 
 /** What a device last reported for a point, bad values included (for the API and status page). */
 export interface Sample {

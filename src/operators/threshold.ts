@@ -1,6 +1,6 @@
-import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../config/kit.js';
-import type { Emit, Reading } from '../streams/reading.js';
-import { check, operator } from './processor.js';
+import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../core/config-kit.js';
+import type { Emit, Reading } from '../core/reading.js';
+import { check, operator } from './operator.js';
 import { hasPoint, keyFunction, numberOf, withoutValue, withValue } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */

@@ -1,7 +1,7 @@
-import { name, object, Type, withDefault, keyFields, type Static } from '../config/kit.js';
-import type { Value } from '../config/types.js';
-import { check, operator } from './processor.js';
+import { name, object, Type, withDefault, keyFields, type Static } from '../core/config-kit.js';
+import { check, operator } from './operator.js';
 import { keyFunction, pointQuality, pointValue } from './values.js';
+import type { Value } from '../core/reading.js';
 
 const numberOrPercent = Type.Unsafe<number | string>({ type: ['number', 'string'], minimum: 0, pattern: '^\\d+(\\.\\d+)?%$' });
 

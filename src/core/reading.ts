@@ -1,4 +1,5 @@
-import type { Value } from '../config/types.js';
+/** What a point holds: a number, a boolean or a text. */
+export type Value = number | boolean | string;
 
 export type Quality = 'good' | 'interpolated' | 'estimated' | 'partial' | 'late' | 'bad' | 'stale';
 

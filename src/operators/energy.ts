@@ -1,8 +1,8 @@
-import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../config/kit.js';
-import type { Emit } from '../streams/reading.js';
-import { check, operator } from './processor.js';
+import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../core/config-kit.js';
+import type { Emit } from '../core/reading.js';
+import { check, operator } from './operator.js';
 import { hasPoint, keyFunction, numberOf } from './values.js';
-import { checkWindow, Windows } from './windows.js';
+import { checkWindow, Windows } from './window-bounds.js';
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
