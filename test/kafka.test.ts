@@ -105,7 +105,7 @@ describe('Kafka upstream: delivery, read back by kcat', () => {
         const value = JSON.parse(record.payload!);
         expect(record.key).toBe(value.device);
         expect(record.headers).toEqual({ agent: 'gw-1', stream: value.stream, device: value.device });
-        expect(Object.keys(value).sort()).toEqual(['agent', 'device', 'seq', 'stream', 'ts', 'values']);
+        expect(Object.keys(value).sort()).toEqual(['agent', 'device', 'epoch', 'seq', 'stream', 'ts', 'values']);
         expect(value.agent).toBe('gw-1');
         expect(value.stream).toBe(`readings-${value.device}`);
         expect(typeof value.values.power_kw).toBe('number');

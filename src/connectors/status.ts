@@ -36,7 +36,7 @@ export class DeviceStatus {
   }
 
   /** No usable answer (a failed poll, a lost or refused connection), with why: offline once `offlineAfter` fail in a row. */
-  failed(reason: string, description = `device ${this.device} does not answer (${this.failures + 1} in a row): ${reason}`): void {
+  failed(reason: string, description = `device ${this.device} does not answer (${this.failures + 1} polls in a row): ${reason}`): void {
     this.failures++;
     if ((this.known && !this.online) || this.failures < this.offlineAfter) return;
     this.online = false;
