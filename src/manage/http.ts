@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { ManagedAgent } from './managed-agent.js';
 import { parseHostPort } from '../core/units.js';
 import { Episodes } from '../core/episodes.js';
-import { createMetrics } from './metrics.js';
+import type { Registry } from 'prom-client';
 
 const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
 
@@ -38,7 +38,8 @@ function limitConnections(server: Server): void {
  */
 export async function startHttp(agent: ManagedAgent, hostPort: string, token: string | undefined, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
   const page = readFileSync(STATUS_PAGE);
-  const metrics = createMetrics(agent);
+  // prom-client (about 15 MB resident once loaded) only for a gateway that is scraped
+  let metrics: Promise<Registry> | undefined;
   const expected = token ? Buffer.from(`Bearer ${token}`) : undefined;
   const authorized = (req: IncomingMessage) => {
     if (!expected) return true;
@@ -63,8 +64,11 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
         return json(res, 401, { error: 'this API needs "Authorization: Bearer <agent.http_token>"' });
       }
       if (req.method === 'GET' && path === '/metrics') {
-        res.writeHead(200, { 'content-type': metrics.contentType });
-        return void res.end(await metrics.metrics());
+        metrics ??= import('./metrics.js').then(({ createMetrics }) => createMetrics(agent));
+        const registry = await metrics;
+        const text = await registry.metrics();
+        res.writeHead(200, { 'content-type': registry.contentType });
+        return void res.end(text);
       }
       const deploy = /^\/api\/streams\/([^/]+)\/(deploy|undeploy)$/.exec(path);
       if (deploy) {
