@@ -7,18 +7,28 @@ import type { Quality, Reading, Value } from '../core/reading.js';
  * and written as own properties (`x.__proto__ = 5` would set nothing).
  */
 
+/**
+ * A reading's values and qualities are numbers, booleans, text or null: what a plain property
+ * read finds on Object.prototype instead (a function, an object) is no value. This keeps the
+ * property read on V8's inline caches (Object.hasOwn is a call per reading).
+ */
+function isValue(v: unknown): v is Value | null {
+  return v === null || typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean';
+}
+
 /** The point's own value in the reading (undefined when the reading does not carry it). */
 export function pointValue(reading: Reading, point: string): Value | null | undefined {
-  return Object.hasOwn(reading.values, point) ? reading.values[point] : undefined;
+  const v: unknown = reading.values[point];
+  return isValue(v) ? v : undefined;
 }
 
 export function hasPoint(reading: Reading, point: string): boolean {
-  return Object.hasOwn(reading.values, point);
+  return isValue(reading.values[point]);
 }
 
 export function pointQuality(reading: Reading, point: string): Quality | undefined {
-  const { quality } = reading;
-  return quality && Object.hasOwn(quality, point) ? quality[point] : undefined;
+  const q: unknown = reading.quality?.[point];
+  return typeof q === 'string' ? (q as Quality) : undefined;
 }
 
 /** `dictionary[key]` when it is the dictionary's own, else undefined. */
