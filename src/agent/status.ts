@@ -1,5 +1,5 @@
 import type { DeviceStatus, OutboxStatus, StreamStatus } from '../manage/managed-agent.js';
-import type { Outbox } from '../outbox/outbox.js';
+import { noDrops, type Outbox } from '../outbox/outbox.js';
 import type { LatestValues } from '../core/latest.js';
 import type { RunningDevice, RunningStream, RunningUpstream } from './reconcile.js';
 
@@ -36,7 +36,7 @@ export function describeOutbox(upstreams: ReadonlyMap<string, RunningUpstream>, 
       retrying: forwarder.retrying,
       depth: outbox.depth(name),
       oldest_age_ms: outbox.oldestAge(name, now),
-      drops: outbox.drops.get(name) ?? { overflow: 0, expired: 0 },
+      drops: outbox.drops.get(name) ?? noDrops(),
       dead_lettered: outbox.deadLettered.get(name) ?? 0,
       sent: forwarder.sent,
       errors: forwarder.errors,

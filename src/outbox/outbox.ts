@@ -35,6 +35,11 @@ export interface OutboxRow {
  */
 export type DropReason = 'overflow' | 'expired' | 'refused';
 
+/** The drop counts of an upstream that has lost nothing yet, one per reason. */
+export function noDrops(): Record<DropReason, number> {
+  return { overflow: 0, expired: 0, refused: 0 };
+}
+
 /** The clocks the outbox reads; tests inject their own. */
 export interface OutboxClocks {
   /** Wall-clock ms (stored with each record, compared with max_age). */
@@ -497,7 +502,7 @@ export class Outbox {
 
   private countDrop(upstream: string, reason: DropReason, n: number): void {
     let counts = this.drops.get(upstream);
-    if (!counts) this.drops.set(upstream, (counts = { overflow: 0, expired: 0, refused: 0 }));
+    if (!counts) this.drops.set(upstream, (counts = noDrops()));
     counts[reason] += n;
   }
 
