@@ -107,7 +107,7 @@ export class Agent implements ManagedAgent {
    * (a broker that takes messages and never acknowledges them). The watchdog stops pinging,
    * and systemd restarts the agent; the outbox keeps what was not acknowledged.
    */
-  healthy(maxStall: number, now = Date.now()): boolean {
+  healthy(maxStall: number, now = performance.now()): boolean {
     return this.forwarders.every((f) => f.stalledFor(now) < maxStall);
   }
 

@@ -4,6 +4,12 @@
  * do not all come back in the same millisecond. Delays are for setTimeout, which runs on the
  * monotonic clock, so a wall-clock step neither shortens nor stretches them.
  */
+/**
+ * For `Backoff`'s random: a wait in the upper half of the ceiling (equal jitter), where a retry
+ * must not come almost at once (a broker that just refused, a queue restarted from its oldest).
+ */
+export const upperHalf = () => 0.5 + Math.random() / 2;
+
 export class Backoff {
   private failures = 0;
 

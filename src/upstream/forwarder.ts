@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { Backoff, upperHalf } from '../core/backoff.js';
 import type { Upstream } from './upstream.js';
 import type { Outbox } from '../outbox/outbox.js';
 
@@ -27,16 +28,18 @@ export class Forwarder {
   private inFlight = 0;
   private failed = false;
   private failures = 0;
+  /** The wait before starting over after a failed round: one step per failure. */
+  private readonly backoff: Backoff;
   private retryTimer: NodeJS.Timeout | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
   private lingered = false;
   private stopped = false;
   /** When a send last settled, or the first send went out after an idle spell. */
-  private lastProgress = Date.now();
+  private lastProgress = performance.now();
   sent = 0;
   errors = 0;
   deadLettered = 0;
-  private lastDeadLetterLog = 0;
+  private lastDeadLetterLog = -Infinity;
 
   constructor(
     private readonly outbox: Outbox,
@@ -45,6 +48,7 @@ export class Forwarder {
     options: Partial<ForwarderOptions> = {},
   ) {
     this.options = { ...DEFAULTS, window: upstream.window, batch: upstream.batch ?? DEFAULTS.batch, linger: upstream.linger ?? DEFAULTS.linger, ...options };
+    this.backoff = new Backoff(this.options.minBackoff, this.options.maxBackoff, upperHalf);
   }
 
   start(): void {
@@ -87,7 +91,7 @@ export class Forwarder {
       const first = rows[0].id;
       const last = rows[rows.length - 1].id;
       this.cursor = last;
-      if (this.inFlight === 0) this.lastProgress = Date.now();
+      if (this.inFlight === 0) this.lastProgress = performance.now();
       this.inFlight++;
       this.upstream.send(rows).then(
         (result) => {
@@ -98,8 +102,8 @@ export class Forwarder {
             this.deadLettered += ids.length;
             refused += ids.length;
             // one line per ten seconds at most: a refused topic may get a record every second
-            if (Date.now() - this.lastDeadLetterLog > 10_000) {
-              this.lastDeadLetterLog = Date.now();
+            if (performance.now() - this.lastDeadLetterLog > 10_000) {
+              this.lastDeadLetterLog = performance.now();
               this.log.warn({ upstream: this.upstream.name, total: this.deadLettered, reason }, `upstream ${this.upstream.name} refused records for good (${reason}); ${this.deadLettered} moved to the dead-letter table so far`);
             }
           }
@@ -135,11 +139,12 @@ export class Forwarder {
 
   private settle(): void {
     this.inFlight--;
-    this.lastProgress = Date.now();
+    this.lastProgress = performance.now();
     if (!this.failed) {
       if (this.failures > 0 && this.inFlight === 0) {
         this.log.info({ upstream: this.upstream.name }, `upstream ${this.upstream.name}: delivering again after ${this.failures} failed sends`);
         this.failures = 0;
+        this.backoff.reset();
       }
       this.pump();
       return;
@@ -148,13 +153,10 @@ export class Forwarder {
     // Every send has settled: start over at the oldest record the outbox still holds.
     this.failed = false;
     this.cursor = 0;
-    const { minBackoff, maxBackoff } = this.options;
-    const ceiling = Math.min(maxBackoff, minBackoff * 2 ** Math.min(this.failures - 1, 16));
-    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.pump();
-    }, delay);
+    }, this.backoff.next());
   }
 
   /** True from a failed send until a send succeeds again. */
@@ -163,7 +165,7 @@ export class Forwarder {
   }
 
   /** How long sends have been in flight without any of them settling (0 when none is). */
-  stalledFor(now = Date.now()): number {
+  stalledFor(now = performance.now()): number {
     return this.inFlight > 0 ? now - this.lastProgress : 0;
   }
 
@@ -172,7 +174,7 @@ export class Forwarder {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.lingerTimer);
-    const deadline = Date.now() + timeout;
-    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const deadline = performance.now() + timeout;
+    while (this.inFlight > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
 }

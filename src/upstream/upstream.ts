@@ -1,4 +1,4 @@
-import { Backoff } from '../core/backoff.js';
+import { Backoff, upperHalf } from '../core/backoff.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 
 /** Where records go after the outbox: an MQTT broker, Kafka, a file. */
@@ -65,13 +65,13 @@ export class RefusedTopics {
     if (!refused) {
       if (this.topics.size >= RefusedTopics.MAX) this.topics.delete(this.topics.keys().next().value!);
       // jitter in the upper half: full jitter could probe again at once, and every batch would be a probe
-      refused = { until: 0, reason, backoff: new Backoff(this.base, this.max, () => 0.5 + Math.random() / 2) };
+      refused = { until: 0, reason, backoff: new Backoff(this.base, this.max, upperHalf) };
       this.topics.set(topic, refused);
     }
     // refusals of records sent together (one probe) are one step of the backoff
-    if (refused.until > Date.now()) return refused.until - Date.now();
+    if (refused.until > performance.now()) return refused.until - performance.now();
     const wait = refused.backoff.next();
-    refused.until = Date.now() + wait;
+    refused.until = performance.now() + wait;
     refused.reason = reason;
     return wait;
   }
@@ -80,8 +80,8 @@ export class RefusedTopics {
   recall(topic: string): string | undefined {
     if (this.topics.size === 0) return undefined;
     const refused = this.topics.get(topic);
-    if (!refused || refused.until <= Date.now()) return undefined;
-    return `${refused.reason} (not sent: the topic is probed again in ${Math.ceil((refused.until - Date.now()) / 1000)} s)`;
+    if (!refused || refused.until <= performance.now()) return undefined;
+    return `${refused.reason} (not sent: the topic is probed again in ${Math.ceil((refused.until - performance.now()) / 1000)} s)`;
   }
 
   /** True when the topic was refused before: its next try is a probe. */

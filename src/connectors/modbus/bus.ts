@@ -203,7 +203,7 @@ export class ModbusBus {
     const run = async () => {
       if (this.closed) throw new BusError(`${this.name}: closed`, 'closed');
       const backoff = this.units.get(unit);
-      if (backoff && Date.now() < backoff.until) throw new BusError(`unit ${unit} is backed off after ${backoff.failures} timeouts`, 'backoff');
+      if (backoff && performance.now() < backoff.until) throw new BusError(`unit ${unit} is backed off after ${backoff.failures} timeouts`, 'backoff');
       const client = await this.connect(timeout);
       const port = this.port;
       const guard = port && this.suspect ? guardTime(timeout) : 0;
@@ -224,7 +224,7 @@ export class ModbusBus {
         if (isTimeout(err) && !mismatch) {
           const failures = (backoff?.failures ?? 0) + 1;
           // one timeout is a glitch; from the second on, skip the unit for 5 s, 10 s, … 60 s
-          if (failures >= 2) this.units.set(unit, { failures, until: Date.now() + Math.min(MAX_UNIT_BACKOFF, 5000 * 2 ** (failures - 2)) });
+          if (failures >= 2) this.units.set(unit, { failures, until: performance.now() + Math.min(MAX_UNIT_BACKOFF, 5000 * 2 ** (failures - 2)) });
           else this.units.set(unit, { failures, until: 0 });
         }
         if (port && (isTimeout(err) || mismatch)) {
@@ -292,19 +292,19 @@ export class ModbusBus {
    */
   private discarded(reason: string): void {
     this.discardedReplies++;
-    this.lastDiscard = Date.now();
+    this.lastDiscard = performance.now();
     if (this.discards.begin('discard')) this.log.warn({ bus: this.name }, `${this.name}: discarded a reply: ${reason} (each is counted; logged again after a quiet minute)`);
   }
 
   private matchesAgain(): void {
-    if (!this.discards.has('discard') || Date.now() - this.lastDiscard < DISCARD_EPISODE) return;
+    if (!this.discards.has('discard') || performance.now() - this.lastDiscard < DISCARD_EPISODE) return;
     const count = this.discards.end('discard');
     this.log.info({ bus: this.name }, `${this.name}: replies have matched their requests for a minute, after ${count} discarded`);
   }
 
   private async connect(timeout: number): Promise<Client> {
     if (this.client?.isOpen) return this.client;
-    const wait = this.nextConnect - Date.now();
+    const wait = this.nextConnect - performance.now();
     if (wait > 0) throw new BusError(`${this.name}: not connected; next attempt in ${Math.ceil(wait / 1000)} s`, 'disconnected');
     let port: CheckedRtuPort | undefined;
     let client: Client;
@@ -327,10 +327,10 @@ export class ModbusBus {
       }
     } catch (err) {
       clearTimeout(timer);
-      this.nextConnect = Date.now() + this.reconnect.next();
+      this.nextConnect = performance.now() + this.reconnect.next();
       shut(client!);
       if (this.closed) throw new BusError(`${this.name}: closed`, 'closed');
-      throw new BusError(`${this.name}: cannot connect: ${(err as Error).message}; attempt ${this.reconnect.attempts}, next in ${Math.ceil((this.nextConnect - Date.now()) / 1000)} s`, 'disconnected');
+      throw new BusError(`${this.name}: cannot connect: ${(err as Error).message}; attempt ${this.reconnect.attempts}, next in ${Math.ceil((this.nextConnect - performance.now()) / 1000)} s`, 'disconnected');
     }
     clearTimeout(timer);
     client.on('close', () => {

@@ -158,16 +158,16 @@ class ModbusDevice implements Connector {
     const open = this.failing.get(episode);
     if (open) {
       open.failures++;
-      open.last = Date.now();
+      open.last = performance.now();
       return;
     }
-    this.failing.set(episode, { failures: 1, last: Date.now() });
+    this.failing.set(episode, { failures: 1, last: performance.now() });
     this.context.log.warn({ device: this.id, unit: this.unit, err: err.message }, `device ${this.id}: ${where}: ${err.message}`);
   }
 
   private recovered(episode: string): void {
     const open = this.failing.get(episode);
-    if (!open || Date.now() - open.last < QUIET_EPISODE) return;
+    if (!open || performance.now() - open.last < QUIET_EPISODE) return;
     this.failing.delete(episode);
     this.context.log.info({ device: this.id }, `device ${this.id}: ${episode} has worked for a minute, after ${open.failures} failures`);
   }
