@@ -9,6 +9,16 @@ interface Refusal {
   reason: string;
 }
 
+interface Outgoing {
+  topic: string;
+  payload: string;
+  resolve: (refusal: Refusal | undefined) => void;
+  reject: (err: Error) => void;
+}
+
+/** Suspect topics remembered at most (see `suspects`). */
+const MAX_SUSPECTS = 10_000;
+
 /** 0x97: the broker asks us to slow down, not to give up. */
 const QUOTA_EXCEEDED = 0x97;
 
@@ -29,8 +39,6 @@ export class MqttUpstream implements Upstream {
   readonly window = 4;
   private readonly client: MqttClient;
   private readonly listeners: (() => void)[] = [];
-  /** Sends waiting for acknowledgement; failed at once when the connection closes. */
-  private readonly pending = new Set<(err: Error) => void>();
 
   constructor(
     private readonly config: MqttUpstreamConfig,
@@ -109,35 +117,76 @@ export class MqttUpstream implements Upstream {
    * cost a reconnect, and the queue behind it would crawl.
    */
   private readonly refusedTopics = new RefusedTopics();
+  /**
+   * Topics with a message in flight when the connection closed. When the broker closes the
+   * connection on a refusal while later messages are still unread, the socket is reset and the
+   * refusal is lost with it: sent again in a pipeline, the same message would close the
+   * connection again, for ever. A message to a suspect topic (or a probe of a refused one) goes
+   * out alone, after every message before it is answered, so its answer cannot be lost.
+   */
+  private readonly suspects = new Set<string>();
+  /** Published and not yet answered, with their topic; failed at once when the connection closes. */
+  private readonly inFlight = new Map<(err: Error) => void, string>();
+  /** Messages held back, in order, while a suspect's message waits to go or is out alone. */
+  private readonly held: Outgoing[] = [];
+  private alone = false;
 
   /** Resolves when acknowledged, or with the refusal when the broker refused the message for good (MQTT 5). */
   private publish(topic: string, payload: string): Promise<Refusal | undefined> {
     const refused = this.refusedTopics.recall(topic);
     if (refused) return Promise.resolve({ reason: refused });
     return new Promise((resolve, reject) => {
-      const fail = (err: Error) => {
-        this.pending.delete(fail);
-        reject(err);
-      };
-      this.pending.add(fail);
-      this.client.publish(topic, payload, { qos: this.config.qos }, (err) => {
-        if (!this.pending.delete(fail)) return;
-        const code = (err as { code?: unknown } | undefined)?.code;
-        if (err && typeof code === 'number' && code >= 0x80 && code !== QUOTA_EXCEEDED) {
-          const reason = `${err.message} (reason code 0x${code.toString(16)}) on ${topic}`;
-          this.refusedTopics.remember(topic, reason);
-          resolve({ reason });
-        } else if (err) reject(err);
-        else {
-          if (this.refusedTopics.forget(topic)) this.log.info({ upstream: this.name, topic }, `upstream ${this.name}: the broker takes messages on ${topic} again`);
-          resolve(undefined);
-        }
-      });
+      const message = { topic, payload, resolve, reject };
+      if (this.held.length === 0 && this.mayGo(topic)) this.transmit(message);
+      else this.held.push(message);
     });
   }
 
+  private isSuspect(topic: string): boolean {
+    return (this.suspects.size > 0 && this.suspects.has(topic)) || this.refusedTopics.has(topic);
+  }
+
+  private mayGo(topic: string): boolean {
+    return !this.alone && (this.inFlight.size === 0 || !this.isSuspect(topic));
+  }
+
+  private transmit({ topic, payload, resolve, reject }: Outgoing): void {
+    const suspect = this.isSuspect(topic);
+    if (suspect) this.alone = true;
+    const fail = (err: Error) => {
+      this.inFlight.delete(fail);
+      reject(err);
+    };
+    this.inFlight.set(fail, topic);
+    this.client.publish(topic, payload, { qos: this.config.qos }, (err) => {
+      if (!this.inFlight.delete(fail)) return;
+      if (suspect) this.alone = false;
+      const code = (err as { code?: unknown } | undefined)?.code;
+      if (err && typeof code === 'number' && code >= 0x80 && code !== QUOTA_EXCEEDED) {
+        const reason = `${err.message} (reason code 0x${code.toString(16)}) on ${topic}`;
+        this.refusedTopics.remember(topic, reason);
+        this.suspects.delete(topic);
+        resolve({ reason });
+      } else if (err) reject(err);
+      else {
+        this.suspects.delete(topic);
+        if (this.refusedTopics.forget(topic)) this.log.info({ upstream: this.name, topic }, `upstream ${this.name}: the broker takes messages on ${topic} again`);
+        resolve(undefined);
+      }
+      while (this.held.length > 0 && this.mayGo(this.held[0].topic)) this.transmit(this.held.shift()!);
+    });
+  }
+
+  /** The connection closed: every message not answered fails (the outbox sends it again), and its topic becomes suspect. */
   private failPending(err: Error): void {
-    for (const fail of [...this.pending]) fail(err);
+    for (const [fail, topic] of [...this.inFlight]) {
+      if (this.suspects.size < MAX_SUSPECTS) this.suspects.add(topic);
+      fail(err);
+    }
+    for (const message of this.held.splice(0)) message.reject(err);
+    this.alone = false;
+    // MQTT.js would publish them again on reconnect, behind the outbox's back: the outbox alone retries
+    for (const id of Object.keys(this.client.outgoing)) this.client.removeOutgoingMessage(Number(id));
   }
 
   /** Disconnects cleanly when the broker answers within a second, else drops the connection (the outbox keeps what was not acknowledged). */
