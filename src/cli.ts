@@ -19,10 +19,11 @@ commands:
   run [--config FILE]        start the agent (default config: config/agent.yaml)
   validate [FILE]            check a config file; exit 0 when good, 1 with the errors
                              (--config FILE works too)
-  replay --config FILE --input FILE.csv
+  replay --config FILE --input FILE.csv [--order time|file]
                              run the config's streams over recorded data (CSV: ts,device,point,value)
                              and print the upstream records as JSON lines; actions are printed,
-                             not performed
+                             not performed. --order file keeps the file's row order (late and
+                             out-of-order data); the default sorts the rows by time
   sign-config --key PRIVATE.pem [--target ID] [--new-id ID] FILE
                              print FILE as a signed config push (JSON) for remote_config, for
                              the gateway whose agent.id is ID (default: FILE's agent.id); only
@@ -41,6 +42,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       config: { type: 'string', short: 'c' },
       input: { type: 'string', short: 'i' },
+      order: { type: 'string' },
       key: { type: 'string', short: 'k' },
       target: { type: 'string', short: 't' },
       'new-id': { type: 'string' },
@@ -59,7 +61,7 @@ async function main(argv: string[]): Promise<number> {
     case 'run':
       return run(file);
     case 'replay':
-      return replayCommand(file, values.input);
+      return replayCommand(file, values.input, values.order);
     case 'sign-config':
       return signConfig(rest[0], values.key, values.target, values['new-id']);
     case 'keygen':
@@ -86,9 +88,13 @@ function validate(file: string): number {
   }
 }
 
-async function replayCommand(file: string, input: string | undefined): Promise<number> {
+async function replayCommand(file: string, input: string | undefined, order = 'time'): Promise<number> {
   if (!input) {
     console.error('edge-agent replay: --input FILE.csv is required');
+    return 2;
+  }
+  if (order !== 'time' && order !== 'file') {
+    console.error(`edge-agent replay: --order takes time or file, not "${order}"`);
     return 2;
   }
   try {
@@ -97,10 +103,15 @@ async function replayCommand(file: string, input: string | undefined): Promise<n
       if (out.lines.length) process.stdout.write(out.lines.join('\n') + '\n');
       out.lines = [];
     };
-    const summary = replay(file, input, (line) => {
-      out.lines.push(line);
-      if (out.lines.length >= 1000) flush();
-    });
+    const summary = replay(
+      file,
+      input,
+      (line) => {
+        out.lines.push(line);
+        if (out.lines.length >= 1000) flush();
+      },
+      { order },
+    );
     // actions are reported from a promise: let them print before the summary
     await new Promise((resolve) => setImmediate(resolve));
     flush();

@@ -17,19 +17,26 @@ export interface ReplaySummary {
   actions: number;
 }
 
+export interface ReplayOptions {
+  /** `time` (default): rows sorted by ts, stable; `file`: the file's row order, late data included. */
+  order?: 'time' | 'file';
+}
+
 /**
  * Runs a config's streams over recorded data instead of live devices, and writes what would
  * have gone upstream as JSON lines (events included), and each action as a line
  * `{"action": ...}` (printed, not performed). Time is the data's: server-clock operators,
- * window closing and timer sources all follow the readings' ts, so a replay is deterministic.
+ * window closing, timeouts (absence, debounce, sequence, count) and timer sources all follow
+ * the readings' ts, never going back, and the clock ticks once more at the last reading's time
+ * at the end of the input, so a replay is deterministic.
  *
  * Input: CSV with columns ts,device,point,value (a header line is optional); ts in epoch ms or
  * ISO 8601; rows with the same device and ts are one reading; an empty value is missing.
  */
-export function replay(configFile: string, inputFile: string, write: (line: string) => void): ReplaySummary {
+export function replay(configFile: string, inputFile: string, write: (line: string) => void, options: ReplayOptions = {}): ReplaySummary {
   const loaded = loadConfigFile(configFile);
   const { config } = loaded;
-  const readings = readCsv(inputFile);
+  const readings = readCsv(inputFile, options.order ?? 'time');
   let clock = readings[0]?.ts ?? 0;
   const now = () => clock;
   const latest = new LatestValues();
@@ -70,18 +77,21 @@ export function replay(configFile: string, inputFile: string, write: (line: stri
         timer.due = timer.schedule.next(timer.due);
       }
     }
-    clock = reading.ts;
+    // the data's clock never goes back: a late row (--order file) is judged at the time reached
+    if (reading.ts > clock) clock = reading.ts;
     if (clock - lastTick >= 1000) {
       for (const stream of streams) stream.tick(clock);
       lastTick = clock;
     }
     latest.update(reading);
-    for (const stream of streams) if (stream.device === reading.device) stream.push(reading);
+    for (const stream of streams) if (stream.reads(reading.device)) stream.push(reading);
   }
+  // what is due by the end of the data fires (an absence, a timeout, a window closed by the clock)
+  if (readings.length > 0) for (const stream of streams) stream.tick(clock);
   return summary;
 }
 
-function readCsv(file: string): Reading[] {
+function readCsv(file: string, order: 'time' | 'file'): Reading[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -99,11 +109,12 @@ function readCsv(file: string): Reading[] {
     rows.push({ ts, device, point, value: parseValue(cells.slice(3).join(',').trim()), line: index + 1 });
   });
   // Stable by time: recordings kept per device still interleave as they happened.
-  rows.sort((a, b) => a.ts - b.ts || a.line - b.line);
+  if (order === 'time') rows.sort((a, b) => a.ts - b.ts || a.line - b.line);
   const readings: Reading[] = [];
   const open = new Map<string, Reading>();
   let openTs = NaN;
   for (const row of rows) {
+    // rows of one reading are adjacent: in file order, the same ts further on is another reading
     if (row.ts !== openTs) {
       open.clear();
       openTs = row.ts;

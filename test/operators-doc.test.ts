@@ -142,3 +142,149 @@ describe('docs/operators.md worked examples', () => {
     ]);
   });
 });
+
+/** "HH:MM:SS" of `s` seconds after 10:00:00 (the rows' time, for the examples in seconds). */
+const t = (s: number) => new Date(Date.parse('2026-01-05T10:00:00Z') + s * 1000).toISOString().slice(11, 19);
+const sec = (s: number) => Date.parse('2026-01-05T10:00:00Z') + s * 1000;
+/** Rows of `device point value` every `step` s from `from` to `to` (inclusive). */
+const every = (step: number, from: number, to: number, row: (s: number) => string) => Array.from({ length: Math.floor((to - from) / step) + 1 }, (_, i) => `${t(from + i * step)} ${row(from + i * step)}`);
+const edges = (out: Out[]) => out.map((o) => [(o.ts! - sec(0)) / 1000, o.event?.state]);
+
+describe('docs/operators.md worked examples: events across time', () => {
+  it('debounce temp > 80, for 30s, clear_for 10s, a reading every 5 s: a short spell does nothing; a long one raises at 90 s, clears at 135 s', () => {
+    const rows = every(5, 0, 200, (s) => `b temp ${s <= 20 || (s >= 60 && s <= 120) ? 85 : 70}`);
+    const out = run(
+      '  - { id: b, protocol: simulator, points: [{ name: temp }] }',
+      '  - { name: s, from: { device: b }, steps: [{ debounce: { when: "temp > 80", for: 30s, clear_for: 10s } }, { event: { code: HOT } }], to: [out] }',
+      rows,
+    );
+    expect(edges(out)).toEqual([
+      [90, 'raised'],
+      [135, 'cleared'],
+    ]);
+    expect(out.map((o) => o.values?.temp)).toEqual([85, 70]);
+  });
+
+  it('debounce: a condition that holds with no new reading still raises, on the clock; a missing value changes nothing', () => {
+    const out = run(
+      '  - { id: b, protocol: simulator, points: [{ name: temp }] }',
+      '  - { name: s, from: { device: b }, steps: [{ debounce: { when: "temp > 80", for: 30s, clear_for: 10s } }, { event: { code: HOT } }], to: [out] }',
+      [`${t(0)} b temp 85`, `${t(100)} b temp`, `${t(200)} b temp 70`, `${t(205)} b temp`, `${t(215)} b temp 75`],
+    );
+    // raised at 30 s by the clock (the data's, ticking at 100 s); the empty values at 100 s and 205 s say nothing
+    expect(edges(out)).toEqual([
+      [30, 'raised'],
+      [210, 'cleared'],
+    ]);
+  });
+
+  it('absence for 60s: readings every 10 s up to 100 s, none until 400 s: raise at 160 s with last_seen, clear at 400 s', () => {
+    const rows = [...every(10, 0, 100, () => 'f flow 3'), `${t(400)} f flow 2`];
+    const out = run(
+      '  - { id: f, protocol: simulator, points: [{ name: flow }] }',
+      '  - { name: s, from: { device: f }, steps: [{ absence: { for: 60s, point: flow } }, { event: { code: SILENT } }], to: [out] }',
+      rows,
+    );
+    expect(edges(out)).toEqual([
+      [160, 'raised'],
+      [400, 'cleared'],
+    ]);
+    expect(out.map((o) => o.values?.last_seen)).toEqual([sec(100), sec(100)]);
+  });
+
+  it('absence over "flow-*": a device that never reports raises with last_seen null; bad values are no sign of life', () => {
+    const out = run(
+      '  - { id: flow-1, protocol: simulator, points: [{ name: flow }] }\n  - { id: flow-2, protocol: simulator, points: [{ name: flow }] }\n  - { id: pump, protocol: simulator, points: [{ name: flow }] }',
+      '  - { name: s, from: { device: "flow-*" }, steps: [{ absence: { for: 60s } }], to: [out] }',
+      [...every(10, 0, 120, () => 'flow-1 flow 3'), ...every(10, 0, 120, () => 'pump flow 1'), `${t(130)} flow-2 flow`],
+    );
+    expect(out.map((o) => [o.device, (o.ts! - sec(0)) / 1000, o.values])).toEqual([['flow-2', 60, { last_seen: null }]]);
+  });
+
+  it('sequence running == 1 then flow >= 1 within 30s, emit timeout: timeout at 230 s; clears when the pump stops; a start followed by flow in time is no timeout', () => {
+    const rows = [
+      ...every(10, 100, 190, () => 'p running 0'),
+      ...every(10, 200, 300, () => 'p running 1'),
+      ...every(10, 100, 300, () => 'p flow 0.2'),
+      `${t(310)} p running 0`,
+      `${t(320)} p running 1`,
+      `${t(330)} p flow 5`,
+      ...every(10, 340, 420, () => 'p running 1'),
+    ];
+    const devices = '  - { id: p, protocol: simulator, points: [{ name: running }, { name: flow }] }';
+    const timeout = run(devices, '  - { name: s, from: { device: p }, steps: [{ sequence: { steps: ["running == 1", "flow >= 1"], within: 30s, emit: timeout } }, { event: { code: NO_FLOW } }], to: [out] }', rows);
+    expect(edges(timeout)).toEqual([
+      [230, 'raised'],
+      [310, 'cleared'],
+    ]);
+    const matched = run(devices, '  - { name: s, from: { device: p }, steps: [{ sequence: { steps: ["running == 1", "flow >= 1"], within: 30s } }], to: [out] }', rows);
+    expect(matched.map((o) => [(o.ts! - sec(0)) / 1000, o.values?.flow])).toEqual([[330, 5]]);
+  });
+
+  it('sequence over two devices (key: [], max_age 10s): pump-1 starts, flow-1 stays low: NO_FLOW and the action that stops the pump', () => {
+    const out = run(
+      '  - { id: pump-1, protocol: simulator, points: [{ name: running }, { name: run_cmd, writable: true }] }\n  - { id: flow-1, protocol: simulator, points: [{ name: flow }] }',
+      `  - name: pump-no-flow
+    from: { devices: [pump-1, flow-1], max_age: 10s }
+    steps:
+      - sequence: { steps: ["\`pump-1.running\` == 1", "\`flow-1.flow\` >= 1"], within: 30s, emit: timeout, key: [] }
+      - event: { code: NO_FLOW, severity: critical }
+    to: [out, { action: { device: pump-1, point: run_cmd, value: 0, on: raise } }]`,
+      [...every(5, 0, 60, (s) => `pump-1 running ${s >= 10 ? 1 : 0}`), ...every(5, 0, 60, () => 'flow-1 flow 0.3')],
+    );
+    expect(out.map((o) => (o.action ? ['action', o.action.device, o.action.value] : [o.event?.code, o.event?.state, (o.ts! - sec(0)) / 1000]))).toEqual([
+      ['NO_FLOW', 'raised', 40],
+      ['action', 'pump-1', 0],
+    ]);
+  });
+
+  it('count tripped == 1, at least 3 within 10m: raises at the third trip, clears when the first leaves the interval', () => {
+    const out = run(
+      '  - { id: k, protocol: simulator, points: [{ name: tripped }] }',
+      '  - { name: s, from: { device: k }, steps: [{ count: { when: "tripped == 1", at_least: 3, within: 10m } }, { event: { code: REPEATED_TRIPS } }], to: [out] }',
+      ['10:00 k tripped 1', '10:01 k tripped 0', '10:02 k tripped 1', '10:03 k tripped 0', '10:05 k tripped 1', '10:06 k tripped 0', '10:20 k tripped 0'],
+    );
+    expect(out.map((o) => [new Date(o.ts!).toISOString().slice(11, 16), o.event?.state])).toEqual([
+      ['10:05', 'raised'],
+      ['10:10', 'cleared'],
+    ]);
+  });
+
+  it('episode running == 1 with power integral and max: one reading at the start with duration_s; a missing value neither extends nor ends it', () => {
+    const rows = [
+      '09:58 m running 0',
+      '09:58 m power_kw 0',
+      ...Array.from({ length: 42 }, (_, i) => [`10:${String(i).padStart(2, '0')} m running 1`, `10:${String(i).padStart(2, '0')} m power_kw ${i === 20 ? 30 : 10}`]).flat(),
+      '10:42 m running',
+      '10:43 m running 0',
+      '10:43 m power_kw 0',
+    ];
+    const out = run(
+      '  - { id: m, protocol: simulator, points: [{ name: running }, { name: power_kw }] }',
+      '  - { name: s, from: { device: m }, steps: [{ episode: { when: "running == 1", functions: { power_kw: [integral, max] } } }], to: [out] }',
+      rows,
+    );
+    expect(out.map((o) => [new Date(o.ts!).toISOString().slice(11, 16), o.values])).toEqual([
+      ['10:00', { duration_s: 43 * 60, power_kw_integral: expect.closeTo(41 / 6 + 20 / 60, 6), power_kw_max: 30 }],
+    ]);
+  });
+});
+
+describe('streams over several devices', () => {
+  const devices = ['pump-1', 'pump-2', 'flow-1'].map((id) => `  - { id: ${id}, protocol: simulator, points: [{ name: v }] }`).join('\n');
+
+  it('a glob reads the devices it matches; a list reads its devices; max_age makes an old value of another device missing', () => {
+    const rows = ['10:00:00 flow-1 v 0.5', '10:00:00 pump-1 v 1', '10:00:05 pump-2 v 2', '10:00:05 pump-1 v 1', '10:00:20 pump-1 v 1'];
+    const glob = run(devices, '  - { name: s, from: { device: "pump-*" }, to: [out] }', rows);
+    expect(glob.map((o) => o.device)).toEqual(['pump-1', 'pump-2', 'pump-1', 'pump-1']);
+    const list = run(devices, '  - { name: s, from: { devices: [flow-1, pump-2] }, to: [out] }', rows);
+    expect(list.map((o) => o.device)).toEqual(['flow-1', 'pump-2']);
+    const fresh = run(
+      devices,
+      '  - { name: s, from: { devices: [pump-1, flow-1], max_age: 10s }, steps: [{ filter: "device == \'pump-1\' and `flow-1.v` < 1" }], to: [out] }',
+      rows,
+    );
+    // at 10:00:20 flow-1's value is 20 s old: missing, so the filter does not hold
+    expect(fresh.map((o) => o.ts! - at('10:00'))).toEqual([0, 5000]);
+  });
+});

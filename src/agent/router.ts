@@ -12,9 +12,10 @@ const RECENT_EVENTS = 50;
  * the device's connector as it runs now.
  */
 export class Router {
-  /** The streams each device feeds, and the upstreams its status events go to. */
+  /** The streams each configured device feeds, and the upstreams its status events go to: found on first use. */
   private streamsOf = new Map<string, Stream[]>();
   private upstreamsOf = new Map<string, string[]>();
+  private streams: { config: StreamConfig; stream: Stream; deployed: boolean }[] = [];
   /** Events that went upstream lately, newest last (for the status page). */
   readonly recentEvents: Reading[] = [];
 
@@ -23,19 +24,11 @@ export class Router {
     private readonly connectorOf: (device: string) => Connector | undefined,
   ) {}
 
-  /** Recomputes the routes from the running streams. */
+  /** Takes the running streams; the routes of each device are worked out at its first reading. */
   route(streams: Iterable<{ config: StreamConfig; stream: Stream; deployed: boolean }>): void {
-    const streamsOf = new Map<string, Stream[]>();
-    const upstreamsOf = new Map<string, string[]>();
-    for (const { config, stream, deployed } of streams) {
-      const device = config.from.device;
-      if (!device) continue;
-      if (deployed) streamsOf.set(device, [...(streamsOf.get(device) ?? []), stream]);
-      const upstreams = config.to.filter((t): t is string => typeof t === 'string');
-      upstreamsOf.set(device, [...new Set([...(upstreamsOf.get(device) ?? []), ...upstreams])]);
-    }
-    this.streamsOf = streamsOf;
-    this.upstreamsOf = upstreamsOf;
+    this.streams = [...streams];
+    this.streamsOf = new Map();
+    this.upstreamsOf = new Map();
   }
 
   /**
@@ -43,14 +36,20 @@ export class Router {
    * makes), to every deployed stream that reads it.
    */
   deliver(device: string, reading: Reading): void {
-    const streams = this.streamsOf.get(device);
-    if (streams) for (const stream of streams) stream.push(reading);
+    let streams = this.streamsOf.get(device);
+    // keyed by configured ids only (a template's readings come under its id): a bounded map
+    if (!streams) this.streamsOf.set(device, (streams = this.streams.filter((s) => s.deployed && s.stream.reads(device)).map((s) => s.stream)));
+    for (const stream of streams) stream.push(reading);
   }
 
   /** A status event of the configured device `device`, to the upstreams of the streams that read it. */
   report(device: string, event: Reading): void {
-    const upstreams = this.upstreamsOf.get(device);
-    if (upstreams?.length) this.send(upstreams, 'devices', event);
+    let upstreams = this.upstreamsOf.get(device);
+    if (!upstreams) {
+      const reading = this.streams.filter((s) => s.stream.reads(device));
+      this.upstreamsOf.set(device, (upstreams = [...new Set(reading.flatMap((s) => s.config.to.filter((t): t is string => typeof t === 'string')))]));
+    }
+    if (upstreams.length > 0) this.send(upstreams, 'devices', event);
   }
 
   send(upstreams: readonly string[], stream: string, reading: Reading): void {

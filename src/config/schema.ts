@@ -87,8 +87,13 @@ const sinkSchema = Type.Unsafe<string | { action: Static<typeof actionSchema> }>
 export const streamSchema = object({
   name,
   from: object({
-    device: Type.Optional(name),
+    /** a device id, or a glob over device ids (`pump-*`) */
+    device: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.{}*?-]+$' })),
+    /** several devices by id */
+    devices: Type.Optional(Type.Array(name, { minItems: 1 })),
     points: Type.Optional(Type.Array(name, { minItems: 1 })),
+    /** a latest value of another device (or point) older than this, before the reading judged, is missing */
+    max_age: Type.Optional(duration()),
     timer: Type.Optional(object({ cron: Type.Optional(text), every: Type.Optional(duration()) })),
   }),
   steps: withDefault(Type.Array(stepSchema), []),

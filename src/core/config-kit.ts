@@ -54,7 +54,8 @@ export function oneOf<const V extends readonly (string | number)[]>(values: V) {
 export const name = Type.String({ pattern: '^[A-Za-z0-9_.{}-]+$' });
 export const text = Type.String({ minLength: 1 });
 export const port = Type.Integer({ minimum: 1, maximum: 65535 });
-export const keyFields = Type.Array(Type.String(), { minItems: 1 });
+/** Fields a step's state is kept per (`[device]` by default); `[]` is one key for the whole stream. */
+export const keyFields = Type.Array(Type.String());
 export const anyValue = Type.Unsafe<Value>({ type: ['number', 'boolean', 'string'] });
 export const writable = Type.Optional(Type.Boolean());
 

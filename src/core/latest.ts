@@ -9,14 +9,34 @@ export interface Sample {
 }
 
 interface DeviceLatest {
-  /** The latest usable value of each point. */
-  values: Map<string, Value | null>;
+  /** The latest usable value of each point, with its ts. */
+  values: Map<string, { value: Value | null; ts: number }>;
   samples: Map<string, Sample>;
   /** When the device last moved to the newest end of the map (see `update`). */
   moved: number;
 }
 
 export const MAX_LATEST_DEVICES = 10_000;
+
+/** What expressions read: the latest value of a device's point, as seen from a reading stamped `at`. */
+export interface LatestLookup {
+  get(device: string, point: string, at?: number): Value | null | undefined;
+}
+
+/**
+ * The latest values as a stream with `max_age` sees them: a value taken more than `maxAge`
+ * before the reading being judged counts as missing, so a correlation never uses a stale one.
+ */
+export class FreshLatest implements LatestLookup {
+  constructor(
+    private readonly latest: LatestValues,
+    private readonly maxAge: number,
+  ) {}
+
+  get(device: string, point: string, at?: number): Value | null | undefined {
+    return at === undefined ? this.latest.get(device, point) : this.latest.getSince(device, point, at - this.maxAge);
+  }
+}
 
 /** How long a device stays at its place in the eviction order before an update moves it again. */
 const MOVE_AFTER_MS = 60_000;
@@ -71,12 +91,26 @@ export class LatestValues {
         sample.ts = reading.ts;
       } else samples.set(name, { value, quality, ts: reading.ts });
       // a bad value is no value: the last good one stays the latest
-      if (quality !== 'bad') values.set(name, value);
+      if (quality !== 'bad') {
+        const latest = values.get(name);
+        if (!latest) values.set(name, { value, ts: reading.ts });
+        else {
+          latest.value = value;
+          latest.ts = reading.ts;
+        }
+      }
     }
   }
 
-  get(device: string, point: string): Value | null | undefined {
-    return this.devices.get(device)?.values.get(point);
+  /** The latest usable value of the point; `at` is ignored here (see `FreshLatest`). */
+  get(device: string, point: string, _at?: number): Value | null | undefined {
+    return this.devices.get(device)?.values.get(point)?.value;
+  }
+
+  /** The latest usable value of the point when it was taken at `notBefore` or later. */
+  getSince(device: string, point: string, notBefore: number): Value | null | undefined {
+    const latest = this.devices.get(device)?.values.get(point);
+    return latest && latest.ts >= notBefore ? latest.value : undefined;
   }
 
   /** The latest sample of each point of a device. */

@@ -1,4 +1,4 @@
-import type { LatestValues } from '../core/latest.js';
+import type { LatestLookup } from '../core/latest.js';
 import type { Reading, Value } from '../core/reading.js';
 
 /**
@@ -27,7 +27,7 @@ type Result = Value | typeof MISSING;
 
 export interface Scope {
   reading: Reading;
-  latest?: LatestValues;
+  latest?: LatestLookup;
 }
 
 export interface Expression {
@@ -36,6 +36,8 @@ export interface Expression {
   evaluate(scope: Scope): Result;
   /** True only when the expression is true; MISSING is false. */
   test(scope: Scope): boolean;
+  /** True or false, or undefined when the result is MISSING (the reading cannot say). */
+  judge(scope: Scope): boolean | undefined;
   /** Lookups that found no usable value. */
   readonly missing: number;
 }
@@ -261,7 +263,7 @@ export function compileExpression(source: string): Expression {
         const value =
           s.reading.device === device && Object.hasOwn(s.reading.values, point) && !isBad(s.reading, point)
             ? usable(s.reading.values[point])
-            : usable(s.latest?.get(device, point));
+            : usable(s.latest?.get(device, point, s.reading.ts));
         if (value === MISSING) missing++;
         return value;
       };
@@ -270,7 +272,7 @@ export function compileExpression(source: string): Expression {
       const { values, quality } = s.reading;
       let value: Result = MISSING;
       if (Object.hasOwn(values, text) && !isBad(s.reading, text)) value = usable(values[text]);
-      if (value === MISSING) value = usable(s.latest?.get(s.reading.device, text));
+      if (value === MISSING) value = usable(s.latest?.get(s.reading.device, text, s.reading.ts));
       if (value === MISSING) missing++;
       return value;
     };
@@ -294,6 +296,10 @@ export function compileExpression(source: string): Expression {
     source,
     evaluate,
     test: (scope) => truthy(evaluate(scope)),
+    judge: (scope) => {
+      const v = evaluate(scope);
+      return v === MISSING ? undefined : truthy(v);
+    },
     get missing() {
       return missing;
     },

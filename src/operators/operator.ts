@@ -1,6 +1,6 @@
 import { ConfigError, type ConfigIssue } from '../core/config-error.js';
 import { fillDefaults, type Static, type TSchema } from '../core/config-kit.js';
-import type { LatestValues } from '../core/latest.js';
+import type { LatestLookup } from '../core/latest.js';
 import type { Emit, Reading } from '../core/reading.js';
 
 /** What a step sees of its state: its own keys only. */
@@ -39,8 +39,10 @@ export interface StepContext {
   state: StepState;
   /** The agent's clock: wall time live, the data's time in a replay. */
   now(): number;
-  /** The latest value of every device's points, for expressions. */
-  latest: LatestValues;
+  /** The latest value of every device's points, for expressions (as the stream's `max_age` allows). */
+  latest: LatestLookup;
+  /** The configured devices the stream reads (ids, template ids included); none for a timer. */
+  devices?: readonly string[];
   /** agent.timezone, for windows of a day or more. */
   timezone: string;
   /**

@@ -51,12 +51,17 @@ export function numberOf(reading: Reading, point: string): number | undefined {
 }
 
 /**
- * A key function over `fields` (`device`, or point names), defaulting to device (+ point).
+ * A key function over `fields` (`device`, or point names), defaulting to device (+ point);
+ * no fields make one key for the whole stream.
  * Keys are built once per distinct combination and reused: a string seen before is found in a
  * Map without being hashed again, which is most of a step's cost on the hot path.
  */
 export function keyFunction(fields: string[] | undefined, point?: string): (reading: Reading) => string {
   const suffix = point ? `/${point}` : '';
+  if (fields?.length === 0) {
+    const whole = `*${suffix}`;
+    return () => whole;
+  }
   if (!fields || (fields.length === 1 && fields[0] === 'device')) {
     const byDevice = new Map<string, string>();
     return (r) => {

@@ -4,7 +4,14 @@ import { check, operator } from './operator.js';
 import { hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
 import { checkWindow, Windows } from './window-bounds.js';
 
-type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
+export type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
+
+/** `{ point: [fn, ...] }`: the aggregates of a window (or an episode) per point. */
+export const windowFunctions = Type.Unsafe<Record<string, Fn[]>>({
+  type: 'object',
+  minProperties: 1,
+  additionalProperties: { type: 'array', minItems: 1, items: { enum: ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'delta', 'integral'] } },
+});
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
@@ -13,16 +20,12 @@ export const schema = object({
   every: Type.Optional(duration()),
   lateness: duration('0s'),
   key: Type.Optional(keyFields),
-  functions: Type.Unsafe<Record<string, Fn[]>>({
-    type: 'object',
-    minProperties: 1,
-    additionalProperties: { type: 'array', minItems: 1, items: { enum: ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'delta', 'integral'] } },
-  }),
+  functions: windowFunctions,
 });
 type Params = Static<typeof schema>;
 
 /** One point's running aggregates within one window. */
-interface PointAcc {
+export interface PointAcc {
   n: number;
   sum: number;
   min: number;
@@ -195,7 +198,7 @@ export const window = operator(schema, (params, context) => {
   };
 });
 
-function addValue(acc: WindowAcc, point: string, v: number, ts: number) {
+export function addValue(acc: { points: Record<string, PointAcc> }, point: string, v: number, ts: number) {
   const p = ownValue(acc.points, point);
   if (!p) {
     setOwn(acc.points, point, { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 });
@@ -212,7 +215,7 @@ function addValue(acc: WindowAcc, point: string, v: number, ts: number) {
   if (v > p.max) p.max = v;
 }
 
-function result(p: PointAcc, fn: Fn): number {
+export function result(p: PointAcc, fn: Fn): number {
   switch (fn) {
     case 'avg':
       return p.sum / p.n;

@@ -7,7 +7,8 @@ import { checkManagement } from '../config/management.js';
 import { upstreams as upstreamPlugins, type UpstreamPlugin } from '../upstream/index.js';
 import { operators as registry } from '../operators/index.js';
 import { memoryState, type Operator } from '../operators/operator.js';
-import { LatestValues } from '../core/latest.js';
+import { FreshLatest, LatestValues } from '../core/latest.js';
+import { deviceMatcher, isGlob } from './source.js';
 import type { StateStore } from './state.js';
 
 /** What steps need from the agent that runs them. */
@@ -41,6 +42,9 @@ export function buildStreams(
     if (only && !only.has(stream.name)) return;
     const steps: Operator[] = [];
     const counters = new Map<string, number>();
+    const reads = deviceMatcher(stream.from);
+    const devices = loaded.config.devices.map((d) => d.id).filter(reads);
+    const latest = stream.from.max_age === undefined ? runtime.latest : new FreshLatest(runtime.latest, stream.from.max_age);
     stream.steps.forEach((step, index) => {
       const [operator, params] = Object.entries(step)[0];
       const path = ['streams', s, 'steps', index];
@@ -51,7 +55,8 @@ export function buildStreams(
             index,
             state: scopeOf(stateScope(stream, index)),
             now: runtime.now,
-            latest: runtime.latest,
+            latest,
+            devices,
             timezone: loaded.config.agent.timezone,
             maxFuture: loaded.config.agent.max_future,
             count: (name, n = 1) => {
@@ -113,24 +118,7 @@ function checkReferences({ config, issueAt }: LoadedConfig): ConfigIssue[] {
   });
 
   config.streams.forEach((stream, s) => {
-    const { device, points, timer } = stream.from;
-    if (timer) {
-      if (device) issues.push(issueAt(['streams', s, 'from'], `stream ${stream.name}: "from" takes a device or a timer, not both`));
-      try {
-        new TimerSchedule(timer, config.agent.timezone);
-      } catch (err) {
-        issues.push(issueAt(['streams', s, 'from', 'timer'], `stream ${stream.name}: ${(err as Error).message}`));
-      }
-    } else if (!device) {
-      issues.push(issueAt(['streams', s, 'from'], `stream ${stream.name}: "from" needs a device or a timer`));
-    } else if (!devices.has(device)) {
-      issues.push(issueAt(['streams', s, 'from', 'device'], `stream ${stream.name}: no device "${device}" (devices: ${[...devices.keys()].join(', ') || 'none'})`));
-    } else {
-      const known = new Set(devices.get(device)!.points.map((p) => p.name));
-      points?.forEach((point, p) => {
-        if (!known.has(point)) issues.push(issueAt(['streams', s, 'from', 'points', p], `stream ${stream.name}: device ${device} has no point "${point}"`));
-      });
-    }
+    issues.push(...checkSource(stream, s, config.agent.timezone, devices, issueAt));
     stream.to.forEach((sink, k) => {
       if (typeof sink === 'string') {
         if (!upstreams.has(sink)) issues.push(issueAt(['streams', s, 'to', k], `stream ${stream.name}: no upstream "${sink}" (upstreams: ${[...upstreams].join(', ') || 'none'})`));
@@ -154,6 +142,51 @@ function checkReferences({ config, issueAt }: LoadedConfig): ConfigIssue[] {
   config.upstream.forEach((upstream, u) => {
     const plugin: UpstreamPlugin = upstreamPlugins[upstream.type];
     issues.push(...(plugin.check?.(upstream, ['upstream', u], issueAt) ?? []));
+  });
+  return issues;
+}
+
+/** A stream's `from`: a timer, or devices that exist (an id, a glob that matches some, a list), and points they offer. */
+function checkSource(
+  stream: StreamConfig,
+  s: number,
+  timezone: string,
+  devices: ReadonlyMap<string, { points: { name: string }[] }>,
+  issueAt: LoadedConfig['issueAt'],
+): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const { device, devices: listed, points, timer } = stream.from;
+  const at = (...path: (string | number)[]) => ['streams', s, 'from', ...path];
+  const known = () => [...devices.keys()].join(', ') || 'none';
+  if (timer) {
+    if (device || listed) issues.push(issueAt(at(), `stream ${stream.name}: "from" takes devices or a timer, not both`));
+    try {
+      new TimerSchedule(timer, timezone);
+    } catch (err) {
+      issues.push(issueAt(at('timer'), `stream ${stream.name}: ${(err as Error).message}`));
+    }
+    return issues;
+  }
+  if (device !== undefined && listed) issues.push(issueAt(at(), `stream ${stream.name}: "from" takes "device" (an id or a glob) or "devices" (a list), not both`));
+  if (device === undefined && !listed) issues.push(issueAt(at(), `stream ${stream.name}: "from" needs a device, devices or a timer`));
+  const read: string[] = [];
+  if (listed) {
+    listed.forEach((id, i) => {
+      if (devices.has(id)) read.push(id);
+      else issues.push(issueAt(at('devices', i), `stream ${stream.name}: no device "${id}" (devices: ${known()})`));
+    });
+  } else if (device !== undefined && isGlob(device)) {
+    read.push(...[...devices.keys()].filter(deviceMatcher(stream.from)));
+    if (read.length === 0) issues.push(issueAt(at('device'), `stream ${stream.name}: "${device}" matches no device (devices: ${known()})`));
+  } else if (device !== undefined) {
+    if (devices.has(device)) read.push(device);
+    else issues.push(issueAt(at('device'), `stream ${stream.name}: no device "${device}" (devices: ${known()})`));
+  }
+  if (read.length === 0) return issues;
+  const offered = new Set(read.flatMap((id) => devices.get(id)!.points.map((p) => p.name)));
+  const whose = read.length === 1 ? `device ${read[0]} has` : `none of its devices (${read.join(', ')}) has`;
+  points?.forEach((point, p) => {
+    if (!offered.has(point)) issues.push(issueAt(at('points', p), `stream ${stream.name}: ${whose} no point "${point}"`));
   });
   return issues;
 }

@@ -2,11 +2,13 @@ import type { StreamConfig } from '../config/types.js';
 import type { Operator } from '../operators/operator.js';
 import { pointQuality, setOwn } from '../operators/values.js';
 import type { Emit, Reading } from '../core/reading.js';
+import { deviceMatcher } from './source.js';
 
 /** One source, an ordered list of steps (operators), and what to do with what comes out. */
 export class Stream {
   readonly name: string;
-  readonly device: string | undefined;
+  /** Whether the stream reads the configured device `id` (an id, a glob, a list: see source.ts). */
+  readonly reads: (id: string) => boolean;
   private readonly points: ReadonlySet<string> | undefined;
   private readonly head: Emit;
   private readonly tickers: { step: Operator; next: Emit }[] = [];
@@ -21,7 +23,7 @@ export class Stream {
     readonly counters: ReadonlyMap<string, number> = new Map(),
   ) {
     this.name = config.name;
-    this.device = config.from.device;
+    this.reads = deviceMatcher(config.from);
     this.points = config.from.points ? new Set(config.from.points) : undefined;
     // The chain is built once: each step's emit is the next step's process.
     let next: Emit = (reading) => {

@@ -1,0 +1,86 @@
+import { keyFields, object, text, Type, type Static } from '../core/config-kit.js';
+import type { Emit, Quality, Reading } from '../core/reading.js';
+import { operator } from './operator.js';
+import { stepExpression } from './expression.js';
+import { keyFunction, numberOf, ownValue, setOwn, hasPoint } from './values.js';
+import { addValue, result, windowFunctions, type PointAcc } from './window.js';
+
+/** The operator's keys, their loaded type and their defaults. */
+export const schema = object({
+  when: text,
+  functions: windowFunctions,
+  key: Type.Optional(keyFields),
+});
+type Params = Static<typeof schema>;
+
+interface Episode {
+  device: string;
+  start: number;
+  lastTs: number;
+  readings: number;
+  points: Record<string, PointAcc>;
+}
+
+/**
+ * `episode: { when: "running == 1", functions: { power_kw: [integral, max] }, key: [device] }`
+ *
+ * A state window per key (default: the device): while `when` holds, the readings' values are
+ * aggregated as `window` does (`avg min max sum count first last delta integral`, over good
+ * values); at the first reading for which it is false, one reading passes: `ts` = the episode's
+ * start, `duration_s` (start to that reading), and `<point>_<fn>`. A reading that cannot judge
+ * `when` (a missing value) neither extends nor ends an episode (counted as `missing`). An open
+ * episode is persisted, so a run that spans a restart is one episode; one begun by a clock
+ * stepped back since is passed as it stands, `partial`, and a new one starts.
+ */
+export const episode = operator(schema, (params, context) => {
+  const when = stepExpression(params.when, context, 'when');
+  const functions = Object.entries(params.functions);
+  const keyOf = keyFunction(params.key);
+  const { state, latest } = context;
+  const maxFuture = context.maxFuture ?? 3_600_000;
+  // an open episode is owed to the user, however long it runs
+  state.retain = () => true;
+
+  function close(key: string, open: Episode, end: number, emit: Emit, partial = false) {
+    state.delete(key);
+    const values: Reading['values'] = { duration_s: Math.max(0, end - open.start) / 1000 };
+    for (const [point, fns] of functions) {
+      const p = ownValue(open.points, point);
+      if (p) for (const fn of fns) setOwn(values, `${point}_${fn}`, result(p, fn));
+    }
+    let quality: Record<string, Quality> | undefined;
+    if (partial) {
+      quality = {};
+      for (const name in values) quality[name] = 'partial';
+    }
+    emit({ device: open.device, ts: open.start, values, quality });
+  }
+
+  return {
+    process(reading, emit) {
+      if (reading.untimely) return context.count('untimely');
+      const holds = when.judge({ reading, latest });
+      if (holds === undefined) return context.count('missing');
+      const key = keyOf(reading);
+      let open = state.get<Episode>(key);
+      if (open && open.lastTs > context.now() + maxFuture) {
+        context.count('clock_back');
+        close(key, open, open.lastTs, emit, true);
+        open = undefined;
+      }
+      if (!holds) {
+        if (open) close(key, open, reading.ts, emit);
+        return;
+      }
+      open ??= { device: reading.device, start: reading.ts, lastTs: reading.ts, readings: 0, points: {} };
+      for (const [point] of functions) {
+        const v = numberOf(reading, point);
+        if (v !== undefined) addValue(open, point, v, reading.ts);
+        else if (hasPoint(reading, point)) context.count('missing');
+      }
+      open.readings++;
+      if (reading.ts > open.lastTs) open.lastTs = reading.ts;
+      state.set(key, open);
+    },
+  };
+});
