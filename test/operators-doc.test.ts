@@ -228,12 +228,12 @@ describe('docs/operators.md worked examples: events across time', () => {
     from: { devices: [pump-1, flow-1], max_age: 10s }
     steps:
       - sequence: { steps: ["\`pump-1.running\` == 1", "\`flow-1.flow\` >= 1"], within: 30s, emit: timeout, key: [] }
-      - event: { code: NO_FLOW, severity: critical }
-    to: [out, { action: { device: pump-1, point: run_cmd, value: 0, on: raise } }]`,
+      - event: { code: NO_FLOW, severity: critical, description: "pump-1 runs, flow {flow-1.flow} m³/h" }
+    to: [out, { action: { device: pump-1, point: run_cmd, value: 0 } }]`,
       [...every(5, 0, 60, (s) => `pump-1 running ${s >= 10 ? 1 : 0}`), ...every(5, 0, 60, () => 'flow-1 flow 0.3')],
     );
-    expect(out.map((o) => (o.action ? ['action', o.action.device, o.action.value] : [o.event?.code, o.event?.state, (o.ts! - sec(0)) / 1000]))).toEqual([
-      ['NO_FLOW', 'raised', 40],
+    expect(out.map((o) => (o.action ? ['action', o.action.device, o.action.value] : [o.event?.code, o.event?.state, (o.ts! - sec(0)) / 1000, o.event?.description]))).toEqual([
+      ['NO_FLOW', 'raised', 40, 'pump-1 runs, flow 0.3 m³/h'],
       ['action', 'pump-1', 0],
     ]);
   });

@@ -113,3 +113,30 @@ describe('edge-agent replay', () => {
     expect(configResult.stderr).toMatch(/bad.yaml:13:\d+: streams\[0\]\.steps\[0\]\.threshold\.min: stream power-15m, step 1 \(threshold\): min \(500\) is greater than max \(0\)/);
   });
 });
+
+describe('edge-agent replay --order', () => {
+  it('sorts by time by default; --order file keeps a late row late, where a window drops it; a bad order is refused', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'replay-order-'));
+    const config = join(dir, 'agent.yaml');
+    const input = join(dir, 'in.csv');
+    writeFileSync(
+      config,
+      `agent: { id: gw }
+devices: [{ id: m, protocol: simulator, points: [{ name: v }] }]
+streams: [{ name: w, from: { device: m }, steps: [{ window: { size: 15m, functions: { v: [avg, count] } } }], to: [out] }]
+upstream: [{ name: out, type: file, path: /dev/null }]
+`,
+    );
+    writeFileSync(input, ['2026-01-05T10:00:00Z,m,v,1', '2026-01-05T10:16:00Z,m,v,2', '2026-01-05T10:05:00Z,m,v,100'].join('\n'));
+    const windows = (order?: string) => {
+      const result = spawnSync(process.execPath, [...CLI, 'replay', '--config', config, '--input', input, ...(order ? ['--order', order] : [])], { encoding: 'utf8' });
+      expect(result.status, result.stderr).toBe(0);
+      return result.stdout.trim().split('\n').map((line) => JSON.parse(line).values);
+    };
+    expect(windows()).toEqual([{ v_avg: 50.5, v_count: 2 }]);
+    expect(windows('file')).toEqual([{ v_avg: 1, v_count: 1 }]);
+    const bad = spawnSync(process.execPath, [...CLI, 'replay', '--config', config, '--input', input, '--order', 'random'], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('--order takes time or file, not "random"');
+  });
+});

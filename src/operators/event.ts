@@ -19,7 +19,8 @@ type Params = Static<typeof schema>;
  * `event: { code, severity, description: "power {power_kw} kW", fields: { name: expression } }`
  *
  * Turns each reading into an event record: the description's `{point}` placeholders filled
- * from the reading (or the point's latest value; `?` when there is none), the fields computed
+ * from the reading (or the point's latest value, or another device's as `{device.point}`; `?`
+ * when there is none), the fields computed
  * by their expressions (null when missing), and `state: cleared` for a clearing edge from
  * hysteresis, `raised` otherwise. The reading's values go along beside the event.
  */
@@ -29,6 +30,12 @@ export const event = operator(schema, (params, context) => {
   const parts = template.split(/\{([A-Za-z0-9_.-]+)\}/);
   const fields: [string, Expression][] = Object.entries(params.fields).map(([name, source]) => [name, stepExpression(source, context, 'fields')]);
   const { latest } = context;
+  /** The latest value of the reading's device's point, or of `device.point` (`{flow-1.flow}`). */
+  const latestOf = (device: string, name: string) => {
+    const own = latest.get(device, name);
+    const dot = name.indexOf('.');
+    return own !== undefined || dot <= 0 ? own : latest.get(name.slice(0, dot), name.slice(dot + 1));
+  };
 
   return {
     process(reading, emit) {
@@ -39,7 +46,7 @@ export const event = operator(schema, (params, context) => {
           continue;
         }
         const name = parts[i];
-        const value = hasPoint(reading, name) ? pointValue(reading, name) : latest.get(reading.device, name);
+        const value = hasPoint(reading, name) ? pointValue(reading, name) : latestOf(reading.device, name);
         description += value === undefined || value === null ? '?' : String(value);
       }
       const computed: Record<string, unknown> = {};
