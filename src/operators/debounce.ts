@@ -1,4 +1,4 @@
-import { duration, keyFields, object, text, Type, withDefault, type Static } from '../core/config-kit.js';
+import { duration, keyFields, object, text, Type, type Static } from '../core/config-kit.js';
 import type { Emit, Reading } from '../core/reading.js';
 import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
@@ -8,7 +8,7 @@ import { keyFunction } from './values.js';
 export const schema = object({
   when: text,
   for: duration(),
-  clear_for: withDefault(duration(), 0),
+  clear_for: duration('0s'),
   key: Type.Optional(keyFields),
 });
 type Params = Static<typeof schema>;
