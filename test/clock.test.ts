@@ -262,3 +262,67 @@ describe('readings judged where they enter the streams', () => {
     }
   });
 });
+
+describe('events across time facing clock steps', () => {
+  it('absence, debounce and sequence after a step a year forward: one edge each at the time it was due, nothing made up', () => {
+    const absence = new StepHarness('absence', { for: minutes(5) });
+    absence.push(reading(at('10:00'), { v: 1 }));
+    expect(absence.tick(at('10:00') + YEAR).map((r) => [r.ts, r.edge])).toEqual([[at('10:05'), 'raise']]);
+    expect(absence.tick(at('10:01') + YEAR)).toEqual([]);
+
+    const debounce = new StepHarness('debounce', { when: 'v > 0', for: minutes(1) });
+    debounce.push(reading(at('10:00'), { v: 1 }));
+    expect(debounce.push(reading(at('10:00') + YEAR, { v: 1 })).map((r) => [r.ts, r.edge])).toEqual([[at('10:01'), 'raise']]);
+
+    const sequence = new StepHarness('sequence', { steps: ['a > 0', 'b > 0'], within: minutes(1), emit: 'timeout' });
+    sequence.push(reading(at('10:00'), { a: 1, b: 0 }));
+    expect(sequence.tick(at('10:00') + YEAR).map((r) => [r.ts, r.edge])).toEqual([[at('10:01'), 'raise']]);
+    expect(sequence.tick(at('10:02') + YEAR)).toEqual([]);
+  });
+
+  it('after the clock was stepped back 30 days: what was stamped ahead starts again from the readings, instead of waiting 30 days', () => {
+    const ahead = 30 * DAY;
+    const absence = new StepHarness('absence', { for: minutes(5) });
+    absence.clock = at('10:00') + ahead;
+    absence.push(reading(at('10:00') + ahead, { v: 1 }));
+    absence.clock = at('10:00'); // NTP stepped back
+    expect(absence.tick(at('10:01'))).toEqual([]);
+    expect(absence.count('clock_back')).toBe(1);
+    // silence is measured from the step: raised 5 minutes after it, not 30 days later
+    expect(absence.tick(at('10:06')).map((r) => r.edge)).toEqual(['raise']);
+
+    const debounce = new StepHarness('debounce', { when: 'v > 0', for: minutes(1) });
+    debounce.clock = at('10:00') + ahead;
+    debounce.push(reading(at('10:00') + ahead, { v: 1 }));
+    debounce.clock = at('10:00');
+    debounce.push(reading(at('10:00'), { v: 1 }));
+    expect(debounce.count('clock_back')).toBe(1);
+    expect(debounce.push(reading(at('10:01'), { v: 1 })).map((r) => [r.ts, r.edge])).toEqual([[at('10:01'), 'raise']]);
+
+    const count = new StepHarness('count', { when: 'v > 0', at_least: 2, within: minutes(10) });
+    count.clock = at('10:00') + ahead;
+    count.push(reading(at('10:00') + ahead, { v: 1 }));
+    count.clock = at('10:00');
+    expect(count.push(reading(at('10:00'), { v: 1 }))).toEqual([]);
+    expect(count.count('clock_back')).toBe(1);
+    expect(count.push(reading(at('10:01'), { v: 1 })).map((r) => r.edge)).toEqual(['raise']);
+
+    const episode = new StepHarness('episode', { when: 'on == 1', functions: { p: ['max'] } });
+    episode.clock = at('10:00') + ahead;
+    episode.push(reading(at('10:00') + ahead, { on: 1, p: 5 }));
+    episode.clock = at('10:00');
+    const out = episode.push(reading(at('10:00'), { on: 1, p: 7 }), reading(at('10:10'), { on: 0, p: 0 }));
+    expect(out.map((r) => [r.ts, r.values.p_max, r.quality?.p_max])).toEqual([
+      [at('10:00') + ahead, 5, 'partial'],
+      [at('10:00'), 7, undefined],
+    ]);
+  });
+
+  it('readings whose time is not believed do not move their state', () => {
+    const absence = new StepHarness('absence', { for: minutes(5) });
+    absence.push(reading(at('10:00'), { v: 1 }));
+    absence.push(reading(at('10:00') + YEAR, { v: 1 }, 'm1', { untimely: 'future' }));
+    expect(absence.count('untimely')).toBe(1);
+    expect(absence.tick(at('10:06')).map((r) => r.edge)).toEqual(['raise']);
+  });
+});
