@@ -38,6 +38,10 @@ function defaultOf(text: string | undefined, parse: (text: string) => number | u
 
 /** `schema` with a default: present in the loaded type, optional in the file. */
 export function withDefault<T extends TSchema>(schema: T, value: Static<T>): T {
+  // a duration or a size is text in the file: its default too (`duration('0s')`), or loading fails
+  if (((schema as { duration?: boolean }).duration || (schema as { size?: boolean }).size) && typeof value !== 'string') {
+    throw new Error(`a duration or size default is written as text, as in the file (duration('0s')), not ${JSON.stringify(value)}`);
+  }
   return { ...schema, default: value };
 }
 

@@ -30,6 +30,8 @@ export interface Reading {
    * sampler) pass such a reading on without letting its ts move their state.
    */
   untimely?: 'future' | 'past';
+  /** Set by `capture`: the time of the trigger whose capture this reading belongs to. */
+  capture?: number;
 }
 
 export type Emit = (reading: Reading) => void;

@@ -1,4 +1,6 @@
 import { absence } from './absence.js';
+import { anomaly } from './anomaly.js';
+import { capture } from './capture.js';
 import { change } from './change.js';
 import { count } from './count.js';
 import { debounce } from './debounce.js';
@@ -6,6 +8,7 @@ import { energy } from './energy.js';
 import { episode } from './episode.js';
 import { event } from './event.js';
 import { filter } from './filter.js';
+import { flatline } from './flatline.js';
 import { hysteresis } from './hysteresis.js';
 import { pass } from './pass.js';
 import type { OperatorFactory } from './operator.js';
@@ -30,4 +33,7 @@ export const operators: Record<string, OperatorFactory> = {
   sequence,
   count,
   episode,
+  anomaly,
+  flatline,
+  capture,
 };

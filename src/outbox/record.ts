@@ -15,6 +15,7 @@ export function recordJson(agent: string, stream: string, reading: Reading, seq:
     values: reading.event && isEmpty(reading.values) ? undefined : reading.values,
     quality: reading.quality,
     event: reading.event,
+    capture: reading.capture,
   });
 }
 
