@@ -17,6 +17,29 @@ describe('anomaly, flatline and capture: state, restarts and bad parameters', ()
     }
   });
 
+  it('anomaly mad scores as the textbook formula does, over random windows (the sorted window kept incrementally)', () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff);
+    const median = (v: number[]) => {
+      const s = [...v].sort((a, b) => a - b);
+      return s.length % 2 ? s[s.length >> 1] : (s[(s.length >> 1) - 1] + s[s.length >> 1]) / 2;
+    };
+    for (const window of [3, 4, 7, 10]) {
+      const step = new StepHarness('anomaly', { point: 'x', method: 'mad', window, pass: 'all' });
+      const xs = Array.from({ length: 60 }, () => Math.round(random() * 20) / 2);
+      const out = step.push(...series(xs));
+      xs.forEach((x, i) => {
+        if (i < window) return;
+        const before = xs.slice(i - window, i);
+        const m = median(before);
+        const mad = median(before.map((v) => Math.abs(v - m)));
+        const sd = mad > 0 ? 1.4826 * mad : 1.2533 * (before.reduce((a, v) => a + Math.abs(v - m), 0) / window);
+        const expected = x === m ? 0 : sd > 0 ? Math.abs(x - m) / sd : 1e6;
+        expect(out[i].values.x_score, `window ${window}, reading ${i}`).toBeCloseTo(Math.round(expected * 1000) / 1000, 3);
+      });
+    }
+  });
+
   it('anomaly: missing values are not scored (counted); a constant sensor that moves scores the most a score can', () => {
     const step = new StepHarness('anomaly', { point: 'x', method: 'zscore', window: 3, pass: 'all' });
     const out = step.push(...series([5, 5, null, 5, 6]));

@@ -33,8 +33,9 @@ interface KeyState {
   mean: number;
   variance: number;
   lastTs?: number;
-  /** zscore, mad: the last `window` values, oldest first. */
+  /** zscore, mad: the last `window` values, oldest first; mad: the same, in order. */
   values?: number[];
+  sorted?: number[];
   raised: boolean;
   /** Normal readings in a row since the raise. */
   normals: number;
@@ -77,8 +78,6 @@ export const anomaly = operator(schema, (params, context) => {
   const keyOf = keyFunction(params.key, point);
   const { state } = context;
   const all = params.pass === 'all';
-  /** A sorted copy of a window, reused (mad). */
-  const sorted: number[] = [];
 
   /** The score of `x` against the key's statistics, or undefined while they are not ready. */
   function score(keyState: KeyState, x: number, ts: number): number | undefined {
@@ -98,16 +97,17 @@ export const anomaly = operator(schema, (params, context) => {
       for (const v of values) squares += (v - mean) * (v - mean);
       return deviation(x - mean, Math.sqrt(squares / (values.length - 1)));
     }
-    const median = medianOf(values);
-    sorted.length = 0;
-    let absolute = 0;
-    for (const v of values) {
-      sorted.push(Math.abs(v - median));
-      absolute += Math.abs(v - median);
-    }
-    const mad = medianOf(sorted);
+    // mad: the median and the median absolute deviation from the window kept sorted, in O(window)
+    const ordered = keyState.sorted!;
+    const count = ordered.length;
+    const mid = count >> 1;
+    const median = count % 2 ? ordered[mid] : (ordered[mid - 1] + ordered[mid]) / 2;
+    const mad = medianDeviation(ordered, median);
+    if (mad > 0) return deviation(x - median, 1.4826 * mad);
     // more than half the window on one value (a quantized sensor) makes the MAD 0: the mean absolute deviation stands in
-    return deviation(x - median, mad > 0 ? 1.4826 * mad : 1.2533 * (absolute / values.length));
+    let absolute = 0;
+    for (const v of ordered) absolute += Math.abs(v - median);
+    return deviation(x - median, 1.2533 * (absolute / count));
   }
 
   function learn(keyState: KeyState, x: number, ts: number) {
@@ -123,18 +123,13 @@ export const anomaly = operator(schema, (params, context) => {
     } else {
       const values = (keyState.values ??= []);
       values.push(x);
-      if (values.length > window) values.shift();
+      const leaving = values.length > window ? values.shift() : undefined;
+      if (method === 'mad') {
+        const ordered = (keyState.sorted ??= []);
+        if (leaving !== undefined) ordered.splice(lowerBound(ordered, leaving), 1);
+        ordered.splice(lowerBound(ordered, x), 0, x);
+      }
     }
-  }
-
-  function medianOf(values: number[]): number {
-    if (values !== sorted) {
-      sorted.length = 0;
-      for (const v of values) sorted.push(v);
-    }
-    sorted.sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
   }
 
   return {
@@ -178,4 +173,38 @@ export const anomaly = operator(schema, (params, context) => {
 function deviation(d: number, sd: number): number {
   if (d === 0) return 0;
   return sd > 0 ? Math.abs(d) / sd : MAX_SCORE;
+}
+
+/** The first index of `sorted` whose value is not below `x`. */
+function lowerBound(sorted: number[], x: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * The median of |v − median| over a sorted array, without sorting the deviations: walking out
+ * from the median, the deviations on each side grow, so the smallest ones are merged in order.
+ */
+function medianDeviation(sorted: number[], median: number): number {
+  const n = sorted.length;
+  let right = lowerBound(sorted, median);
+  let left = right - 1;
+  let previous = 0;
+  // the deviations in ascending order up to the middle one(s)
+  for (let taken = 0; taken <= n >> 1; taken++) {
+    const fromLeft = left >= 0 ? median - sorted[left] : Infinity;
+    const fromRight = right < n ? sorted[right] - median : Infinity;
+    const next = fromLeft <= fromRight ? fromLeft : fromRight;
+    if (fromLeft <= fromRight) left--;
+    else right++;
+    if (taken === (n >> 1) - 1) previous = next;
+    if (taken === n >> 1) return n % 2 ? next : (previous + next) / 2;
+  }
+  return 0;
 }
