@@ -139,11 +139,12 @@ for (const detector of detectors) {
 
 const labelled = all.reduce((n, s) => n + s.labels.length, 0);
 console.log(`anomaly: ${SERIES} series × ${LENGTH} readings (${(SERIES * LENGTH).toLocaleString('en-US')} values, ${labelled} labelled anomalies: spikes, level shifts, stuck periods), noise gaussian / heavy-tailed / quantized, slow drift; node ${process.version}`);
-console.log('detector                         recall: spike  shift  stuck | precision | delay (median, readings) | values/s');
+console.log('detector                         recall: spike  shift  stuck | precision | false raises per 10,000 | delay (median, readings) | values/s');
 for (const [name, s] of results) {
   const pct = (a: number, b: number) => (b === 0 ? '  -  ' : `${((100 * a) / b).toFixed(0).padStart(3)} %`);
   s.delays.sort((a, b) => a - b);
   const delay = s.delays.length ? String(s.delays[Math.floor(s.delays.length / 2)]) : '-';
   const rate = Math.round(s.values / (s.ns / 1e9)).toLocaleString('en-US');
-  console.log(`${name.padEnd(32)} ${pct(s.found.spike, s.total.spike).padStart(12)} ${pct(s.found.shift, s.total.shift).padStart(6)} ${pct(s.found.stuck, s.total.stuck).padStart(6)} | ${pct(s.trueRaises, s.raises).padStart(9)} | ${delay.padStart(24)} | ${rate.padStart(9)}`);
+  const falseRate = (((s.raises - s.trueRaises) / s.values) * 10_000).toFixed(1);
+  console.log(`${name.padEnd(32)} ${pct(s.found.spike, s.total.spike).padStart(12)} ${pct(s.found.shift, s.total.shift).padStart(6)} ${pct(s.found.stuck, s.total.stuck).padStart(6)} | ${pct(s.trueRaises, s.raises).padStart(9)} | ${falseRate.padStart(23)} | ${delay.padStart(24)} | ${rate.padStart(9)}`);
 }
