@@ -239,6 +239,13 @@ remote_config: { broker: "mqtt://h", topic: t, public_key: k, password: "\${file
     expect(issuesOf(stream('{ devices: [sim], max_age: soon }'))[0]).toMatch(/streams\[0\]\.from\.max_age/);
   });
 
+  it('refuses an event field that takes one of the event\'s own names, and a severity that is neither a level nor an expression', () => {
+    const stream = (event: string) => BASE.replace('    from: { device: sim }\n    to: [out]', `    from: { device: sim }\n    steps: [{ event: ${event} }]\n    to: [out]`);
+    expect(issuesOf(stream('{ code: X, fields: { severity: "p > 1" } }'))[0]).toMatch(/stream s, step 1 \(event\): fields: "severity" is the event's own severity/);
+    expect(issuesOf(stream('{ code: X, severity: urgent }'))[0]).toMatch(/streams\[0\]\.steps\[0\]\.event\.severity/);
+    expect(issuesOf(stream('{ code: X, severity: "=p > 1 ? \'major\'" }'))[0]).toMatch(/severity.*expected ":"/);
+  });
+
   it('validates every example in config/examples', () => {
     const dir = join(ROOT, 'config/examples');
     const secret = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'password');

@@ -27,6 +27,16 @@ describe('expressions', () => {
     expect(test('not on')).toBe(false);
   });
 
+  it('chooses with test ? then : otherwise, the loosest operator, right-associative; a missing test is missing', () => {
+    expect(run("rpm > 100 ? 'fast' : 'slow'")).toBe('fast');
+    expect(run('rpm < 100 ? 1 : 2 + 3')).toBe(5);
+    expect(run("rpm > 200 ? 'a' : rpm > 100 ? 'b' : 'c'")).toBe('b');
+    expect(run('(rpm > 100 ? 1 : 0) * 10')).toBe(10);
+    expect(run('max(on ? 3 : 4, 1)')).toBe(3);
+    expect(run('nope > 1 ? 1 : 2')).toBe(MISSING);
+    expect(() => compileExpression('rpm ? 1')).toThrow(/expected ":" but found the end/);
+  });
+
   it('knows device, ts, the latest values and other devices', () => {
     expect(run('device')).toBe('m1');
     expect(run('ts')).toBe(1000);

@@ -354,3 +354,32 @@ describe('docs/operators.md worked examples: unusual values and sensor health', 
     ]);
   });
 });
+
+describe('docs/operators.md worked examples: event attributes', () => {
+  it('severity, code, source and acknowledged as expressions (=…); a field may not take an event\'s own name', () => {
+    const out = run(
+      '  - { id: b, protocol: simulator, points: [{ name: temp }, { name: ack }] }',
+      `  - name: s
+    from: { device: b }
+    steps:
+      - event: { code: "=temp > 100 ? 'OVERHEAT' : 'WARM'", severity: "=temp > 100 ? 'critical' : 'minor'", description: "boiler at {temp} °C", source: "=device", acknowledged: "=ack == 1" }
+    to: [out]`,
+      ['10:00 b temp 90', '10:00 b ack 0', '10:01 b temp 120', '10:01 b ack 1', '10:02 b temp 130'],
+    );
+    expect(out.map((o) => o.event)).toEqual([
+      { code: 'WARM', severity: 'minor', description: 'boiler at 90 °C', source: 'b', acknowledged: false, state: 'raised' },
+      { code: 'OVERHEAT', severity: 'critical', description: 'boiler at 120 °C', source: 'b', acknowledged: true, state: 'raised' },
+      // ack is not in this reading: its latest value (1) is used, as everywhere in expressions
+      { code: 'OVERHEAT', severity: 'critical', description: 'boiler at 130 °C', source: 'b', acknowledged: true, state: 'raised' },
+    ]);
+  });
+
+  it('a severity expression that gives no severity is info, counted', () => {
+    const out = run(
+      '  - { id: b, protocol: simulator, points: [{ name: temp }] }',
+      '  - { name: s, from: { device: b }, steps: [{ event: { code: X, severity: "=temp > 100 ? \'urgent\' : \'minor\'" } }], to: [out] }',
+      ['10:00 b temp 120', '10:01 b temp 50'],
+    );
+    expect(out.map((o) => o.event?.severity)).toEqual(['info', 'minor']);
+  });
+});

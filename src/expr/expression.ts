@@ -4,8 +4,8 @@ import type { Reading, Value } from '../core/reading.js';
 /**
  * The expression language of filter, hysteresis and event fields: numbers, strings, booleans,
  * point names (`power_kw`; `meter_1.power_kw` or `` `meter-1.power_kw` `` for another device),
- * `device`, `ts`, comparisons, `and or not` (`&& || !`), arithmetic, parentheses and
- * `abs min max round`. Parsed once into closures; names are looked up only among the
+ * `device`, `ts`, comparisons, `and or not` (`&& || !`), arithmetic, parentheses,
+ * `abs min max round` and `test ? then : otherwise`. Parsed once into closures; names are looked up only among the
  * reading's points (never on objects), so nothing but the reading can be reached.
  *
  * A point that has no usable value (unknown, null, NaN, a bad reading) is MISSING; arithmetic
@@ -61,7 +61,7 @@ interface Token {
   column: number;
 }
 
-const OPERATORS = ['&&', '||', '==', '!=', '<=', '>=', '<', '>', '!', '+', '-', '*', '/', '%', '(', ')', ','];
+const OPERATORS = ['&&', '||', '==', '!=', '<=', '>=', '<', '>', '!', '+', '-', '*', '/', '%', '(', ')', ',', '?', ':'];
 const WORDS: Record<string, string> = { and: '&&', or: '||', not: '!' };
 
 const NUMBER = /(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/y;
@@ -169,6 +169,22 @@ export function compileExpression(source: string): Expression {
   // Precedence climbing: or < and < comparison < additive < multiplicative < unary < primary.
   const binary: Record<string, number> = { '||': 1, '&&': 2, '==': 3, '!=': 3, '<': 3, '<=': 3, '>': 3, '>=': 3, '+': 4, '-': 4, '*': 5, '/': 5, '%': 5 };
 
+  /** `test ? then : otherwise`, the loosest of all: a MISSING test is MISSING. */
+  function expression(): Node {
+    const test = parse(1);
+    const token = peek();
+    if (!(token.kind === 'op' && token.text === '?')) return test;
+    next();
+    const then = nested(token, expression);
+    expect(':');
+    const otherwise = nested(token, expression);
+    return (s) => {
+      const t = test(s);
+      if (t === MISSING) return MISSING;
+      return truthy(t) ? then(s) : otherwise(s);
+    };
+  }
+
   function parse(minPrecedence: number): Node {
     let left = unary();
     for (;;) {
@@ -209,7 +225,7 @@ export function compileExpression(source: string): Expression {
       return () => value;
     }
     if (token.kind === 'op' && token.text === '(') {
-      const inner = nested(token, () => parse(1));
+      const inner = nested(token, expression);
       expect(')');
       return inner;
     }
@@ -226,10 +242,10 @@ export function compileExpression(source: string): Expression {
     expect('(');
     const args: Node[] = [];
     if (!(peek().kind === 'op' && peek().text === ')')) {
-      args.push(parse(1));
+      args.push(expression());
       while (peek().kind === 'op' && peek().text === ',') {
         next();
-        args.push(parse(1));
+        args.push(expression());
       }
     }
     expect(')');
@@ -278,7 +294,7 @@ export function compileExpression(source: string): Expression {
     };
   }
 
-  const root = parse(1);
+  const root = expression();
   if (peek().kind !== 'end') throw new ExpressionError(`unexpected ${describe(peek())}`, peek().column);
 
   // The limits above keep the closures shallow and no operation throws; should one all the same,
