@@ -64,7 +64,7 @@ export function replay(configFile: string, inputFile: string, write: (line: stri
     streams.push(stream);
     if (streamConfig.from.timer) {
       const schedule = new TimerSchedule(streamConfig.from.timer, config.agent.timezone);
-      timers.push({ stream, schedule, due: schedule.next(clock - 1) });
+      timers.push({ stream, schedule, due: schedule.first(clock) });
     }
   }
 

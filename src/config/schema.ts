@@ -94,7 +94,15 @@ export const streamSchema = object({
     points: Type.Optional(Type.Array(name, { minItems: 1 })),
     /** a latest value of another device (or point) older than this, before the reading judged, is missing */
     max_age: Type.Optional(duration()),
-    timer: Type.Optional(object({ cron: Type.Optional(text), every: Type.Optional(duration()) })),
+    /** one of: cron (5 or 6 fields), every (aligned to the epoch), fixed_delay (after the last tick), at (once) */
+    timer: Type.Optional(
+      object({
+        cron: Type.Optional(text),
+        every: Type.Optional(duration()),
+        fixed_delay: Type.Optional(duration()),
+        at: Type.Optional(text),
+      }),
+    ),
   }),
   steps: withDefault(Type.Array(stepSchema), []),
   to: Type.Array(sinkSchema, { minItems: 1 }),

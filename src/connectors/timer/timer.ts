@@ -1,25 +1,50 @@
 import { CronExpressionParser } from 'cron-parser';
 import { schedule, type Clock } from '../../core/schedule.js';
 
+export interface TimerConfig {
+  cron?: string;
+  every?: number;
+  fixed_delay?: number;
+  at?: string | Date;
+}
+
 /**
- * The timer source's schedule: `cron` (five fields, or six with seconds first, in the agent's
- * timezone) or `every` (aligned to the epoch, so `every: 15m` ticks at :00 :15 :30 :45).
- * Ticks missed while the agent was down are not replayed: the next one is after now.
+ * The timer source's schedule, one of: `cron` (five fields, or six with seconds first, in the
+ * agent's timezone), `every` (aligned to the epoch, so `every: 15m` ticks at :00 :15 :30 :45),
+ * `fixed_delay` (that long after the previous tick, or after the start: not aligned), `at` (one
+ * tick at that time; a time already past never fires). Ticks missed while the agent was down
+ * are not replayed: the next one is after now.
  */
 export class TimerSchedule {
+  private readonly at: number | undefined;
+
   constructor(
-    private readonly timer: { cron?: string; every?: number },
+    private readonly timer: TimerConfig,
     private readonly timezone = 'UTC',
   ) {
-    if ((timer.cron === undefined) === (timer.every === undefined)) throw new Error('a timer needs either cron or every');
+    const given = ['cron', 'every', 'fixed_delay', 'at'].filter((key) => timer[key as keyof TimerConfig] !== undefined);
+    if (given.length !== 1) throw new Error(`a timer needs one of cron, every, fixed_delay or at${given.length > 1 ? ` (not ${given.join(' and ')})` : ''}`);
     if (timer.every !== undefined && !(timer.every > 0)) throw new Error('every must be positive');
+    if (timer.fixed_delay !== undefined && !(timer.fixed_delay > 0)) throw new Error('fixed_delay must be positive');
+    if (timer.at !== undefined) {
+      // YAML reads an unquoted timestamp as a date
+      this.at = timer.at instanceof Date ? timer.at.getTime() : Date.parse(timer.at);
+      if (!Number.isFinite(this.at)) throw new Error(`at: "${String(timer.at)}" is not a date and time (ISO 8601, e.g. 2026-12-01T06:00:00Z)`);
+    }
     if (timer.cron !== undefined) this.next(0);
   }
 
-  /** The first tick strictly after `ts`. */
+  /** The first tick strictly after `ts` (Infinity when there is none: an `at` already past). */
   next(ts: number): number {
     if (this.timer.every !== undefined) return (Math.floor(ts / this.timer.every) + 1) * this.timer.every;
+    if (this.timer.fixed_delay !== undefined) return ts + this.timer.fixed_delay;
+    if (this.at !== undefined) return ts < this.at ? this.at : Infinity;
     return CronExpressionParser.parse(this.timer.cron!, { currentDate: ts, tz: this.timezone }).next().getTime();
+  }
+
+  /** The first tick of a run that starts at `start`: one due at `start` itself counts. */
+  first(start: number): number {
+    return this.timer.fixed_delay !== undefined ? start + this.timer.fixed_delay : this.next(start - 1);
   }
 }
 
