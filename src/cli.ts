@@ -19,11 +19,14 @@ commands:
   run [--config FILE]        start the agent (default config: config/agent.yaml)
   validate [FILE]            check a config file; exit 0 when good, 1 with the errors
                              (--config FILE works too)
-  replay --config FILE --input FILE.csv [--order time|file]
+  replay --config FILE --input FILE.csv [--order time|file] [--flush]
                              run the config's streams over recorded data (CSV: ts,device,point,value)
                              and print the upstream records as JSON lines; actions are printed,
                              not performed. --order file keeps the file's row order (late and
-                             out-of-order data); the default sorts the rows by time
+                             out-of-order data); the default sorts the rows by time.
+                             A header ts,device,point,value,arrival adds when each reading
+                             reached the agent. --flush emits open windows, energy and
+                             episodes at the end
   sign-config --key PRIVATE.pem [--target ID] [--new-id ID] FILE
                              print FILE as a signed config push (JSON) for remote_config, for
                              the gateway whose agent.id is ID (default: FILE's agent.id); only
@@ -43,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       input: { type: 'string', short: 'i' },
       order: { type: 'string' },
+      flush: { type: 'boolean' },
       key: { type: 'string', short: 'k' },
       target: { type: 'string', short: 't' },
       'new-id': { type: 'string' },
@@ -61,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
     case 'run':
       return run(file);
     case 'replay':
-      return replayCommand(file, values.input, values.order);
+      return replayCommand(file, values.input, values.order, values.flush);
     case 'sign-config':
       return signConfig(rest[0], values.key, values.target, values['new-id']);
     case 'keygen':
@@ -88,7 +92,7 @@ function validate(file: string): number {
   }
 }
 
-async function replayCommand(file: string, input: string | undefined, order = 'time'): Promise<number> {
+async function replayCommand(file: string, input: string | undefined, order = 'time', flushAtEnd = false): Promise<number> {
   if (!input) {
     console.error('edge-agent replay: --input FILE.csv is required');
     return 2;
@@ -99,7 +103,7 @@ async function replayCommand(file: string, input: string | undefined, order = 't
   }
   try {
     const out = { lines: [] as string[] };
-    const flush = () => {
+    const print = () => {
       if (out.lines.length) process.stdout.write(out.lines.join('\n') + '\n');
       out.lines = [];
     };
@@ -108,13 +112,13 @@ async function replayCommand(file: string, input: string | undefined, order = 't
       input,
       (line) => {
         out.lines.push(line);
-        if (out.lines.length >= 1000) flush();
+        if (out.lines.length >= 1000) print();
       },
-      { order },
+      { order, flush: flushAtEnd },
     );
     // actions are reported from a promise: let them print before the summary
     await new Promise((resolve) => setImmediate(resolve));
-    flush();
+    print();
     console.error(`replayed ${summary.readings} readings from ${input}: ${summary.records} records, ${summary.actions} actions`);
     return 0;
   } catch (err) {

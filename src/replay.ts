@@ -18,8 +18,10 @@ export interface ReplaySummary {
 }
 
 export interface ReplayOptions {
-  /** `time` (default): rows sorted by ts, stable; `file`: the file's row order, late data included. */
+  /** `time` (default): rows sorted by ts (by arrival, with that column), stable; `file`: the file's row order, late data included. */
   order?: 'time' | 'file';
+  /** At the end, emit what steps still hold open (windows, energy, episodes) as it stands. */
+  flush?: boolean;
 }
 
 /**
@@ -31,13 +33,16 @@ export interface ReplayOptions {
  * at the end of the input, so a replay is deterministic.
  *
  * Input: CSV with columns ts,device,point,value (a header line is optional); ts in epoch ms or
- * ISO 8601; rows with the same device and ts are one reading; an empty value is missing.
+ * ISO 8601; rows with the same device and ts are one reading; an empty value is missing. With a
+ * header `ts,device,point,value,arrival`, the fifth column is when the reading reached the
+ * agent: the clock of server-time steps (sampler, window closing), as in a live run. A value a
+ * step computes with that is not a number is an error naming its line.
  */
 export function replay(configFile: string, inputFile: string, write: (line: string) => void, options: ReplayOptions = {}): ReplaySummary {
   const loaded = loadConfigFile(configFile);
   const { config } = loaded;
   const readings = readCsv(inputFile, options.order ?? 'time');
-  let clock = readings[0]?.ts ?? 0;
+  let clock = readings[0]?.arrival ?? 0;
   const now = () => clock;
   const latest = new LatestValues();
   const built = buildStreams(loaded, { now, latest });
@@ -69,63 +74,97 @@ export function replay(configFile: string, inputFile: string, write: (line: stri
   }
 
   let lastTick = -Infinity;
-  for (const reading of readings) {
+  for (const { reading, arrival, lines } of readings) {
     for (const timer of timers) {
-      while (timer.due <= reading.ts) {
+      while (timer.due <= arrival) {
         clock = timer.due;
         timer.stream.push({ device: 'timer', ts: timer.due, values: {} });
         timer.due = timer.schedule.next(timer.due);
       }
     }
-    // the data's clock never goes back: a late row (--order file) is judged at the time reached
-    if (reading.ts > clock) clock = reading.ts;
+    // the agent's clock is when the reading arrived (its ts without an arrival column), never going back
+    if (arrival > clock) clock = arrival;
     if (clock - lastTick >= 1000) {
       for (const stream of streams) stream.tick(clock);
       lastTick = clock;
     }
     latest.update(reading);
-    for (const stream of streams) if (stream.reads(reading.device)) stream.push(reading);
+    for (const stream of streams) {
+      if (!stream.reads(reading.device)) continue;
+      for (const point of stream.numeric) {
+        const value = Object.hasOwn(reading.values, point) ? reading.values[point] : null;
+        if (typeof value === 'string' || typeof value === 'boolean') {
+          throw new ReplayInputError(`${inputFile}:${lines.get(point)}: ${reading.device}.${point} is ${JSON.stringify(value)}, not a number, and stream ${stream.name} computes with it`);
+        }
+      }
+      stream.push(reading);
+    }
   }
   // what is due by the end of the data fires (an absence, a timeout, a window closed by the clock)
   if (readings.length > 0) for (const stream of streams) stream.tick(clock);
+  if (options.flush) for (const stream of streams) stream.flush();
   return summary;
 }
 
-function readCsv(file: string, order: 'time' | 'file'): Reading[] {
+/** A reading of the input, with when it reached the agent and the CSV line of each value. */
+interface InputReading {
+  reading: Reading;
+  arrival: number;
+  lines: Map<string, number>;
+}
+
+function readCsv(file: string, order: 'time' | 'file'): InputReading[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new ReplayInputError(`cannot read ${file}: ${(err as Error).message}`);
   }
-  const rows: { ts: number; device: string; point: string; value: Value | null; line: number }[] = [];
+  const rows: { ts: number; arrival: number; device: string; point: string; value: Value | null; line: number }[] = [];
+  let withArrival = false;
+  const time = (textValue: string, index: number, what: string) => {
+    const ts = /^\d+$/.test(textValue) ? Number(textValue) : Date.parse(textValue);
+    if (!Number.isFinite(ts)) throw new ReplayInputError(`${file}:${index + 1}: ${what}"${textValue}" is neither epoch ms nor an ISO 8601 time`);
+    return ts;
+  };
   text.split(/\r?\n/).forEach((line, index) => {
-    if (!line.trim() || (index === 0 && /^\s*ts\s*,/i.test(line))) return;
+    if (!line.trim()) return;
+    if (index === 0 && /^\s*ts\s*,/i.test(line)) {
+      withArrival = line.split(',')[4]?.trim().toLowerCase() === 'arrival';
+      return;
+    }
     const cells = line.split(',');
-    if (cells.length < 4) throw new ReplayInputError(`${file}:${index + 1}: expected ts,device,point,value but found ${JSON.stringify(line)}`);
+    if (cells.length < 4) throw new ReplayInputError(`${file}:${index + 1}: expected ts,device,point,value${withArrival ? ',arrival' : ''} but found ${JSON.stringify(line)}`);
     const [tsText, device, point] = cells.map((c) => c.trim());
-    const ts = /^\d+$/.test(tsText) ? Number(tsText) : Date.parse(tsText);
-    if (!Number.isFinite(ts)) throw new ReplayInputError(`${file}:${index + 1}: "${tsText}" is neither epoch ms nor an ISO 8601 time`);
-    rows.push({ ts, device, point, value: parseValue(cells.slice(3).join(',').trim()), line: index + 1 });
+    const ts = time(tsText, index, '');
+    // without an arrival column, a value may hold commas
+    const valueText = withArrival ? cells[3] : cells.slice(3).join(',');
+    const arrivalText = withArrival ? cells[4]?.trim() : undefined;
+    const arrival = arrivalText ? time(arrivalText, index, 'arrival ') : ts;
+    rows.push({ ts, arrival, device, point, value: parseValue(valueText.trim()), line: index + 1 });
   });
-  // Stable by time: recordings kept per device still interleave as they happened.
-  if (order === 'time') rows.sort((a, b) => a.ts - b.ts || a.line - b.line);
-  const readings: Reading[] = [];
-  const open = new Map<string, Reading>();
+  // Stable by the time readings reached the agent: recordings kept per device still interleave as they happened.
+  if (order === 'time') rows.sort((a, b) => a.arrival - b.arrival || a.line - b.line);
+  const readings: InputReading[] = [];
+  const open = new Map<string, InputReading>();
   let openTs = NaN;
+  let openArrival = NaN;
   for (const row of rows) {
     // rows of one reading are adjacent: in file order, the same ts further on is another reading
-    if (row.ts !== openTs) {
+    if (row.ts !== openTs || row.arrival !== openArrival) {
       open.clear();
       openTs = row.ts;
+      openArrival = row.arrival;
     }
-    let reading = open.get(row.device);
-    if (!reading) {
-      reading = { device: row.device, ts: row.ts, values: Object.create(null) }; // `__proto__` is a point name too
-      open.set(row.device, reading);
-      readings.push(reading);
+    let input = open.get(row.device);
+    if (!input) {
+      // `__proto__` is a point name too
+      input = { reading: { device: row.device, ts: row.ts, values: Object.create(null) }, arrival: row.arrival, lines: new Map() };
+      open.set(row.device, input);
+      readings.push(input);
     }
-    reading.values[row.point] = row.value;
+    input.reading.values[row.point] = row.value;
+    input.lines.set(row.point, row.line);
   }
   return readings;
 }

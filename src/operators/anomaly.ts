@@ -133,6 +133,8 @@ export const anomaly = operator(schema, (params, context) => {
   }
 
   return {
+    numeric: [point],
+
     process(reading, emit) {
       const x = numberOf(reading, point);
       if (x === undefined) {

@@ -27,6 +27,8 @@ export const change = operator(schema, (params, context) => {
   const { state } = context;
 
   return {
+    numeric: [params.point],
+
     process(reading, emit) {
       const value = pointValue(reading, point);
       if (value === undefined || value === null || pointQuality(reading, point) === 'bad' || (typeof value === 'number' && !Number.isFinite(value))) {

@@ -265,6 +265,16 @@ export const energy = operator(schema, (params, context) => {
       emit(reading);
     },
 
+    numeric: [point],
+
+    flush(emit) {
+      for (const key of keys) {
+        const keyState = state.get<KeyState>(key);
+        if (keyState) close(key, keyState, Infinity, emit);
+      }
+      keys.clear();
+    },
+
     tick(now, emit) {
       for (const key of keys) {
         const keyState = state.get<KeyState>(key);

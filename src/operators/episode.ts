@@ -57,6 +57,13 @@ export const episode = operator(schema, (params, context) => {
   }
 
   return {
+    numeric: functions.map(([point]) => point),
+
+    flush(emit) {
+      const open = [...state.entries<Episode>()];
+      for (const [key, episode] of open) close(key, episode, episode.lastTs, emit, true);
+    },
+
     process(reading, emit) {
       if (reading.untimely) return context.count('untimely');
       const holds = when.judge({ reading, latest });

@@ -45,6 +45,8 @@ export const flatline = operator(schema, (params, context) => {
   };
 
   return {
+    numeric: [point],
+
     process(reading, emit) {
       const x = numberOf(reading, point);
       if (x === undefined || reading.untimely) {

@@ -29,6 +29,10 @@ export interface Operator {
   process(reading: Reading, emit: Emit): void;
   /** The agent's clock, about once a second: for steps that emit on time (closing windows). */
   tick?(now: number, emit: Emit): void;
+  /** The end of the data (replay --flush): emits what is still open (windows, episodes) as it stands. */
+  flush?(emit: Emit): void;
+  /** Points this step needs as numbers: replay refuses a row that gives one as text. */
+  readonly numeric?: readonly string[];
 }
 
 export interface StepContext {

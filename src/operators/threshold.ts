@@ -71,6 +71,8 @@ export const threshold = operator(schema, (params, context) => {
   }
 
   return {
+    numeric: [params.point],
+
     process(reading, emit) {
       if (!hasPoint(reading, point)) return emit(reading);
       const key = keyOf(reading);

@@ -179,6 +179,16 @@ export const window = operator(schema, (params, context) => {
       if (added || keyState.open.length > 0) state.set(key, keyState);
     },
 
+    numeric: points,
+
+    flush(emit) {
+      for (const key of keys) {
+        const keyState = state.get<KeyState>(key);
+        if (keyState) close(key, keyState, Infinity, emit);
+      }
+      keys.clear();
+    },
+
     tick(now, emit) {
       const forcePartial = restored;
       restored = false;

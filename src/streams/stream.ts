@@ -12,6 +12,9 @@ export class Stream {
   private readonly points: ReadonlySet<string> | undefined;
   private readonly head: Emit;
   private readonly tickers: { step: Operator; next: Emit }[] = [];
+  private readonly flushers: { step: Operator; next: Emit }[] = [];
+  /** Points some step needs as numbers (see Operator.numeric). */
+  readonly numeric: ReadonlySet<string>;
   readingsIn = 0;
   readingsOut = 0;
 
@@ -34,9 +37,11 @@ export class Stream {
       const step = steps[i];
       const emit = next;
       if (step.tick) this.tickers.push({ step, next: emit });
+      if (step.flush) this.flushers.unshift({ step, next: emit });
       next = (reading) => step.process(reading, emit);
     }
     this.head = next;
+    this.numeric = new Set(steps.flatMap((step) => step.numeric ?? []));
   }
 
   push(reading: Reading): void {
@@ -48,6 +53,11 @@ export class Stream {
 
   tick(now: number): void {
     for (const { step, next } of this.tickers) step.tick!(now, next);
+  }
+
+  /** Emits what the steps hold open, first step first, so that a window flushed feeds the next step's. */
+  flush(): void {
+    for (const { step, next } of this.flushers) step.flush!(next);
   }
 }
 
