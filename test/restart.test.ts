@@ -147,9 +147,10 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
     expected.splice(5, 0, ['SILENT', 'cleared', 8]);
     expect(edges).toEqual(expected.sort((a, b) => (a[2] as number) - (b[2] as number) || String(a[0]).localeCompare(String(b[0]))));
     const runs = records.filter((r) => r.stream === 'runs' && inSpells(r));
-    expect(runs.map((r) => [r.ts - spell, Math.round(r.values!.duration_s)])).toEqual([
+    // (a poll the loaded machine skipped moves an episode's first reading by 50 ms or so)
+    expect(runs.map((r) => [Math.round((r.ts - spell) / 500) / 2, Math.round(r.values!.duration_s)])).toEqual([
       [0, 4],
-      [8000, 4],
+      [8, 4],
     ]);
   });
 });
