@@ -5,6 +5,7 @@ import { TimerSchedule } from './connectors/timer/timer.js';
 import { recordJson } from './outbox/record.js';
 import { buildStreams } from './streams/build.js';
 import { LatestValues } from './core/latest.js';
+import { parseTime } from './core/time.js';
 import type { Reading, Value } from './core/reading.js';
 import type { Stream } from './streams/stream.js';
 import { wireStream, type StreamSinks } from './streams/wiring.js';
@@ -33,7 +34,7 @@ export interface ReplayOptions {
  * at the end of the input, so a replay is deterministic.
  *
  * Input: CSV with columns ts,device,point,value (a header line is optional); ts in epoch ms or
- * ISO 8601; rows with the same device and ts are one reading; an empty value is missing. With a
+ * ISO 8601 (without an offset: in agent.timezone); rows with the same device and ts are one reading; an empty value is missing. With a
  * header `ts,device,point,value,arrival`, the fifth column is when the reading reached the
  * agent: the clock of server-time steps (sampler, window closing), as in a live run. A value a
  * step computes with that is not a number is an error naming its line.
@@ -41,7 +42,7 @@ export interface ReplayOptions {
 export function replay(configFile: string, inputFile: string, write: (line: string) => void, options: ReplayOptions = {}): ReplaySummary {
   const loaded = loadConfigFile(configFile);
   const { config } = loaded;
-  const readings = readCsv(inputFile, options.order ?? 'time');
+  const readings = readCsv(inputFile, options.order ?? 'time', config.agent.timezone);
   let clock = readings[0]?.arrival ?? 0;
   const now = () => clock;
   const latest = new LatestValues();
@@ -113,7 +114,7 @@ interface InputReading {
   lines: Map<string, number>;
 }
 
-function readCsv(file: string, order: 'time' | 'file'): InputReading[] {
+function readCsv(file: string, order: 'time' | 'file', timezone: string): InputReading[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -123,7 +124,7 @@ function readCsv(file: string, order: 'time' | 'file'): InputReading[] {
   const rows: { ts: number; arrival: number; device: string; point: string; value: Value | null; line: number }[] = [];
   let withArrival = false;
   const time = (textValue: string, index: number, what: string) => {
-    const ts = /^\d+$/.test(textValue) ? Number(textValue) : Date.parse(textValue);
+    const ts = parseTime(textValue, timezone);
     if (!Number.isFinite(ts)) throw new ReplayInputError(`${file}:${index + 1}: ${what}"${textValue}" is neither epoch ms nor an ISO 8601 time`);
     return ts;
   };

@@ -333,6 +333,7 @@ export class Agent implements ManagedAgent {
       send: (upstreams, stream, reading) => router.send(upstreams, stream, reading),
       write: (device, point, value) => router.write(device, point, value),
       log: this.log,
+      containErrors: true,
     }, change);
     this.router.route(this.parts.streams.values());
 

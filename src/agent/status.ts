@@ -13,6 +13,7 @@ export function describeStream({ config, stream, deployed }: RunningStream): Str
     deployed,
     readings_in: stream.readingsIn,
     readings_out: stream.readingsOut,
+    errors: stream.errors,
     counters: Object.fromEntries(stream.counters),
   };
 }

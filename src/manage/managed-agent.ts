@@ -25,6 +25,8 @@ export interface StreamStatus {
   to: string[];
   deployed: boolean;
   readings_in: number;
+  /** Readings a step threw on (dropped). */
+  errors: number;
   readings_out: number;
   /** What its steps counted, by `<step>.<operator>.<name>`. */
   counters: Record<string, number>;

@@ -26,6 +26,9 @@ export function createMetrics(agent: ManagedAgent): Registry {
   counter('edge_stream_readings_in_total', 'Readings that entered a stream', ['stream'], (set) => {
     for (const stream of agent.streamStatus()) set({ stream: stream.name }, stream.readings_in);
   });
+  counter('edge_stream_errors_total', 'Readings a step of the stream failed on (dropped, logged once per spell)', ['stream'], (set) => {
+    for (const stream of agent.streamStatus()) set({ stream: stream.name }, stream.errors);
+  });
   counter('edge_stream_readings_out_total', 'Readings a stream passed to its sinks', ['stream'], (set) => {
     for (const stream of agent.streamStatus()) set({ stream: stream.name }, stream.readings_out);
   });

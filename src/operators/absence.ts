@@ -1,7 +1,7 @@
 import { duration, keyFields, name, object, Type, type Static } from '../core/config-kit.js';
 import type { Emit, Reading } from '../core/reading.js';
-import { operator } from './operator.js';
-import { keyFunction, pointQuality, pointValue } from './values.js';
+import { check, operator } from './operator.js';
+import { anyGoodValue, goodValue, keyFunction } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
@@ -34,6 +34,7 @@ interface KeyState {
  * again, and silence across a restart counts.
  */
 export const absence = operator(schema, (params, context) => {
+  check(params.for > 0, context, 'for must be more than 0', 'for');
   const keyOf = keyFunction(params.key);
   const { state } = context;
   const maxFuture = context.maxFuture ?? 3_600_000;
@@ -57,11 +58,7 @@ export const absence = operator(schema, (params, context) => {
     }
   }
 
-  const isGood = (reading: Reading): boolean => {
-    if (params.point !== undefined) return goodValue(reading, params.point);
-    for (const point in reading.values) if (goodValue(reading, point)) return true;
-    return false;
-  };
+  const isGood = (reading: Reading): boolean => (params.point !== undefined ? goodValue(reading, params.point) : anyGoodValue(reading));
 
   function raise(key: string, keyState: KeyState, emit: Emit) {
     keyState.raised = true;
@@ -116,9 +113,3 @@ export const absence = operator(schema, (params, context) => {
   };
 });
 
-/** A value that is there: not null, not NaN or infinite, not of bad quality. */
-function goodValue(reading: Reading, point: string): boolean {
-  const value = pointValue(reading, point);
-  if (value === undefined || value === null || (typeof value === 'number' && !Number.isFinite(value))) return false;
-  return pointQuality(reading, point) !== 'bad';
-}

@@ -27,6 +27,8 @@ export const schema = object({
 type Params = Static<typeof schema>;
 
 interface KeyState {
+  /** The method the statistics are of: state kept across a config change of `method` starts again. */
+  method: string;
   /** Readings scored or learned from. */
   n: number;
   /** ewma: mean and variance; rate: the last value and its time. */
@@ -111,24 +113,37 @@ export const anomaly = operator(schema, (params, context) => {
   }
 
   function learn(keyState: KeyState, x: number, ts: number) {
-    keyState.n++;
     if (method === 'rate') {
+      keyState.n++;
       keyState.mean = x;
       keyState.lastTs = ts;
-    } else if (method === 'ewma') {
+      return;
+    }
+    // a value whose square overflows (a float64 register read as garbage) would make the
+    // statistics infinite for good: it is scored, not learned from
+    if (!Number.isFinite(x * x * window)) return context.count('not_learned');
+    keyState.n++;
+    if (method === 'ewma') {
       if (keyState.n === 1) keyState.mean = x;
       const d = x - keyState.mean;
       keyState.mean += params.alpha * d;
       keyState.variance = (1 - params.alpha) * (keyState.variance + params.alpha * d * d);
-    } else {
-      const values = (keyState.values ??= []);
-      values.push(x);
-      const leaving = values.length > window ? values.shift() : undefined;
-      if (method === 'mad') {
-        const ordered = (keyState.sorted ??= []);
-        if (leaving !== undefined) ordered.splice(lowerBound(ordered, leaving), 1);
-        ordered.splice(lowerBound(ordered, x), 0, x);
-      }
+      return;
+    }
+    const values = (keyState.values ??= []);
+    values.push(x);
+    const leaving = values.length > window ? values.shift() : undefined;
+    if (method !== 'mad') {
+      // a window made smaller since the state was saved
+      if (values.length > window) values.splice(0, values.length - window);
+      return;
+    }
+    const ordered = (keyState.sorted ??= []);
+    if (leaving !== undefined) ordered.splice(lowerBound(ordered, leaving), 1);
+    ordered.splice(lowerBound(ordered, x), 0, x);
+    if (values.length > window || ordered.length !== values.length) {
+      values.splice(0, values.length - window);
+      keyState.sorted = [...values].sort((a, b) => a - b);
     }
   }
 
@@ -143,8 +158,11 @@ export const anomaly = operator(schema, (params, context) => {
         return;
       }
       const key = keyOf(reading);
-      const keyState = state.get<KeyState>(key) ?? { n: 0, mean: 0, variance: 0, raised: false, normals: 0 };
-      const s = score(keyState, x, reading.ts);
+      let keyState = state.get<KeyState>(key);
+      if (keyState?.method !== method) keyState = { method, n: 0, mean: 0, variance: 0, raised: false, normals: 0 };
+      const computed = score(keyState, x, reading.ts);
+      // statistics that overflowed give no number: as unusual as a score gets
+      const s = computed === undefined || Number.isFinite(computed) ? computed : MAX_SCORE;
       learn(keyState, x, reading.ts);
       state.set(key, keyState);
       if (s === undefined) {
@@ -153,7 +171,7 @@ export const anomaly = operator(schema, (params, context) => {
       }
       const scored: Reading = { ...reading, values: { ...reading.values } };
       setOwn(scored.values, output, Math.round(Math.min(s, MAX_SCORE) * 1000) / 1000);
-      const anomalous = s > threshold;
+      const anomalous = !(s <= threshold);
       if (anomalous) context.count('anomalous');
       if (all) return emit(scored);
       if (anomalous) {

@@ -31,14 +31,17 @@ interface KeyState {
  * ones go first, counted as `dropped`) and, when `when` becomes true, passes that buffer and
  * then every reading until `after` has elapsed, each marked with the trigger's time (`capture`
  * in the record). Nothing else passes. A trigger during a capture starts a new one from there.
- * The capture under way is persisted (it goes on after a restart); the buffer is kept in memory
- * only, so that the SD card is not written at full rate, and starts empty after a restart.
+ * The capture under way is persisted (it goes on after a restart; one begun on a clock stepped
+ * back since ends); the buffer is kept in memory only, so that the SD card is not written at
+ * full rate, starts empty after a restart, and is let go once its key has been silent for
+ * `before` by the agent's clock.
  */
 export const capture = operator(schema, (params, context) => {
   const when = stepExpression(params.when, context, 'when');
   const keyOf = keyFunction(params.key);
   const { state, latest } = context;
   const { before, after } = params;
+  const maxFuture = context.maxFuture ?? 3_600_000;
   /** The buffer of each key, oldest first. */
   const buffers = new Map<string, Reading[]>();
 
@@ -47,6 +50,13 @@ export const capture = operator(schema, (params, context) => {
       if (reading.untimely) return context.count('untimely');
       const key = keyOf(reading);
       const keyState = state.get<KeyState>(key) ?? { truth: false };
+      if (keyState.trigger !== undefined && keyState.trigger > context.now() + maxFuture) {
+        // begun on a clock stepped back since: it would pass every reading until the old time came again
+        context.count('clock_back');
+        delete keyState.trigger;
+        delete keyState.until;
+        state.set(key, keyState);
+      }
       const holds = when.judge({ reading, latest }) ?? keyState.truth;
       const rising = holds && !keyState.truth;
       if (holds !== keyState.truth) {
@@ -78,6 +88,11 @@ export const capture = operator(schema, (params, context) => {
         old = buffer.length - params.max_readings;
       }
       if (old > 0) buffer.splice(0, old);
+    },
+
+    tick(now) {
+      // a key silent for longer than `before` holds nothing a trigger could still want
+      for (const [key, buffer] of buffers) if (buffer.length === 0 || buffer[buffer.length - 1].ts < now - before) buffers.delete(key);
     },
   };
 });

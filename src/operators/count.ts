@@ -1,8 +1,8 @@
 import { duration, keyFields, object, text, Type, type Static } from '../core/config-kit.js';
 import type { Emit, Reading } from '../core/reading.js';
-import { operator } from './operator.js';
+import { check, operator } from './operator.js';
 import { stepExpression } from './expression.js';
-import { keyFunction } from './values.js';
+import { anyGoodValue, keyFunction } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
@@ -18,6 +18,8 @@ interface KeyState {
   /** The times of the last `at_least` readings for which `when` was true, oldest first. */
   times: number[];
   raised: boolean;
+  /** The latest reading judged: an older one (late) is not judged. */
+  lastTs?: number;
   last: Pick<Reading, 'values' | 'quality'>;
 }
 
@@ -28,11 +30,14 @@ interface KeyState {
  * within the sliding interval `within` (the reading that makes the count passes as the raising
  * edge), and clears when fewer are left in it: at the next reading, or when the agent's clock
  * (replay: the data's) passes the moment the oldest of them leaves the interval, stamped then,
- * with the key's latest reading. Only the last `at_least` times are kept per key; state is
+ * with the key's latest reading. Only the last `at_least` times are kept per key. A reading
+ * older than the key's latest is late and not counted (counted as `late`); one without any good
+ * value (a failed read) or that cannot judge `when` changes nothing (`missing`). State is
  * persisted, so a count survives a restart.
  */
 export const count = operator(schema, (params, context) => {
   const when = stepExpression(params.when, context, 'when');
+  check(params.within > 0, context, 'within must be more than 0', 'within');
   const keyOf = keyFunction(params.key);
   const { state, latest } = context;
   const { within, at_least: atLeast } = params;
@@ -42,40 +47,53 @@ export const count = operator(schema, (params, context) => {
   for (const [key, keyState] of state.entries<KeyState>()) if (keyState.raised) raisedKeys.add(key);
   state.retain = (keyState) => (keyState as KeyState).raised;
 
-  /** Clears the key when its count fell below `at_least` by `time`. */
-  function expire(key: string, keyState: KeyState, time: number, emit: Emit) {
-    if (!keyState.raised || keyState.times.length === 0 || time < keyState.times[0] + within) return;
+  function clear(key: string, keyState: KeyState, ts: number, emit: Emit) {
     keyState.raised = false;
     raisedKeys.delete(key);
     state.set(key, keyState);
-    emit({ device: keyState.device, ts: keyState.times[0] + within, values: keyState.last.values, quality: keyState.last.quality, edge: 'clear' });
+    emit({ device: keyState.device, ts, values: keyState.last.values, quality: keyState.last.quality, edge: 'clear' });
+  }
+
+  /** Clears the key when its count fell below `at_least` by `time`. */
+  function expire(key: string, keyState: KeyState, time: number, emit: Emit) {
+    if (keyState.raised && (keyState.times.length === 0 || time >= keyState.times[0] + within)) clear(key, keyState, keyState.times.length === 0 ? time : keyState.times[0] + within, emit);
   }
 
   return {
     process(reading, emit) {
       if (reading.untimely) return context.count('untimely');
+      if (!anyGoodValue(reading)) return context.count('missing');
       const key = keyOf(reading);
       const holds = when.judge({ reading, latest });
       if (holds === undefined) return context.count('missing');
       let keyState = state.get<KeyState>(key);
       if (!keyState) {
         if (!holds) return;
-        keyState = { device: reading.device, times: [], raised: false, last: reading };
+        keyState = { device: reading.device, times: [], raised: false, last: { values: {} } };
       }
-      keyState.device = reading.device;
-      keyState.last = { values: reading.values, quality: reading.quality };
-      if (keyState.times.length > 0 && keyState.times[keyState.times.length - 1] > context.now() + maxFuture) {
-        // counted on a clock that was stepped back since: the count starts again
+      const newest = keyState.lastTs ?? keyState.times[keyState.times.length - 1];
+      if (newest !== undefined && newest > context.now() + maxFuture) {
+        // counted on a clock that was stepped back since: the count starts again, and what it raised clears
         context.count('clock_back');
         keyState.times = [];
+        keyState.lastTs = undefined;
+        if (keyState.raised) clear(key, keyState, reading.ts, emit);
+      } else if (newest !== undefined && reading.ts < newest) {
+        return context.count('late');
       }
+      keyState.device = reading.device;
+      keyState.lastTs = reading.ts;
+      keyState.last = { values: reading.values, quality: reading.quality };
       expire(key, keyState, reading.ts, emit);
       if (!holds) {
         if (!keyState.raised && (keyState.times.length === 0 || reading.ts >= keyState.times[keyState.times.length - 1] + within)) state.delete(key);
+        // a raised key keeps its latest reading for the clearing edge
+        else if (keyState.raised) state.set(key, keyState);
         return;
       }
       keyState.times.push(reading.ts);
-      if (keyState.times.length > atLeast) keyState.times.shift();
+      // at_least may have been lowered since the state was saved
+      if (keyState.times.length > atLeast) keyState.times.splice(0, keyState.times.length - atLeast);
       state.set(key, keyState);
       if (!keyState.raised && keyState.times.length === atLeast && reading.ts - keyState.times[0] < within) {
         keyState.raised = true;

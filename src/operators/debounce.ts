@@ -2,7 +2,7 @@ import { duration, keyFields, object, text, Type, type Static } from '../core/co
 import type { Emit, Reading } from '../core/reading.js';
 import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
-import { keyFunction } from './values.js';
+import { anyGoodValue, keyFunction } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
@@ -19,6 +19,8 @@ interface KeyState {
   raised: boolean;
   /** Since when the condition has disagreed with `raised` (null: it agrees). */
   since: number | null;
+  /** The latest reading judged: an older one (late) is not judged. */
+  lastTs?: number;
   /** The key's latest reading, for an edge the clock passes. */
   last: Pick<Reading, 'values' | 'quality'>;
 }
@@ -31,9 +33,11 @@ interface KeyState {
  * `clear_for` (0: at the first reading for which it is false). An edge is stamped at the
  * moment its delay ran out (`since + for`) and carries the key's latest reading: it passes at
  * the first reading at or after that moment, or when the agent's clock passes it (replay: the
- * data's), so a condition that stays true with no new reading still raises. A missing value
- * (`when` cannot be judged) changes nothing (counted as `missing`). State is persisted; readings whose time is not believed are dropped
- * (counted as `untimely`).
+ * data's), so a condition that stays true with no new reading still raises. A reading older
+ * than the key's latest is late and not judged (counted as `late`); one without any good value
+ * (a failed read) or that cannot judge `when` changes nothing (`missing`): a broken sensor
+ * neither raises nor clears. State is persisted; readings whose time is not believed are
+ * dropped (counted as `untimely`).
  */
 export const debounce = operator(schema, (params, context) => {
   const when = stepExpression(params.when, context, 'when');
@@ -63,30 +67,34 @@ export const debounce = operator(schema, (params, context) => {
   return {
     process(reading, emit) {
       if (reading.untimely) return context.count('untimely');
-      const key = keyOf(reading);
+      if (!anyGoodValue(reading)) return context.count('missing');
       const holds = when.judge({ reading, latest });
       // a reading that cannot say (a missing value) changes nothing: a broken sensor neither raises nor clears
       if (holds === undefined) return context.count('missing');
+      const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
-      if (!keyState) {
-        if (!holds) return;
-        keyState = { device: reading.device, raised: false, since: null, last: { values: {} } };
-      }
-      // the clock that stamped `since` was stepped back since: time starts again from this reading
+      // the reading's time and values alone changing are not worth a write: they go with the next change
+      let changed = !keyState;
+      keyState ??= { device: reading.device, raised: false, since: null, last: { values: {} } };
       if (keyState.since !== null && keyState.since > context.now() + maxFuture) {
+        // the clock that stamped `since` was stepped back since: time starts again from this reading
         context.count('clock_back');
         keyState.since = null;
+        keyState.lastTs = undefined;
+        changed = true;
+      } else if (keyState.lastTs !== undefined && reading.ts < keyState.lastTs) {
+        return context.count('late');
       }
       keyState.device = reading.device;
+      keyState.lastTs = reading.ts;
       keyState.last = { values: reading.values, quality: reading.quality };
+      const since = keyState.since;
       if (holds === keyState.raised) keyState.since = null;
-      else if (keyState.since === null || reading.ts < keyState.since) keyState.since = reading.ts;
+      else if (keyState.since === null) keyState.since = reading.ts;
+      if (keyState.since !== since) changed = true;
       if (keyState.since === null) waiting.delete(key);
       else waiting.add(key);
-      if (!expire(key, keyState, reading.ts, emit)) {
-        if (!keyState.raised && keyState.since === null) state.delete(key);
-        else state.set(key, keyState);
-      }
+      if (!expire(key, keyState, reading.ts, emit) && changed) state.set(key, keyState);
     },
 
     tick(now, emit) {

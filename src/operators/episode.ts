@@ -2,7 +2,7 @@ import { keyFields, object, text, Type, type Static } from '../core/config-kit.j
 import type { Emit, Quality, Reading } from '../core/reading.js';
 import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
-import { keyFunction, numberOf, ownValue, setOwn, hasPoint } from './values.js';
+import { anyGoodValue, hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
 import { addValue, result, windowFunctions, type PointAcc } from './window.js';
 
 /** The operator's keys, their loaded type and their defaults. */
@@ -12,6 +12,12 @@ export const schema = object({
   key: Type.Optional(keyFields),
 });
 type Params = Static<typeof schema>;
+
+interface KeyState {
+  /** The latest reading judged: an older one (late) is not judged. */
+  lastTs: number;
+  open?: Episode;
+}
 
 interface Episode {
   device: string;
@@ -28,7 +34,8 @@ interface Episode {
  * aggregated as `window` does (`avg min max sum count first last delta integral`, over good
  * values); at the first reading for which it is false, one reading passes: `ts` = the episode's
  * start, `duration_s` (start to that reading), and `<point>_<fn>`. A reading that cannot judge
- * `when` (a missing value) neither extends nor ends an episode (counted as `missing`). An open
+ * `when` (a missing value, a failed read) neither extends nor ends an episode (counted as
+ * `missing`); a reading older than the key's latest is late and not judged (`late`). An open
  * episode is persisted, so a run that spans a restart is one episode; one begun by a clock
  * stepped back since is passed as it stands, `partial`, and a new one starts.
  */
@@ -39,10 +46,9 @@ export const episode = operator(schema, (params, context) => {
   const { state, latest } = context;
   const maxFuture = context.maxFuture ?? 3_600_000;
   // an open episode is owed to the user, however long it runs
-  state.retain = () => true;
+  state.retain = (keyState) => (keyState as KeyState).open !== undefined;
 
-  function close(key: string, open: Episode, end: number, emit: Emit, partial = false) {
-    state.delete(key);
+  function close(open: Episode, end: number, emit: Emit, partial = false) {
     const values: Reading['values'] = { duration_s: Math.max(0, end - open.start) / 1000 };
     for (const [point, fns] of functions) {
       const p = ownValue(open.points, point);
@@ -60,26 +66,40 @@ export const episode = operator(schema, (params, context) => {
     numeric: functions.map(([point]) => point),
 
     flush(emit) {
-      const open = [...state.entries<Episode>()];
-      for (const [key, episode] of open) close(key, episode, episode.lastTs, emit, true);
+      const held = [...state.entries<KeyState>()];
+      for (const [key, keyState] of held) {
+        if (!keyState.open) continue;
+        close(keyState.open, keyState.open.lastTs, emit, true);
+        state.set(key, { lastTs: keyState.lastTs });
+      }
     },
 
     process(reading, emit) {
       if (reading.untimely) return context.count('untimely');
+      if (!anyGoodValue(reading)) return context.count('missing');
       const holds = when.judge({ reading, latest });
       if (holds === undefined) return context.count('missing');
       const key = keyOf(reading);
-      let open = state.get<Episode>(key);
-      if (open && open.lastTs > context.now() + maxFuture) {
+      const keyState = state.get<KeyState>(key) ?? { lastTs: -Infinity };
+      if (keyState.lastTs > context.now() + maxFuture) {
+        // begun on a clock stepped back since: passed as it stands, and time starts again
         context.count('clock_back');
-        close(key, open, open.lastTs, emit, true);
-        open = undefined;
+        if (keyState.open) close(keyState.open, keyState.open.lastTs, emit, true);
+        keyState.open = undefined;
+        keyState.lastTs = -Infinity;
+      } else if (reading.ts < keyState.lastTs) {
+        return context.count('late');
       }
+      keyState.lastTs = reading.ts;
       if (!holds) {
-        if (open) close(key, open, reading.ts, emit);
+        if (keyState.open) {
+          close(keyState.open, reading.ts, emit);
+          keyState.open = undefined;
+          state.set(key, keyState);
+        }
         return;
       }
-      open ??= { device: reading.device, start: reading.ts, lastTs: reading.ts, readings: 0, points: {} };
+      const open = (keyState.open ??= { device: reading.device, start: reading.ts, lastTs: reading.ts, readings: 0, points: {} });
       for (const [point] of functions) {
         const v = numberOf(reading, point);
         if (v !== undefined) addValue(open, point, v, reading.ts);
@@ -87,7 +107,7 @@ export const episode = operator(schema, (params, context) => {
       }
       open.readings++;
       if (reading.ts > open.lastTs) open.lastTs = reading.ts;
-      state.set(key, open);
+      state.set(key, keyState);
     },
   };
 });

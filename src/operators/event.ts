@@ -44,7 +44,9 @@ export const event = operator(schema, (params, context) => {
   }
   const code = attribute(params.code, context, 'code');
   const severity = attribute(params.severity, context, 'severity');
-  const description = params.description?.startsWith('=') ? attribute(params.description, context, 'description') : template(params.description ?? params.code, latest);
+  // without a description, the event's code (computed, when it is an expression) says it
+  const description =
+    params.description === undefined ? code : params.description.startsWith('=') ? attribute(params.description, context, 'description') : template(params.description, latest);
   const source = params.source === undefined ? undefined : attribute(params.source, context, 'source');
   const acknowledged = params.acknowledged === undefined ? undefined : attribute(params.acknowledged, context, 'acknowledged');
   const fields: [string, Expression][] = Object.entries(params.fields).map(([name, source]) => [name, stepExpression(source, context, 'fields')]);
@@ -63,9 +65,9 @@ export const event = operator(schema, (params, context) => {
       }
       const info: EventInfo = {
         ...computed,
-        code: String(code(reading) ?? params.code),
+        code: String(code(reading) ?? '?'),
         severity: level as EventInfo['severity'],
-        description: String(description(reading) ?? ''),
+        description: String(description(reading) ?? '?'),
         state: reading.edge === 'clear' ? 'cleared' : 'raised',
       };
       if (source) info.source = source(reading) ?? null;

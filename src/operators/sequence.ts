@@ -3,7 +3,7 @@ import type { Emit, Reading } from '../core/reading.js';
 import type { Expression } from '../expr/expression.js';
 import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
-import { keyFunction } from './values.js';
+import { anyGoodValue, keyFunction } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
@@ -24,6 +24,8 @@ interface KeyState {
   truth: boolean[];
   /** `emit: timeout`: a timeout passed and has not been cleared yet. */
   raised: boolean;
+  /** The latest reading judged: an older one (late) is not judged. */
+  lastTs?: number;
   last: Pick<Reading, 'values' | 'quality'>;
 }
 
@@ -36,8 +38,11 @@ interface KeyState {
  * timeout` raises when the first step matched and the rest did not follow in time ("valve
  * commanded open, no flow within 30 s"), stamped `start + within`, with the key's latest
  * reading; it clears when the first step's condition turns false or the last one becomes true.
- * A step may match on the same reading as the one before it. Driven by the agent's clock
- * (replay: the data's); state is persisted, so a sequence under way survives a restart.
+ * A step may match on the same reading as the one before it. A reading older than the key's
+ * latest is late and not judged (`late`); one without any good value (a failed read) changes
+ * nothing (`missing`), and a step that cannot be judged keeps its last state. Driven by the
+ * agent's clock (replay: the data's); state is persisted, so a sequence under way survives a
+ * restart.
  */
 export const sequence = operator(schema, (params, context) => {
   const steps: Expression[] = params.steps.map((source) => stepExpression(source, context, 'steps'));
@@ -66,6 +71,7 @@ export const sequence = operator(schema, (params, context) => {
   return {
     process(reading, emit) {
       if (reading.untimely) return context.count('untimely');
+      if (!anyGoodValue(reading)) return context.count('missing');
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
       // `last` alone changing is not worth a write: it is saved with the next change
@@ -77,9 +83,13 @@ export const sequence = operator(schema, (params, context) => {
         // begun by a clock that was stepped back since: it cannot time out right, so it ends here
         context.count('clock_back');
         keyState.at = 0;
+        keyState.lastTs = undefined;
         underWay.delete(key);
         changed = true;
+      } else if (keyState.lastTs !== undefined && reading.ts < keyState.lastTs) {
+        return context.count('late');
       }
+      keyState.lastTs = reading.ts;
       if (keyState.at > 0 && reading.ts >= keyState.started + within) timeOut(key, keyState, emit);
 
       const scope = { reading, latest };
@@ -105,6 +115,7 @@ export const sequence = operator(schema, (params, context) => {
       }
       if (keyState.raised && (!keyState.truth[0] || rose[steps.length - 1])) {
         keyState.raised = false;
+        changed = true;
         emit({ ...reading, edge: 'clear' });
       }
       if (changed) state.set(key, keyState);

@@ -31,6 +31,19 @@ export function pointQuality(reading: Reading, point: string): Quality | undefin
   return typeof q === 'string' ? (q as Quality) : undefined;
 }
 
+/** A value that is there: not null, not NaN or infinite, not of bad quality. */
+export function goodValue(reading: Reading, point: string): boolean {
+  const value = pointValue(reading, point);
+  if (value === undefined || value === null || (typeof value === 'number' && !Number.isFinite(value))) return false;
+  return pointQuality(reading, point) !== 'bad';
+}
+
+/** Whether the reading carries any good value: one that does not (failed reads) is no news. */
+export function anyGoodValue(reading: Reading): boolean {
+  for (const point in reading.values) if (goodValue(reading, point)) return true;
+  return false;
+}
+
 /** `dictionary[key]` when it is the dictionary's own, else undefined. */
 export function ownValue<T>(dictionary: Record<string, T>, key: string): T | undefined {
   return Object.hasOwn(dictionary, key) ? dictionary[key] : undefined;

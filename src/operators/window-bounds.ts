@@ -1,3 +1,4 @@
+import { timezoneOffset } from '../core/time.js';
 const DAY = 86_400_000;
 
 /**
@@ -63,23 +64,3 @@ export function checkWindow(size: number, every: number): string | undefined {
   return undefined;
 }
 
-/** ms to add to UTC to get local time in `timezone` at an instant. */
-function timezoneOffset(timezone: string): (ts: number) => number {
-  if (timezone === 'UTC') return () => 0;
-  const format = new Intl.DateTimeFormat('en-US', {
-    timeZone: timezone,
-    hourCycle: 'h23',
-    year: 'numeric',
-    month: 'numeric',
-    day: 'numeric',
-    hour: 'numeric',
-    minute: 'numeric',
-    second: 'numeric',
-  });
-  return (ts) => {
-    const parts: Record<string, number> = {};
-    for (const part of format.formatToParts(ts)) if (part.type !== 'literal') parts[part.type] = Number(part.value);
-    const local = Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute, parts.second);
-    return local - Math.floor(ts / 1000) * 1000;
-  };
-}

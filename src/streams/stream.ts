@@ -1,6 +1,7 @@
 import type { StreamConfig } from '../config/types.js';
 import type { Operator } from '../operators/operator.js';
 import { pointQuality, setOwn } from '../operators/values.js';
+import type { Logger } from 'pino';
 import type { Emit, Reading } from '../core/reading.js';
 import { deviceMatcher } from './source.js';
 
@@ -17,6 +18,9 @@ export class Stream {
   readonly numeric: ReadonlySet<string>;
   readingsIn = 0;
   readingsOut = 0;
+  /** Readings (and ticks) a step threw on: dropped, counted, logged once per spell. */
+  errors = 0;
+  private failing = false;
 
   constructor(
     readonly config: StreamConfig,
@@ -24,6 +28,11 @@ export class Stream {
     deliver: Emit,
     /** What its steps counted (drops, missing values, late readings), by `<step>.<operator>.<name>`. */
     readonly counters: ReadonlyMap<string, number> = new Map(),
+    /**
+     * Where a step that throws is reported. With it, the reading is dropped and the stream goes
+     * on (a live agent must not die of one step); without it (replay, tests), the error goes on.
+     */
+    private readonly log?: Logger,
   ) {
     this.name = config.name;
     this.reads = deviceMatcher(config.from);
@@ -48,11 +57,43 @@ export class Stream {
     const input = this.points ? project(reading, this.points) : reading;
     if (!input) return;
     this.readingsIn++;
-    this.head(input);
+    if (!this.log) return this.head(input);
+    try {
+      this.head(input);
+    } catch (err) {
+      return this.failed(err, input);
+    }
+    if (this.failing) this.recovered();
   }
 
   tick(now: number): void {
-    for (const { step, next } of this.tickers) step.tick!(now, next);
+    for (const { step, next } of this.tickers) {
+      if (!this.log) {
+        step.tick!(now, next);
+        continue;
+      }
+      try {
+        step.tick!(now, next);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+  }
+
+  private failed(err: unknown, reading?: Reading): void {
+    this.errors++;
+    if (this.failing) return;
+    this.failing = true;
+    const message = err instanceof Error ? err.message : String(err);
+    this.log!.error(
+      { stream: this.name, err: message, stack: err instanceof Error ? err.stack : undefined, device: reading?.device, ts: reading?.ts },
+      `stream ${this.name}: a step failed (${message}); the reading is dropped and the stream goes on (counted as errors; logged again when this ends)`,
+    );
+  }
+
+  private recovered(): void {
+    this.failing = false;
+    this.log!.info({ stream: this.name, errors: this.errors }, `stream ${this.name}: steps run again (${this.errors} failed readings so far)`);
   }
 
   /** Emits what the steps hold open, first step first, so that a window flushed feeds the next step's. */

@@ -17,6 +17,8 @@ export interface StreamSinks {
   now?: () => number;
   /** Whether each write goes upstream as an ACTION event (replay prints the writes instead). */
   actionEvents?: boolean;
+  /** A step that throws is logged and its reading dropped (the live agent), instead of the error going on (replay). */
+  containErrors?: boolean;
 }
 
 /** A stream with its steps and sinks: readings pushed in come out to its upstreams and actions. */
@@ -37,5 +39,6 @@ export function wireStream(config: StreamConfig, built: BuiltStream, sinks: Stre
       for (const action of actions) action.handle(reading);
     },
     built.counters,
+    sinks.containErrors ? sinks.log : undefined,
   );
 }

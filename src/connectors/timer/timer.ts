@@ -1,5 +1,6 @@
 import { CronExpressionParser } from 'cron-parser';
 import { schedule, type Clock } from '../../core/schedule.js';
+import { parseTime } from '../../core/time.js';
 
 export interface TimerConfig {
   cron?: string;
@@ -12,7 +13,8 @@ export interface TimerConfig {
  * The timer source's schedule, one of: `cron` (five fields, or six with seconds first, in the
  * agent's timezone), `every` (aligned to the epoch, so `every: 15m` ticks at :00 :15 :30 :45),
  * `fixed_delay` (that long after the previous tick, or after the start: not aligned), `at` (one
- * tick at that time; a time already past never fires). Ticks missed while the agent was down
+ * tick at that time, in the agent's timezone when it has no offset; a time already past never
+ * fires). Ticks missed while the agent was down
  * are not replayed: the next one is after now.
  */
 export class TimerSchedule {
@@ -24,11 +26,12 @@ export class TimerSchedule {
   ) {
     const given = ['cron', 'every', 'fixed_delay', 'at'].filter((key) => timer[key as keyof TimerConfig] !== undefined);
     if (given.length !== 1) throw new Error(`a timer needs one of cron, every, fixed_delay or at${given.length > 1 ? ` (not ${given.join(' and ')})` : ''}`);
-    if (timer.every !== undefined && !(timer.every > 0)) throw new Error('every must be positive');
-    if (timer.fixed_delay !== undefined && !(timer.fixed_delay > 0)) throw new Error('fixed_delay must be positive');
+    // under a millisecond, ts + every is ts again (a replay would never get past it)
+    if (timer.every !== undefined && !(timer.every >= 1)) throw new Error('every must be at least 1ms');
+    if (timer.fixed_delay !== undefined && !(timer.fixed_delay >= 1)) throw new Error('fixed_delay must be at least 1ms');
     if (timer.at !== undefined) {
       // YAML reads an unquoted timestamp as a date
-      this.at = timer.at instanceof Date ? timer.at.getTime() : Date.parse(timer.at);
+      this.at = timer.at instanceof Date ? timer.at.getTime() : parseTime(timer.at, timezone);
       if (!Number.isFinite(this.at)) throw new Error(`at: "${String(timer.at)}" is not a date and time (ISO 8601, e.g. 2026-12-01T06:00:00Z)`);
     }
     if (timer.cron !== undefined) this.next(0);
