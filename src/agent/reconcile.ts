@@ -79,7 +79,17 @@ export async function reconcileUpstreams(parts: Parts, config: AgentConfig, outb
   await removeChanged(parts.upstreams, config.upstream, (u) => u.name, change.upstreams, stopUpstream);
   for (const upstreamConfig of config.upstream) {
     if (parts.upstreams.has(upstreamConfig.name)) continue;
-    const upstream = await createUpstream(upstreamConfig, config.agent.id, log);
+    const name = upstreamConfig.name;
+    const upstream = await createUpstream(upstreamConfig, config.agent.id, log, {
+      dataDir: config.agent.data_dir,
+      lastSeq: () => outbox.lastSeq,
+      device: (id) => parts.devices.get(id)?.config,
+      write: (device, point, value) => {
+        const running = parts.devices.get(device);
+        return running ? running.connector.write(point, value) : Promise.reject(new Error(`device ${device} is not running`));
+      },
+      report: (event) => outbox.add([name], 'commands', event),
+    });
     const forwarder = new Forwarder(outbox, upstream, log);
     parts.upstreams.set(upstreamConfig.name, { config: upstreamConfig, upstream, forwarder });
     forwarder.start();

@@ -1,5 +1,24 @@
 import { Backoff, upperHalf } from '../core/backoff.js';
+import type { DeviceBase, WriteOutcome } from '../connectors/connector.js';
+import type { Reading, Value } from '../core/reading.js';
 import type { OutboxRow } from '../outbox/outbox.js';
+
+/**
+ * What an upstream may ask of the agent beside its records: a Sparkplug edge node keeps its
+ * bdSeq in the data folder, describes the devices it reports, and writes the commands it gets.
+ */
+export interface UpstreamContext {
+  /** agent.data_dir */
+  dataDir: string;
+  /** The highest record seq the outbox handed out so far: records up to it are older than now. */
+  lastSeq(): number;
+  /** A device's config as it runs now (undefined when there is no such device). */
+  device(id: string): DeviceBase | undefined;
+  /** Writes through the device's connector as it runs now (as an action does). */
+  write(device: string, point: string, value: Value): Promise<WriteOutcome | void>;
+  /** An event record for this upstream, through the outbox (stream `commands`). */
+  report(event: Reading): void;
+}
 
 /** Where records go after the outbox: an MQTT broker, Kafka, a file. */
 export interface Upstream {
