@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentProcess } from './support/agent-process.js';
+import { readJsonLines } from './support/files.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';
 import { SparkplugHost, type SpMessage } from './support/sparkplug.js';
@@ -198,5 +199,87 @@ describe('Sparkplug B edge node (decoded with Eclipse Tahu)', () => {
     // the plug: DBIRTH, DDATA, DDEATH while its broker was away, DBIRTH when back
     const plugLife = host.messages.filter((m) => m.device === 'plug' && m.kind !== 'DDATA').map((m) => m.kind);
     expect(plugLife.slice(0, 3)).toEqual(['DBIRTH', 'DDEATH', 'DBIRTH']);
+  });
+});
+
+describe('Sparkplug primary host awareness', () => {
+  it('holds data while the host is offline or the broker is down, sends it after with is_historical, and loses nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sparkplug-host-'));
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(
+      file,
+      `agent: { id: gw-2, data_dir: ${dir}/data, log_level: info }
+devices:
+  - id: meter
+    protocol: simulator
+    poll: 50ms
+    points: [{ name: n, signal: counter, rate: 72000 }]
+streams:
+  - { name: raw, from: { device: meter }, to: [scada, copy] }
+upstream:
+  - { name: scada, type: sparkplug, url: "${broker.url}", group_id: plant-b, primary_host: scada-1 }
+  - { name: copy, type: file, path: ${dir}/copy.jsonl }
+`,
+    );
+    const host = await SparkplugHost.connect(broker.url, 'plant-b');
+    await host.state('scada-1', false);
+    const agent = AgentProcess.start(file);
+    await agent.waitForLog(/waiting for primary host scada-1/);
+    await sleep(1000);
+    expect(host.messages, 'nothing before the host is online').toEqual([]);
+
+    await host.state('scada-1', true);
+    await until(() => host.of('DDATA').length >= 30, 10_000, 'data once the host is online');
+
+    // the host goes offline: NDEATH, and nothing until it is back
+    await host.state('scada-1', false);
+    await until(() => host.of('NDEATH').length >= 1, 10_000, 'the NDEATH when the host went offline');
+    const quiet = host.messages.length;
+    await sleep(1000);
+    expect(host.messages.length, 'silent while the host is offline').toBe(quiet);
+    await host.state('scada-1', true);
+    await until(() => host.of('NBIRTH').length >= 2 && host.messages.length > quiet + 30, 10_000, 'data after the host came back');
+
+    // the broker dies (SIGKILL: its retained STATE goes with it); the host says online again once back
+    await broker.stop('SIGKILL');
+    await sleep(1500);
+    host.client.on('connect', () => void host.client.subscribeAsync('spBv1.0/plant-b/#', { qos: 1 }).then(() => host.state('scada-1', true)));
+    await broker.resume();
+    await until(() => host.of('NBIRTH').length >= 3, 20_000, 'an NBIRTH after the broker restart');
+    await sleep(1500);
+    agent.kill('SIGTERM');
+    await agent.exit();
+    await host.close();
+
+    checkSessions(host.messages);
+    // each session's bdSeq is the next one: 0, the host offline (1), the broker restart (2 or more: one per CONNECT)
+    const bdSeqs = host.of('NBIRTH').map((m) => m.metrics.find((x) => x.name === 'bdSeq')!.value as number);
+    expect(bdSeqs[0]).toBe(0);
+    expect(bdSeqs[1]).toBe(1);
+    expect(bdSeqs[2]).toBeGreaterThanOrEqual(2);
+
+    // nothing lost: every record the file upstream got before the end is among the Sparkplug data
+    const sent = valuesOf(host.messages, 'meter', 'raw/n');
+    const seen = new Set(sent.map((v) => v.timestamp));
+    const last = Math.max(...seen);
+    const copy = readJsonLines(join(dir, 'copy.jsonl')).filter((r) => r.ts <= last);
+    expect(copy.length).toBeGreaterThan(60);
+    expect(copy.filter((r) => !seen.has(r.ts)).map((r) => r.ts)).toEqual([]);
+    for (const r of copy) expect(sent.find((v) => v.timestamp === r.ts)!.value).toBe(r.values.n);
+
+    // is_historical: exactly the data read before the session that sent it began
+    let birth = 0;
+    let historical = 0;
+    for (const m of host.messages) {
+      if (m.kind === 'NBIRTH') birth = m.timestamp!;
+      if (m.kind !== 'DDATA') continue;
+      for (const metric of m.metrics) {
+        if (metric.isHistorical) historical++;
+        if (metric.isHistorical) expect(metric.timestamp!).toBeLessThanOrEqual(birth);
+        if (metric.timestamp! < birth - 100) expect(metric.isHistorical, `read at ${metric.timestamp}, session from ${birth}`).toBe(true);
+      }
+    }
+    // held at the start (1 s), while the host was offline (1 s) and while the broker was down (1.5 s)
+    expect(historical).toBeGreaterThan(50);
   });
 });
