@@ -107,7 +107,7 @@ afterAll(async () => {
   await Promise.all([broker?.stop('SIGKILL'), deviceBroker?.stop('SIGKILL')]);
 });
 
-function writeConfig(dir: string, extra = ''): string {
+function writeConfig(dir: string, group = 'plant-a'): string {
   const file = join(dir, 'agent.yaml');
   writeFileSync(
     file,
@@ -129,7 +129,7 @@ streams:
   - { name: raw, from: { device: meter }, to: [scada] }
   - { name: plug, from: { device: plug }, to: [scada] }
 upstream:
-  - { name: scada, type: sparkplug, url: "${broker.url}", group_id: plant-a${extra} }
+  - { name: scada, type: sparkplug, url: "${broker.url}", group_id: ${group} }
 `,
   );
   return file;
@@ -199,6 +199,39 @@ describe('Sparkplug B edge node (decoded with Eclipse Tahu)', () => {
     // the plug: DBIRTH, DDATA, DDEATH while its broker was away, DBIRTH when back
     const plugLife = host.messages.filter((m) => m.device === 'plug' && m.kind !== 'DDATA').map((m) => m.kind);
     expect(plugLife.slice(0, 3)).toEqual(['DBIRTH', 'DDEATH', 'DBIRTH']);
+  });
+});
+
+describe('Sparkplug commands', () => {
+  it('writes a DCMD of a writable point through its connector with an ACTION event, and refuses unknown and read-only metrics', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sparkplug-dcmd-'));
+    const host = await SparkplugHost.connect(broker.url, 'plant-c');
+    const agent = AgentProcess.start(writeConfig(dir, 'plant-c'));
+    await until(() => host.of('DDATA', 'meter').length >= 5, 10_000, 'data of the meter');
+    const birth = host.of('DBIRTH', 'meter')[0];
+    const alias = (name: string) => birth.metrics.find((m) => m.name === name)!.alias;
+    const topic = 'spBv1.0/plant-c/DCMD/gw-1/meter';
+    await host.command(topic, [{ name: 'raw/setpoint', type: 'Double', value: 42 }]);
+    await until(() => valuesOf(host.messages, 'meter', 'raw/setpoint').some((v) => v.value === 42), 10_000, 'the setpoint written');
+    // by alias, as hosts send once they know them
+    await host.command(topic, [{ alias: alias('raw/setpoint'), type: 'Double', value: 7 }]);
+    await until(() => valuesOf(host.messages, 'meter', 'raw/setpoint').some((v) => v.value === 7), 10_000, 'the setpoint written by alias');
+    // read-only, unknown, and a device that does not exist: refused, logged, never written
+    await host.command(topic, [{ name: 'raw/power', type: 'Double', value: 0 }, { name: 'raw/nope', type: 'Double', value: 1 }]);
+    await host.command('spBv1.0/plant-c/DCMD/gw-1/ghost', [{ name: 'raw/setpoint', type: 'Double', value: 1 }]);
+    await agent.waitForLog(/DCMD meter raw\/power refused: not a writable point/);
+    await agent.waitForLog(/DCMD meter raw\/nope refused: no such metric/);
+    await agent.waitForLog(/DCMD ghost raw\/setpoint refused: no such metric/);
+    // each write is an ACTION event, on this upstream as metrics of the device
+    await until(() => valuesOf(host.messages, 'meter', 'commands/ACTION/description').length >= 2, 10_000, 'the ACTION events');
+    agent.kill('SIGTERM');
+    await agent.exit();
+    await host.close();
+    checkSessions(host.messages);
+    expect(valuesOf(host.messages, 'meter', 'commands/ACTION/description').map((v) => v.value)).toEqual(['DCMD: wrote 42 to meter.setpoint', 'DCMD: wrote 7 to meter.setpoint']);
+    expect(valuesOf(host.messages, 'meter', 'commands/ACTION').map((v) => v.value)).toEqual([true, true]);
+    const power = valuesOf(host.messages, 'meter', 'raw/power').map((v) => v.value as number);
+    expect(power.every((v, i) => i === 0 || v >= power[i - 1]), 'the read-only counter was never written').toBe(true);
   });
 });
 
