@@ -1,5 +1,7 @@
 import { Backoff, upperHalf } from '../core/backoff.js';
 import type { DeviceBase, WriteOutcome } from '../connectors/connector.js';
+import type { ConfigIssue } from '../core/config-error.js';
+import type { IssueAt } from '../core/config-kit.js';
 import type { Reading, Value } from '../core/reading.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 
@@ -53,6 +55,19 @@ export interface SendResult {
    * sent again, after a backoff, with everything behind them; the other rows count as delivered.
    */
   retry?: { ids: number[]; reason: string };
+}
+
+/** The placeholders a topic or key template may hold. */
+export const TEMPLATE_FIELDS = ['agent', 'stream', 'device'] as const;
+
+/**
+ * The issue of a template with a placeholder `fillTemplate` does not fill (`{point}`,
+ * `{devcie}`): it would be published literally, to a topic nobody reads.
+ */
+export function checkTemplate(template: string, at: readonly (string | number)[], issueAt: IssueAt, fields: readonly string[] = TEMPLATE_FIELDS): ConfigIssue[] {
+  const unknown = [...template.matchAll(/\{([^{}]*)\}/g)].map((m) => m[1]).filter((field) => !fields.includes(field));
+  if (unknown.length === 0) return [];
+  return [issueAt(at, `unknown placeholder ${unknown.map((f) => `{${f}}`).join(', ')} in "${template}" (known: ${fields.map((f) => `{${f}}`).join(' ')})`)];
 }
 
 /** Fills `{agent} {stream} {device}` in a topic or key template. */

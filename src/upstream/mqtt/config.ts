@@ -1,5 +1,7 @@
-/** The keys of an MQTT upstream: its schema, its loaded type and its defaults in one place. */
-import { duration, name, object, oneOf, text, tls, Type, withDefault, type Static } from '../../core/config-kit.js';
+/** The keys of an MQTT upstream: its schema, its loaded type, its defaults and its checks in one place. */
+import type { ConfigIssue } from '../../core/config-error.js';
+import { duration, name, object, oneOf, text, tls, Type, withDefault, type IssueAt, type Static } from '../../core/config-kit.js';
+import { checkTemplate } from '../upstream.js';
 
 export const mqttUpstreamSchema = object({
   name,
@@ -7,6 +9,14 @@ export const mqttUpstreamSchema = object({
   url: Type.String({ pattern: '^(mqtts?|wss?|tcp|ssl)://' }),
   topic: text,
   qos: withDefault(oneOf([0, 1]), 1),
+  /** records published retained: a new subscriber gets each topic's last one at once */
+  retain: withDefault(Type.Boolean(), false),
+  /**
+   * A topic template ({agent}) that says `online` (retained) once connected and `offline` (the
+   * will, retained) when the agent stops or is lost; true is `{agent}/status`. Off by default:
+   * a broker whose ACL refuses the will's topic refuses the connection.
+   */
+  availability: withDefault(Type.Union([Type.Boolean(), text]), false),
   batch: withDefault(Type.Integer({ minimum: 1, maximum: 10000 }), 1),
   username: Type.Optional(text),
   password: Type.Optional(Type.String()),
@@ -18,4 +28,18 @@ export const mqttUpstreamSchema = object({
   tls: Type.Optional(tls),
 });
 
-export type MqttUpstreamConfig = Static<typeof mqttUpstreamSchema>;
+/** Loaded, retain and availability have their defaults; code that builds an upstream itself (benches, tests) may leave them out. */
+export type MqttUpstreamConfig = Omit<Static<typeof mqttUpstreamSchema>, 'retain' | 'availability'> & Partial<Pick<Static<typeof mqttUpstreamSchema>, 'retain' | 'availability'>>;
+
+/** The availability topic template, or undefined when there is none. */
+export function availabilityTemplate(config: Pick<MqttUpstreamConfig, 'availability'>): string | undefined {
+  const { availability = false } = config;
+  return availability === true ? '{agent}/status' : availability === false ? undefined : availability;
+}
+
+export function checkMqttUpstream(config: MqttUpstreamConfig, at: readonly (string | number)[], issueAt: IssueAt): ConfigIssue[] {
+  const issues = checkTemplate(config.topic, [...at, 'topic'], issueAt);
+  const availability = availabilityTemplate(config);
+  if (availability !== undefined) issues.push(...checkTemplate(availability, [...at, 'availability'], issueAt, ['agent']));
+  return issues;
+}

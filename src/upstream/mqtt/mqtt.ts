@@ -1,6 +1,6 @@
 import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import type { MqttUpstreamConfig } from './config.js';
+import { availabilityTemplate, type MqttUpstreamConfig } from './config.js';
 import { closeMqtt, connectMqtt } from '../../mqtt/client.js';
 import type { OutboxRow } from '../../outbox/outbox.js';
 import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from '../upstream.js';
@@ -39,6 +39,8 @@ export class MqttUpstream implements Upstream {
   readonly window = 4;
   private readonly client: MqttClient;
   private readonly listeners: (() => void)[] = [];
+  /** Where `online` / `offline` go (retained), when the config asks for it. */
+  private readonly availability: string | undefined;
 
   constructor(
     private readonly config: MqttUpstreamConfig,
@@ -46,6 +48,8 @@ export class MqttUpstream implements Upstream {
     private readonly log: Logger,
   ) {
     this.name = config.name;
+    const availability = availabilityTemplate(config);
+    this.availability = availability === undefined ? undefined : fillTemplate(availability, agentId, '', '');
     // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
     this.client = connectMqtt({
       who: `upstream ${this.name}`,
@@ -59,11 +63,17 @@ export class MqttUpstream implements Upstream {
       keepalive: config.keepalive,
       protocolVersion: config.protocol_version,
       whileDown: 'records are kept in the outbox',
-      extra: { clean: true, queueQoSZero: false },
+      extra: {
+        clean: true,
+        queueQoSZero: false,
+        // the broker says `offline` for us when the connection is lost without a goodbye
+        will: this.availability === undefined ? undefined : { topic: this.availability, payload: Buffer.from('offline'), qos: 1, retain: true },
+      },
     });
     this.client.on('connect', () => {
       // Our messages go out at once instead of waiting for the broker's delayed ACK (Nagle).
       (this.client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+      if (this.availability !== undefined) this.client.publish(this.availability, 'online', { qos: 1, retain: true });
       for (const listener of this.listeners) listener();
     });
     this.client.on('close', () => this.failPending(new Error(`connection to ${config.url} closed`)));
@@ -158,7 +168,7 @@ export class MqttUpstream implements Upstream {
       reject(err);
     };
     this.inFlight.set(fail, topic);
-    this.client.publish(topic, payload, { qos: this.config.qos }, (err) => {
+    this.client.publish(topic, payload, { qos: this.config.qos, retain: this.config.retain ?? false }, (err) => {
       if (!this.inFlight.delete(fail)) return;
       if (suspect) this.alone = false;
       const code = (err as { code?: unknown } | undefined)?.code;
@@ -191,6 +201,11 @@ export class MqttUpstream implements Upstream {
 
   /** Disconnects cleanly when the broker answers within a second, else drops the connection (the outbox keeps what was not acknowledged). */
   async close(): Promise<void> {
+    // a clean DISCONNECT drops the will: say `offline` first (a second at most)
+    if (this.availability !== undefined && this.client.connected) {
+      const said = new Promise<void>((resolve) => this.client.publish(this.availability!, 'offline', { qos: 1, retain: true }, () => resolve()));
+      await Promise.race([said, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+    }
     await closeMqtt(this.client);
     this.failPending(new Error('upstream closed'));
   }

@@ -1,0 +1,111 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError } from '../src/core/config-error.js';
+import { parseConfig } from '../src/config/load.js';
+import { validateConfig } from '../src/streams/build.js';
+import { AgentProcess } from './support/agent-process.js';
+import { Mosquitto } from './support/mosquitto.js';
+import { until } from './support/ports.js';
+
+let broker: Mosquitto;
+beforeAll(async () => {
+  broker = await Mosquitto.start();
+});
+afterAll(async () => {
+  await broker?.stop('SIGKILL');
+});
+
+/** What a subscriber that connects now gets: the retained message of each topic under `filter`. */
+async function retained(filter: string): Promise<Map<string, string>> {
+  const client = await mqtt.connectAsync(broker.url, { clientId: `retained-${Math.random().toString(16).slice(2)}` });
+  const got = new Map<string, string>();
+  client.on('message', (topic, payload, packet) => {
+    if (packet.retain) got.set(topic, payload.toString());
+  });
+  await client.subscribeAsync(filter, { qos: 1 });
+  await new Promise((r) => setTimeout(r, 300));
+  await client.endAsync(true);
+  return got;
+}
+
+function config(dir: string, upstream: string): string {
+  const file = join(dir, 'agent.yaml');
+  writeFileSync(
+    file,
+    `agent: { id: gw-9, data_dir: ${dir}/data }
+devices: [{ id: sim, protocol: simulator, poll: 100ms, points: [{ name: p, signal: counter, rate: 3600 }] }]
+streams: [{ name: s, from: { device: sim }, to: [out] }]
+upstream:
+  - { name: out, type: mqtt, url: "${broker.url}", ${upstream} }
+`,
+  );
+  return file;
+}
+
+describe('MQTT upstream conventions', () => {
+  it('publishes retained records with retain: true, and says online / offline on its availability topic (a stop and a kill)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mqtt-conventions-'));
+    const file = config(dir, 'topic: "conv/{agent}/{device}", retain: true, availability: true');
+    const agent = AgentProcess.start(file);
+    await until(async () => (await retained('gw-9/status')).get('gw-9/status') === 'online', 10_000, 'online');
+    const record = (await retained('conv/#')).get('conv/gw-9/sim');
+    expect(JSON.parse(record!)).toMatchObject({ agent: 'gw-9', device: 'sim' });
+    agent.kill('SIGTERM');
+    await agent.exit();
+    expect((await retained('gw-9/status')).get('gw-9/status'), 'a stop says offline').toBe('offline');
+
+    const again = AgentProcess.start(file);
+    await until(async () => (await retained('gw-9/status')).get('gw-9/status') === 'online', 10_000, 'online again');
+    again.kill('SIGKILL');
+    await again.exit();
+    await until(async () => (await retained('gw-9/status')).get('gw-9/status') === 'offline', 10_000, 'offline by the will');
+  });
+
+  it('does not retain by default, and has no availability topic unless asked', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mqtt-conventions-'));
+    const agent = AgentProcess.start(config(dir, 'topic: "plain/{agent}/{device}", client_id: plain'));
+    const client = await mqtt.connectAsync(broker.url);
+    let live = 0;
+    client.on('message', () => live++);
+    await client.subscribeAsync('plain/#', { qos: 1 });
+    await until(() => live > 0, 10_000, 'a record');
+    await client.endAsync(true);
+    // while it runs, the status the first test left is untouched (no `online`)
+    expect((await retained('gw-9/status')).get('gw-9/status')).toBe('offline');
+    agent.kill('SIGTERM');
+    await agent.exit();
+    expect([...(await retained('plain/#')).keys()]).toEqual([]);
+  });
+
+  it('refuses an unknown placeholder in any topic or key template', () => {
+    const issues = (upstream: string): string[] => {
+      const text = `agent: { id: gw }
+devices: [{ id: sim, protocol: simulator, points: [{ name: p }] }]
+streams: [{ name: s, from: { device: sim }, to: [out] }]
+upstream:
+  - ${upstream}
+`;
+      try {
+        validateConfig(parseConfig(text, 'test.yaml', {}));
+      } catch (err) {
+        if (err instanceof ConfigError) return err.issues.map((i) => `${i.path}: ${i.message}`);
+        throw err;
+      }
+      return [];
+    };
+    expect(issues('{ name: out, type: mqtt, url: "mqtt://b", topic: "plant/{agent}/{device}/{point}" }')).toEqual([
+      'upstream[0].topic: unknown placeholder {point} in "plant/{agent}/{device}/{point}" (known: {agent} {stream} {device})',
+    ]);
+    expect(issues('{ name: out, type: mqtt, url: "mqtt://b", topic: "{agent}/x", availability: "{stream}/status" }')).toEqual([
+      'upstream[0].availability: unknown placeholder {stream} in "{stream}/status" (known: {agent})',
+    ]);
+    expect(issues('{ name: out, type: kafka, brokers: ["k:9092"], topic: "t-{devcie}", key: "{Device}" }')).toEqual([
+      'upstream[0].topic: unknown placeholder {devcie} in "t-{devcie}" (known: {agent} {stream} {device})',
+      'upstream[0].key: unknown placeholder {Device} in "{Device}" (known: {agent} {stream} {device})',
+    ]);
+    expect(issues('{ name: out, type: mqtt, url: "mqtt://b", topic: "plant/{agent}/{stream}/{device}" }')).toEqual([]);
+  });
+});
