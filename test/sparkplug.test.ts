@@ -28,6 +28,8 @@ function checkSessions(messages: SpMessage[]) {
   for (const message of messages) {
     const where = `${message.topic} (seq ${message.seq})`;
     if (message.kind === 'NCMD' || message.kind === 'DCMD') continue; // the host's own
+    expect(message.retain, `${where}: not retained`).toBe(false);
+    expect(message.qos, `${where}: QoS`).toBe(message.kind === 'NDEATH' ? 1 : 0);
     if (message.kind === 'NDEATH') {
       expect(message.seq, `${where}: an NDEATH has no seq`).toBeUndefined();
       const death = message.metrics.find((m) => m.name === 'bdSeq');

@@ -39,6 +39,9 @@ export interface SpMessage {
   timestamp?: number;
   seq?: number;
   metrics: SpMetric[];
+  /** As the broker delivered it to a QoS 1 subscription: the publisher's QoS, and the retain flag of a live message. */
+  qos?: number;
+  retain?: boolean;
 }
 
 /** A Long from protobufjs, or a number, as a number. */
@@ -82,9 +85,9 @@ export class SparkplugHost {
   readonly messages: SpMessage[] = [];
 
   private constructor(readonly client: MqttClient) {
-    client.on('message', (topic, payload) => {
+    client.on('message', (topic, payload, packet) => {
       if (topic.startsWith('spBv1.0/STATE/')) return;
-      this.messages.push(decodeTahu(topic, payload));
+      this.messages.push({ ...decodeTahu(topic, payload), qos: packet.qos, retain: packet.retain });
     });
   }
 

@@ -408,7 +408,7 @@ export class SparkplugUpstream implements Upstream {
   /** The primary host went offline: NDEATH, disconnect, connect again (with the next bdSeq) and wait for it. */
   private async restartSession(): Promise<void> {
     this.session = 'waiting';
-    this.client.publish(this.will().topic, this.deathPayload(), { qos: 0, retain: false });
+    await this.sayDeath();
     await closeMqtt(this.client);
     if (!this.closing) this.client.reconnect();
   }
@@ -469,13 +469,16 @@ export class SparkplugUpstream implements Upstream {
     for (const id of Object.keys(this.client.outgoing)) this.client.removeOutgoingMessage(Number(id));
   }
 
+  /** The NDEATH of an intentional end (a clean DISCONNECT drops the will), as the will would be: QoS 1, waited for a second at most. */
+  private async sayDeath(): Promise<void> {
+    const sent = new Promise<void>((resolve) => this.client.publish(this.will().topic, this.deathPayload(), { qos: 1, retain: false }, () => resolve()));
+    await Promise.race([sent, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+  }
+
   /** Says NDEATH (an intentional end, Sparkplug 3.0), then disconnects; the outbox keeps what was not acknowledged. */
   async close(): Promise<void> {
     this.closing = true;
-    if (this.session === 'born') {
-      const sent = new Promise<void>((resolve) => this.client.publish(this.will().topic, this.deathPayload(), { qos: 1, retain: false }, () => resolve()));
-      await Promise.race([sent, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
-    }
+    if (this.session === 'born') await this.sayDeath();
     this.session = 'down';
     await closeMqtt(this.client);
     this.failPending(new Error('upstream closed'));
