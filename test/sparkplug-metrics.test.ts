@@ -1,0 +1,103 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DeviceBase } from '../src/connectors/connector.js';
+import type { OutboxRow } from '../src/outbox/outbox.js';
+import { SparkplugUpstream } from '../src/upstream/sparkplug/sparkplug.js';
+import type { UpstreamContext } from '../src/upstream/upstream.js';
+import { testLog } from './support/log.js';
+import { Mosquitto } from './support/mosquitto.js';
+import { until } from './support/ports.js';
+import { SparkplugHost } from './support/sparkplug.js';
+
+let broker: Mosquitto;
+beforeAll(async () => {
+  broker = await Mosquitto.start();
+});
+afterAll(async () => {
+  await broker?.stop('SIGKILL');
+});
+
+/** A Modbus-like device: each point type the datatypes come from. */
+const device: DeviceBase = {
+  id: 'plc',
+  protocol: 'modbus-tcp',
+  points: [
+    { name: 'i16', type: 'int16' },
+    { name: 'u16', type: 'uint16' },
+    { name: 'u32', type: 'uint32' },
+    { name: 'i64', type: 'int64' },
+    { name: 'f32', type: 'float32' },
+    { name: 'f64', type: 'float64' },
+    { name: 'flag', type: 'bool' },
+    { name: 'scaled', type: 'int16', scale: 0.1 },
+  ],
+};
+
+function upstream(group: string, aliases: boolean): SparkplugUpstream {
+  const context: UpstreamContext = {
+    dataDir: mkdtempSync(join(tmpdir(), 'sparkplug-metrics-')),
+    lastSeq: () => 0,
+    device: (id) => (id === 'plc' ? device : undefined),
+    write: async () => undefined,
+    report: () => undefined,
+  };
+  return new SparkplugUpstream({ name: 'sp', type: 'sparkplug', url: broker.url, group_id: group, aliases, keepalive: 30_000 }, 'gw', testLog, context);
+}
+
+let id = 0;
+function row(values: Record<string, unknown>, ts: number, quality?: Record<string, string>): OutboxRow {
+  id++;
+  return { id, stream: 'raw', device: 'plc', payload: JSON.stringify({ agent: 'gw', stream: 'raw', device: 'plc', ts, seq: id, values, quality }) };
+}
+
+describe('Sparkplug metrics (decoded with Eclipse Tahu)', () => {
+  it('gives each value the datatype of its point where it fits, quality as a property, null as is_null, and a new DBIRTH when a value stops fitting', async () => {
+    const host = await SparkplugHost.connect(broker.url, 'metrics');
+    const sp = upstream('metrics', true);
+    await until(() => sp.connected, 10_000, 'the session');
+    const ts = 1_763_719_200_000;
+    await sp.send([
+      row({ i16: -5, u16: 65535, u32: 4_000_000_000, i64: 2 ** 40, f32: 1.5, f64: 0.1, flag: true, scaled: 12.3, text: 'a', window_avg: 3, missing: null }, ts, { f64: 'stale', window_avg: 'partial', missing: 'bad' }),
+      row({ i16: 7 }, ts + 1000),
+      row({ i16: 2.5 }, ts + 2000),
+    ]);
+    await until(() => host.of('DDATA').length >= 3, 10_000, 'three DDATA');
+    await sp.close();
+    await host.close();
+
+    const kinds = host.messages.map((m) => m.kind);
+    expect(kinds).toEqual(['NBIRTH', 'DBIRTH', 'DDATA', 'DDATA', 'DBIRTH', 'DDATA', 'NDEATH']);
+    const birth = host.messages[1];
+    const byName = Object.fromEntries(birth.metrics.map((m) => [m.name, m]));
+    expect(Object.fromEntries(birth.metrics.map((m) => [m.name, m.type]))).toEqual({
+      'raw/i16': 'Int16', 'raw/u16': 'UInt16', 'raw/u32': 'UInt32', 'raw/i64': 'Int64', 'raw/f32': 'Float', 'raw/f64': 'Double', 'raw/flag': 'Boolean',
+      'raw/scaled': 'Double', 'raw/text': 'String', 'raw/window_avg': 'Double', 'raw/missing': 'Double',
+    });
+    expect([byName['raw/i16'].value, byName['raw/u16'].value, byName['raw/u32'].value, byName['raw/i64'].value]).toEqual([-5, 65535, 4_000_000_000, 2 ** 40]);
+    expect([byName['raw/f32'].value, byName['raw/f64'].value, byName['raw/scaled'].value, byName['raw/missing'].value]).toEqual([1.5, 0.1, 12.3, null]);
+    expect([byName['raw/f64'].quality, byName['raw/window_avg'].quality, byName['raw/missing'].quality, byName['raw/i16'].quality]).toEqual([500, 64, 0, undefined]);
+    for (const m of birth.metrics) expect(m.timestamp).toBe(ts);
+    // aliases 1…n, unique; the DDATA names them by alias only, with the readings' timestamps
+    expect(new Set(birth.metrics.map((m) => m.alias)).size).toBe(birth.metrics.length);
+    const second = host.messages[3];
+    expect(second.metrics).toEqual([{ alias: byName['raw/i16'].alias, timestamp: ts + 1000, type: 'Int16', value: 7, isHistorical: undefined, name: undefined, quality: undefined }]);
+    // 2.5 does not fit Int16: the device is described again (Double) before the data
+    const rebirth = host.messages[4];
+    expect(rebirth.metrics.find((m) => m.name === 'raw/i16')).toMatchObject({ type: 'Double', value: 2.5, alias: byName['raw/i16'].alias });
+    expect(host.messages[5].metrics[0]).toMatchObject({ type: 'Double', value: 2.5 });
+  });
+
+  it('names metrics in DDATA when aliases: false', async () => {
+    const host = await SparkplugHost.connect(broker.url, 'names');
+    const sp = upstream('names', false);
+    await until(() => sp.connected, 10_000, 'the session');
+    await sp.send([row({ i16: 1 }, 1_763_719_200_000), row({ i16: 2 }, 1_763_719_201_000)]);
+    await until(() => host.of('DDATA').length >= 2, 10_000, 'two DDATA');
+    await sp.close();
+    await host.close();
+    expect(host.of('DBIRTH')[0].metrics.map((m) => m.name)).toEqual(['raw/i16']);
+    expect(host.of('DDATA').map((m) => m.metrics.map((x) => [x.name, x.alias, x.value]))).toEqual([[['raw/i16', undefined, 1]], [['raw/i16', undefined, 2]]]);
+  });
+});
