@@ -61,32 +61,40 @@ describe('Sparkplug metrics (decoded with Eclipse Tahu)', () => {
     await sp.send([
       row({ i16: -5, u16: 65535, u32: 4_000_000_000, i64: 2 ** 40, f32: 1.5, f64: 0.1, flag: true, scaled: 12.3, text: 'a', window_avg: 3, missing: null }, ts, { f64: 'stale', window_avg: 'partial', missing: 'bad' }),
       row({ i16: 7 }, ts + 1000),
-      row({ i16: 2.5 }, ts + 2000),
     ]);
+    await sp.send([row({ i16: 2.5 }, ts + 2000)]);
     await until(() => host.of('DDATA').length >= 3, 10_000, 'three DDATA');
     await sp.close();
     await host.close();
 
+    // the session's NBIRTH (nothing known yet); a new device: the birth sequence again, then its data;
+    // a value that stops fitting its datatype: the birth sequence again, describing it as it is now
     const kinds = host.messages.map((m) => m.kind);
-    expect(kinds).toEqual(['NBIRTH', 'DBIRTH', 'DDATA', 'DDATA', 'DBIRTH', 'DDATA', 'NDEATH']);
-    const birth = host.messages[1];
+    expect(kinds).toEqual(['NBIRTH', 'NBIRTH', 'DBIRTH', 'DDATA', 'DDATA', 'NBIRTH', 'DBIRTH', 'DDATA', 'NDEATH']);
+    const birth = host.messages[2];
     const byName = Object.fromEntries(birth.metrics.map((m) => [m.name, m]));
     expect(Object.fromEntries(birth.metrics.map((m) => [m.name, m.type]))).toEqual({
       'raw/i16': 'Int16', 'raw/u16': 'UInt16', 'raw/u32': 'UInt32', 'raw/i64': 'Int64', 'raw/f32': 'Float', 'raw/f64': 'Double', 'raw/flag': 'Boolean',
       'raw/scaled': 'Double', 'raw/text': 'String', 'raw/window_avg': 'Double', 'raw/missing': 'Double',
     });
-    expect([byName['raw/i16'].value, byName['raw/u16'].value, byName['raw/u32'].value, byName['raw/i64'].value]).toEqual([-5, 65535, 4_000_000_000, 2 ** 40]);
+    // the DBIRTH has the current values: the batch's latest (i16 7 at ts + 1000)
+    expect([byName['raw/i16'].value, byName['raw/u16'].value, byName['raw/u32'].value, byName['raw/i64'].value]).toEqual([7, 65535, 4_000_000_000, 2 ** 40]);
     expect([byName['raw/f32'].value, byName['raw/f64'].value, byName['raw/scaled'].value, byName['raw/missing'].value]).toEqual([1.5, 0.1, 12.3, null]);
-    expect([byName['raw/f64'].quality, byName['raw/window_avg'].quality, byName['raw/missing'].quality, byName['raw/i16'].quality]).toEqual([500, 64, 0, undefined]);
-    for (const m of birth.metrics) expect(m.timestamp).toBe(ts);
+    // Sparkplug's quality codes (0, 192, 500 only), with the agent's own word beside
+    const quality = (name: string) => [byName[name].quality, byName[name].edgeQuality];
+    expect([quality('raw/f64'), quality('raw/window_avg'), quality('raw/missing'), quality('raw/i16')]).toEqual([
+      [500, 'stale'], [192, 'partial'], [0, 'bad'], [undefined, undefined],
+    ]);
+    for (const m of birth.metrics) expect(m.timestamp).toBe(m.name === 'raw/i16' ? ts + 1000 : ts);
+    expect(host.messages[3].metrics[0]).toMatchObject({ alias: byName['raw/i16'].alias, type: 'Int16', value: -5, timestamp: ts });
     // aliases 1…n, unique; the DDATA names them by alias only, with the readings' timestamps
     expect(new Set(birth.metrics.map((m) => m.alias)).size).toBe(birth.metrics.length);
-    const second = host.messages[3];
-    expect(second.metrics).toEqual([{ alias: byName['raw/i16'].alias, timestamp: ts + 1000, type: 'Int16', value: 7, isHistorical: undefined, name: undefined, quality: undefined }]);
+    const second = host.messages[4];
+    expect(second.metrics).toEqual([{ alias: byName['raw/i16'].alias, timestamp: ts + 1000, type: 'Int16', value: 7, isHistorical: undefined, name: undefined, quality: undefined, edgeQuality: undefined }]);
     // 2.5 does not fit Int16: the device is described again (Double) before the data
-    const rebirth = host.messages[4];
+    const rebirth = host.messages[6];
     expect(rebirth.metrics.find((m) => m.name === 'raw/i16')).toMatchObject({ type: 'Double', value: 2.5, alias: byName['raw/i16'].alias });
-    expect(host.messages[5].metrics[0]).toMatchObject({ type: 'Double', value: 2.5 });
+    expect(host.messages[7].metrics[0]).toMatchObject({ type: 'Double', value: 2.5 });
   });
 
   it('names metrics in DDATA when aliases: false', async () => {

@@ -29,6 +29,8 @@ export interface SpMetric {
   value: unknown;
   isHistorical?: boolean;
   quality?: number;
+  /** The agent's own quality word, beside Sparkplug's code */
+  edgeQuality?: string;
 }
 
 export interface SpMessage {
@@ -69,6 +71,7 @@ export function decodeTahu(topic: string, payload: Buffer): SpMessage {
       value: typeof m.value === 'object' && m.value !== null && 'toNumber' in m.value ? num(m.value) : m.value,
       isHistorical: m.isHistorical,
       quality: num(m.properties?.Quality?.value),
+      edgeQuality: m.properties?.edge_quality?.value as string | undefined,
     })),
   };
 }

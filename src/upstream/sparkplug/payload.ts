@@ -35,8 +35,8 @@ export interface Metric {
   datatype?: DataTypeCode;
   isHistorical?: boolean;
   value: MetricValue;
-  /** Int32 properties (Quality) */
-  properties?: Record<string, number>;
+  /** Properties: a number is an Int32 (Quality), a text a String */
+  properties?: Record<string, number | string>;
 }
 
 export interface Payload {
@@ -181,12 +181,18 @@ function encodeMetric(w: Writer, metric: Metric): void {
     const keys = Object.keys(metric.properties);
     for (const key of keys) w.string(1, key);
     for (const key of keys) {
-      // PropertyValue { type = 1; int_value = 3 }, an Int32
+      // PropertyValue { type = 1; int_value = 3 | string_value = 8 }
+      const property = metric.properties[key];
       const value = w.begin(2);
       w.tag(1, WIRE_VARINT);
-      w.varint(DataType.Int32);
-      w.tag(3, WIRE_VARINT);
-      w.varint(metric.properties[key] >>> 0);
+      if (typeof property === 'string') {
+        w.varint(DataType.String);
+        w.string(8, property);
+      } else {
+        w.varint(DataType.Int32);
+        w.tag(3, WIRE_VARINT);
+        w.varint(property >>> 0);
+      }
       w.end(value);
     }
     w.end(start);

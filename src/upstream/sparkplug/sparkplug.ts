@@ -31,7 +31,7 @@ interface KnownMetric {
   datatype: DataTypeCode;
   value: MetricValue;
   timestamp: number;
-  quality?: number;
+  quality?: Quality;
   /** The device's writable point a DCMD of this metric writes. */
   point?: string;
 }
@@ -40,18 +40,19 @@ interface DeviceSession {
   metrics: Map<string, KnownMetric>;
   /** A DBIRTH went out in this session and no DDEATH since. */
   born: boolean;
-  /** The metrics changed since the last DBIRTH (a new one, or another datatype): the next data goes after a DBIRTH. */
-  stale: boolean;
   /** Offline (its connector said so, and a DDEATH went out): no DBIRTH on a rebirth until it is back. */
   dead: boolean;
 }
 
 /**
- * Sparkplug quality codes (the Int32 `Quality` property hosts such as Ignition read): 192 good
- * (not sent), 0 bad, 500 stale; values the agent made up or doubts (interpolated, estimated,
- * partial, late) are 64, uncertain.
+ * The properties of a value that is not `good`: `Quality`, the Int32 that Sparkplug 3.0 defines
+ * (0 bad, 192 good, 500 stale: the only codes it allows), and `edge_quality`, the agent's own word
+ * for values it made up or doubts (`interpolated`, `estimated`, `partial`, `late`: usable, so 192).
  */
-const QUALITY: Record<Quality, number> = { good: 192, bad: 0, stale: 500, interpolated: 64, estimated: 64, partial: 64, late: 64 };
+function qualityProperties(quality: Quality | undefined): Record<string, number | string> | undefined {
+  if (quality === undefined || quality === 'good') return undefined;
+  return { Quality: quality === 'bad' ? 0 : quality === 'stale' ? 500 : 192, edge_quality: quality };
+}
 
 /** Datatypes of Modbus point types, for values that are whole numbers (a scaled point is a Double). */
 const POINT_TYPES: Record<string, DataTypeCode> = {
@@ -242,13 +243,14 @@ export class SparkplugUpstream implements Upstream {
   /** NBIRTH (seq 0, bdSeq, Rebirth), then a DBIRTH for each device known and alive. */
   private birth(): void {
     if (this.session === 'down') return;
+    const first = this.session !== 'born';
+    // what the outbox held when the session began is historical (a rebirth within the session changes nothing)
+    if (first) this.heldUpTo = this.context.lastSeq();
     this.seq = 0;
-    this.heldUpTo = this.context.lastSeq();
     this.publish('NBIRTH', undefined, [
       { name: 'bdSeq', datatype: DataType.Int64, value: this.bdSeq },
       { name: REBIRTH, datatype: DataType.Boolean, value: false },
     ]);
-    const first = this.session !== 'born';
     this.session = 'born';
     for (const [id, device] of this.devices) {
       device.born = false;
@@ -267,12 +269,11 @@ export class SparkplugUpstream implements Upstream {
         timestamp: m.timestamp,
         datatype: m.datatype,
         value: m.value,
-        properties: m.quality === undefined ? undefined : { Quality: m.quality },
+        properties: qualityProperties(m.quality),
       });
     }
     this.publish('DBIRTH', id, metrics);
     device.born = true;
-    device.stale = false;
     device.dead = false;
   }
 
@@ -287,6 +288,8 @@ export class SparkplugUpstream implements Upstream {
   async send(rows: OutboxRow[]): Promise<SendResult> {
     if (this.session !== 'born') throw new Error(`no Sparkplug session on ${this.config.url}`);
     const rejected: SendResult['rejected'] = [];
+    const records: UpstreamRecord[] = [];
+    let described = true;
     for (const row of rows) {
       let record: UpstreamRecord;
       try {
@@ -295,52 +298,86 @@ export class SparkplugUpstream implements Upstream {
         rejected.push({ ids: [row.id], reason: `not a record: ${(err as Error).message}` });
         continue;
       }
-      this.sendRecord(record);
+      records.push(record);
+      if (!this.learn(record)) described = false;
     }
+    // A device or metric the births did not describe: the whole birth sequence again, once for
+    // the batch (Sparkplug wants every DBIRTH right after the NBIRTH, and every metric in them)
+    if (!described) this.birth();
+    for (const record of records) this.publishRecord(record);
     await this.fence();
     return { rejected };
   }
 
-  /** One record: a device's death or birth for its status events, else a DDATA (after a DBIRTH where one is due). */
-  private sendRecord(record: UpstreamRecord): void {
-    const { device: id, event } = record;
+  /** The metrics of a record and what it tells of a device: each value and event of a data record. */
+  private forEachMetric(record: UpstreamRecord, visit: (name: string, value: MetricValue, quality: Quality | undefined, point: string | undefined) => void): void {
+    for (const key in record.values) visit(`${record.stream}/${key}`, record.values[key], record.quality?.[key], key);
+    const { event } = record;
+    if (event) {
+      visit(`${record.stream}/${event.code}`, event.state === 'raised', undefined, undefined);
+      visit(`${record.stream}/${event.code}/description`, event.description, undefined, undefined);
+    }
+  }
+
+  private isStatus(record: UpstreamRecord): boolean {
+    return record.stream === 'devices' && (record.event?.code === 'DEVICE_OFFLINE' || record.event?.code === 'DEVICE_ONLINE');
+  }
+
+  /**
+   * Takes a record's metrics into its device's description, with their latest values (the next
+   * birth's). False when the description changed: a new device, a new metric, or a value that
+   * no longer fits its metric's datatype (a fraction in an integer metric: it becomes what the
+   * value is).
+   */
+  private learn(record: UpstreamRecord): boolean {
+    if (this.isStatus(record)) return true;
+    const id = record.device;
     let device = this.devices.get(id);
-    if (event?.code === 'DEVICE_OFFLINE' && record.stream === 'devices') {
-      if (device?.born) this.publish('DDEATH', id, []);
-      if (device) {
-        device.born = false;
-        device.dead = true;
-      }
-      return;
-    }
-    if (event?.code === 'DEVICE_ONLINE' && record.stream === 'devices') {
-      if (device) device.dead = false;
-      if (device && !device.born && device.metrics.size > 0) this.deviceBirth(id, device);
-      return;
-    }
-    if (!device) this.devices.set(id, (device = { metrics: new Map(), born: false, stale: false, dead: false }));
-    const historical = record.seq <= this.heldUpTo;
-    const metrics: Metric[] = [];
+    let described = true;
     const config = this.context.device(id);
-    const add = (name: string, value: MetricValue, quality: Quality | undefined, pointName: string | undefined) => {
+    this.forEachMetric(record, (name, value, quality, pointName) => {
+      if (!device) this.devices.set(id, (device = { metrics: new Map(), born: false, dead: false }));
       let known = device.metrics.get(name);
       if (!known) {
         const point = pointName === undefined ? undefined : config?.points.find((p) => p.name === pointName);
         known = { name, alias: this.nextAlias++, datatype: datatypeOf(value, point), value, timestamp: record.ts, point: point?.writable ? point.name : undefined };
         device.metrics.set(name, known);
-        device.stale = true;
+        described = false;
       } else if (!fits(known.datatype, value)) {
-        // another kind of value (a fraction in an integer metric): described again, as what it is now
         known.datatype = datatypeOf(value, undefined);
-        device.stale = true;
+        described = false;
       }
-      const code = quality === undefined || quality === 'good' ? undefined : QUALITY[quality];
-      // the next birth tells the latest value: an older (historical) one does not replace it
+      // an older (historical) value does not replace a newer one as the current value
       if (record.ts >= known.timestamp) {
         known.value = value;
         known.timestamp = record.ts;
-        known.quality = code;
+        known.quality = quality;
       }
+    });
+    return described;
+  }
+
+  /** One record: a device's death or birth for its status events, else a DDATA (after a DBIRTH for a device that was dead). */
+  private publishRecord(record: UpstreamRecord): void {
+    const id = record.device;
+    const device = this.devices.get(id);
+    if (this.isStatus(record)) {
+      if (!device) return;
+      if (record.event!.code === 'DEVICE_OFFLINE') {
+        if (device.born) this.publish('DDEATH', id, []);
+        device.born = false;
+        device.dead = true;
+      } else {
+        device.dead = false;
+        if (!device.born && device.metrics.size > 0) this.deviceBirth(id, device);
+      }
+      return;
+    }
+    if (!device) return;
+    const historical = record.seq <= this.heldUpTo;
+    const metrics: Metric[] = [];
+    this.forEachMetric(record, (name, value, quality) => {
+      const known = device.metrics.get(name)!;
       metrics.push({
         name: this.config.aliases ? undefined : name,
         alias: this.config.aliases ? known.alias : undefined,
@@ -348,16 +385,12 @@ export class SparkplugUpstream implements Upstream {
         datatype: known.datatype,
         isHistorical: historical,
         value,
-        properties: code === undefined ? undefined : { Quality: code },
+        properties: qualityProperties(quality),
       });
-    };
-    for (const key in record.values) add(`${record.stream}/${key}`, record.values[key], record.quality?.[key], key);
-    if (event) {
-      add(`${record.stream}/${event.code}`, event.state === 'raised', undefined, undefined);
-      add(`${record.stream}/${event.code}/description`, event.description, undefined, undefined);
-    }
+    });
     if (metrics.length === 0) return;
-    if (!device.born || device.stale) this.deviceBirth(id, device);
+    // data of a device that died: its session starts again (Sparkplug 3.0, device session establishment)
+    if (!device.born) this.deviceBirth(id, device);
     this.publish('DDATA', id, metrics);
   }
 
@@ -387,9 +420,13 @@ export class SparkplugUpstream implements Upstream {
     }
   }
 
-  /** The primary host's STATE (Sparkplug 3.0: JSON, `online` and `timestamp`); an older timestamp than the last one is ignored. */
+  /**
+   * The primary host's STATE: Sparkplug 3.0's JSON (`online`, `timestamp`; one older than the
+   * last is ignored), or the text ONLINE / OFFLINE of hosts written to earlier drafts.
+   */
   private onHostState(payload: Buffer): void {
-    const state = JSON.parse(payload.toString('utf8')) as { online?: unknown; timestamp?: unknown };
+    const text = payload.toString('utf8').trim();
+    const state = (text === 'ONLINE' || text === 'OFFLINE' ? { online: text === 'ONLINE' } : JSON.parse(text)) as { online?: unknown; timestamp?: unknown };
     if (typeof state.online !== 'boolean') throw new Error('a STATE without online');
     const timestamp = typeof state.timestamp === 'number' ? state.timestamp : -Infinity;
     if (timestamp < this.hostStateTimestamp) return;
