@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -35,9 +35,9 @@ const device: DeviceBase = {
   ],
 };
 
-function upstream(group: string, aliases: boolean): SparkplugUpstream {
+function upstream(group: string, aliases: boolean, dataDir = mkdtempSync(join(tmpdir(), 'sparkplug-metrics-'))): SparkplugUpstream {
   const context: UpstreamContext = {
-    dataDir: mkdtempSync(join(tmpdir(), 'sparkplug-metrics-')),
+    dataDir,
     lastSeq: () => 0,
     device: (id) => (id === 'plc' ? device : undefined),
     write: async () => undefined,
@@ -107,5 +107,17 @@ describe('Sparkplug metrics (decoded with Eclipse Tahu)', () => {
     await host.close();
     expect(host.of('DBIRTH')[0].metrics.map((m) => m.name)).toEqual(['raw/i16']);
     expect(host.of('DDATA').map((m) => m.metrics.map((x) => [x.name, x.alias, x.value]))).toEqual([[['raw/i16', undefined, 1]], [['raw/i16', undefined, 2]]]);
+  });
+
+  it('wraps bdSeq from 255 to 0, and saves it before the CONNECT', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sparkplug-bdseq-'));
+    writeFileSync(join(dir, 'sparkplug-sp.bdseq'), '255\n');
+    const host = await SparkplugHost.connect(broker.url, 'wrap');
+    const sp = upstream('wrap', true, dir);
+    expect(readFileSync(join(dir, 'sparkplug-sp.bdseq'), 'utf8').trim()).toBe('0');
+    await until(() => host.of('NBIRTH').length >= 1, 10_000, 'the NBIRTH');
+    await sp.close();
+    await host.close();
+    expect(host.of('NBIRTH')[0].metrics.find((m) => m.name === 'bdSeq')!.value).toBe(0);
   });
 });
