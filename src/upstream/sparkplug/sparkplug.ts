@@ -227,7 +227,8 @@ export class SparkplugUpstream implements Upstream {
     this.client.subscribe(topics, { qos: 1 }, (err) => {
       if (err) {
         this.log.warn({ upstream: this.name, err: err.message }, `upstream ${this.name}: cannot subscribe to ${topics.join(', ')}: ${err.message}`);
-        return void this.client.end(true, () => this.client.reconnect());
+        // a session without its commands is no session: start again
+        return void this.client.end(true, () => this.closing || this.client.reconnect());
       }
       if (!this.topics.state || this.hostOnline) this.birth();
       else this.log.info({ upstream: this.name, host: this.config.primary_host }, `upstream ${this.name}: waiting for primary host ${this.config.primary_host} to be online; records are kept in the outbox`);
@@ -246,7 +247,6 @@ export class SparkplugUpstream implements Upstream {
     const first = this.session !== 'born';
     // what the outbox held when the session began is historical (a rebirth within the session changes nothing)
     if (first) this.heldUpTo = this.context.lastSeq();
-    this.seq = 0;
     this.publish('NBIRTH', undefined, [
       { name: 'bdSeq', datatype: DataType.Int64, value: this.bdSeq },
       { name: REBIRTH, datatype: DataType.Boolean, value: false },
