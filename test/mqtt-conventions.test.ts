@@ -64,6 +64,23 @@ describe('MQTT upstream conventions', () => {
     await until(async () => (await retained('gw-9/status')).get('gw-9/status') === 'offline', 10_000, 'offline by the will');
   });
 
+  it('publishes one message per value, the value alone, with {point} in the topic', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mqtt-conventions-'));
+    const client = await mqtt.connectAsync(broker.url);
+    const got: [string, string][] = [];
+    client.on('message', (topic, payload) => got.push([topic, payload.toString()]));
+    await client.subscribeAsync('ha/#', { qos: 1 });
+    const agent = AgentProcess.start(config(dir, 'topic: "ha/{agent}/{device}/{point}", client_id: ha'));
+    await until(() => got.length >= 5, 10_000, 'five values');
+    agent.kill('SIGTERM');
+    await agent.exit();
+    await client.endAsync(true);
+    expect(new Set(got.map(([topic]) => topic))).toEqual(new Set(['ha/gw-9/sim/p']));
+    const values = got.map(([, payload]) => JSON.parse(payload) as number);
+    for (const value of values) expect(value).toBeTypeOf('number');
+    expect(values.every((v, i) => i === 0 || v >= values[i - 1]), 'the counter, in order').toBe(true);
+  });
+
   it('does not retain by default, and has no availability topic unless asked', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mqtt-conventions-'));
     const agent = AgentProcess.start(config(dir, 'topic: "plain/{agent}/{device}", client_id: plain'));
@@ -96,8 +113,13 @@ upstream:
       }
       return [];
     };
-    expect(issues('{ name: out, type: mqtt, url: "mqtt://b", topic: "plant/{agent}/{device}/{point}" }')).toEqual([
-      'upstream[0].topic: unknown placeholder {point} in "plant/{agent}/{device}/{point}" (known: {agent} {stream} {device})',
+    expect(issues('{ name: out, type: mqtt, url: "mqtt://b", topic: "plant/{agent}/{device}/{value}" }')).toEqual([
+      'upstream[0].topic: unknown placeholder {value} in "plant/{agent}/{device}/{value}" (known: {agent} {stream} {device} {point})',
+    ]);
+    expect(issues('{ name: out, type: mqtt, url: "mqtt://b", topic: "plant/{agent}/{device}/{point}" }')).toEqual([]);
+    // {point} is the MQTT upstream's alone
+    expect(issues('{ name: out, type: kafka, brokers: ["k:9092"], topic: "t-{point}" }')).toEqual([
+      'upstream[0].topic: unknown placeholder {point} in "t-{point}" (known: {agent} {stream} {device})',
     ]);
     expect(issues('{ name: out, type: mqtt, url: "mqtt://b", topic: "{agent}/x", availability: "{stream}/status" }')).toEqual([
       'upstream[0].availability: unknown placeholder {stream} in "{stream}/status" (known: {agent})',

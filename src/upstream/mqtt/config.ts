@@ -1,12 +1,13 @@
 /** The keys of an MQTT upstream: its schema, its loaded type, its defaults and its checks in one place. */
 import type { ConfigIssue } from '../../core/config-error.js';
 import { duration, name, object, oneOf, text, tls, Type, withDefault, type IssueAt, type Static } from '../../core/config-kit.js';
-import { checkTemplate } from '../upstream.js';
+import { checkTemplate, TEMPLATE_FIELDS } from '../upstream.js';
 
 export const mqttUpstreamSchema = object({
   name,
   type: Type.Literal('mqtt'),
   url: Type.String({ pattern: '^(mqtts?|wss?|tcp|ssl)://' }),
+  /** {agent} {stream} {device}, and {point}: one message per value */
   topic: text,
   qos: withDefault(oneOf([0, 1]), 1),
   /** records published retained: a new subscriber gets each topic's last one at once */
@@ -38,7 +39,7 @@ export function availabilityTemplate(config: Pick<MqttUpstreamConfig, 'availabil
 }
 
 export function checkMqttUpstream(config: MqttUpstreamConfig, at: readonly (string | number)[], issueAt: IssueAt): ConfigIssue[] {
-  const issues = checkTemplate(config.topic, [...at, 'topic'], issueAt);
+  const issues = checkTemplate(config.topic, [...at, 'topic'], issueAt, [...TEMPLATE_FIELDS, 'point']);
   const availability = availabilityTemplate(config);
   if (availability !== undefined) issues.push(...checkTemplate(availability, [...at, 'availability'], issueAt, ['agent']));
   return issues;

@@ -39,6 +39,8 @@ export class MqttUpstream implements Upstream {
   readonly window = 4;
   private readonly client: MqttClient;
   private readonly listeners: (() => void)[] = [];
+  /** The topic has `{point}`: one message per value. */
+  private readonly perPoint: boolean;
   /** Where `online` / `offline` go (retained), when the config asks for it. */
   private readonly availability: string | undefined;
 
@@ -48,6 +50,7 @@ export class MqttUpstream implements Upstream {
     private readonly log: Logger,
   ) {
     this.name = config.name;
+    this.perPoint = config.topic.includes('{point}');
     const availability = availabilityTemplate(config);
     this.availability = availability === undefined ? undefined : fillTemplate(availability, agentId, '', '');
     // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
@@ -92,7 +95,16 @@ export class MqttUpstream implements Upstream {
     const { batch, topic } = this.config;
     const messages: Promise<Refusal | undefined>[] = [];
     const sent: OutboxRow[][] = [];
-    if (batch <= 1) {
+    if (this.perPoint) {
+      // one message per value, the value alone as its payload (the Home Assistant / zigbee2mqtt layout)
+      for (const row of rows) {
+        const base = fillTemplate(topic, this.agentId, row.stream, row.device);
+        for (const [point, payload] of pointMessages(row.payload)) {
+          messages.push(this.publish(base.replaceAll('{point}', point), payload));
+          sent.push([row]);
+        }
+      }
+    } else if (batch <= 1) {
       for (const row of rows) {
         messages.push(this.publish(fillTemplate(topic, this.agentId, row.stream, row.device), row.payload));
         sent.push([row]);
@@ -115,8 +127,12 @@ export class MqttUpstream implements Upstream {
     }
     const refusals = await Promise.all(messages);
     const rejected: SendResult['rejected'] = [];
+    const refused = new Set<number>();
     refusals.forEach((refusal, i) => {
-      if (refusal) rejected.push({ ids: sent[i].map((r) => r.id), reason: refusal.reason });
+      // a record of several messages (one per point) is refused once
+      const ids = refusal ? sent[i].map((r) => r.id).filter((id) => !refused.has(id)) : [];
+      for (const id of ids) refused.add(id);
+      if (ids.length > 0) rejected.push({ ids, reason: refusal!.reason });
     });
     return { rejected };
   }
@@ -209,4 +225,16 @@ export class MqttUpstream implements Upstream {
     await closeMqtt(this.client);
     this.failPending(new Error('upstream closed'));
   }
+}
+
+/**
+ * The messages of a record for a topic with `{point}`: each value as JSON text (`12.5`, `true`,
+ * `"on"`, `null`), and an event as its whole record under its code.
+ */
+function pointMessages(payload: string): [string, string][] {
+  const record = JSON.parse(payload) as { values?: Record<string, unknown>; event?: { code: string } };
+  const messages: [string, string][] = [];
+  for (const point in record.values) messages.push([point, JSON.stringify(record.values[point])]);
+  if (record.event) messages.push([record.event.code, payload]);
+  return messages;
 }
