@@ -35,13 +35,14 @@ const device: DeviceBase = {
   ],
 };
 
-function upstream(group: string, aliases: boolean, dataDir = mkdtempSync(join(tmpdir(), 'sparkplug-metrics-'))): SparkplugUpstream {
+function upstream(group: string, aliases: boolean, dataDir = mkdtempSync(join(tmpdir(), 'sparkplug-metrics-')), more: Partial<UpstreamContext> = {}): SparkplugUpstream {
   const context: UpstreamContext = {
     dataDir,
     lastSeq: () => 0,
     device: (id) => (id === 'plc' ? device : undefined),
     write: async () => undefined,
     report: () => undefined,
+    ...more,
   };
   return new SparkplugUpstream({ name: 'sp', type: 'sparkplug', url: broker.url, group_id: group, aliases, keepalive: 30_000 }, 'gw', testLog, context);
 }
@@ -50,6 +51,13 @@ let id = 0;
 function row(values: Record<string, unknown>, ts: number, quality?: Record<string, string>): OutboxRow {
   id++;
   return { id, stream: 'raw', device: 'plc', payload: JSON.stringify({ agent: 'gw', stream: 'raw', device: 'plc', ts, seq: id, values, quality }) };
+}
+
+/** A DEVICE_OFFLINE or DEVICE_ONLINE record, as connectors report them (stream `devices`). */
+function status(online: boolean, ts: number): OutboxRow {
+  id++;
+  const event = { code: online ? 'DEVICE_ONLINE' : 'DEVICE_OFFLINE', severity: online ? 'info' : 'major', description: 'x', state: online ? 'cleared' : 'raised' };
+  return { id, stream: 'devices', device: 'plc', payload: JSON.stringify({ agent: 'gw', stream: 'devices', device: 'plc', ts, seq: id, event }) };
 }
 
 describe('Sparkplug metrics (decoded with Eclipse Tahu)', () => {
@@ -119,5 +127,50 @@ describe('Sparkplug metrics (decoded with Eclipse Tahu)', () => {
     await sp.close();
     await host.close();
     expect(host.of('NBIRTH')[0].metrics.find((m) => m.name === 'bdSeq')!.value).toBe(0);
+  });
+
+  it('marks historical only what the outbox held when the session began (a Rebirth changes nothing), and births a dead device again with its next data', async () => {
+    const host = await SparkplugHost.connect(broker.url, 'held');
+    id = 100;
+    const sp = upstream('held', true, undefined, { lastSeq: () => 102 });
+    await until(() => sp.connected, 10_000, 'the session');
+    const ts = 1_763_719_200_000;
+    await sp.send([row({ i16: 1 }, ts), row({ i16: 2 }, ts + 1)]); // seq 101, 102: held
+    await host.command('spBv1.0/held/NCMD/gw', [{ name: 'Node Control/Rebirth', type: 'Boolean', value: true }]);
+    await until(() => host.of('NBIRTH').length >= 3, 10_000, 'the rebirth');
+    await sp.send([row({ i16: 3 }, ts + 2), status(false, ts + 3), row({ i16: 4 }, ts + 4)]); // 103…105: live
+    await until(() => host.of('DDATA').length >= 4, 10_000, 'four DDATA');
+    await sp.close();
+    await host.close();
+    expect(host.of('DDATA').map((m) => [m.metrics[0].value, m.metrics[0].isHistorical === true])).toEqual([[1, true], [2, true], [3, false], [4, false]]);
+    // offline: DDEATH; its next data: DBIRTH first (the device's session starts again)
+    const tail = host.messages.filter((m) => m.kind !== 'NCMD').slice(-5).map((m) => m.kind);
+    expect(tail).toEqual(['DDATA', 'DDEATH', 'DBIRTH', 'DDATA', 'NDEATH']);
+  });
+
+  it('reports a DCMD write the connector refuses as a failed ACTION event, and writes nothing for a refused metric', async () => {
+    const host = await SparkplugHost.connect(broker.url, 'cmd');
+    const writes: string[] = [];
+    const reports: Record<string, unknown>[] = [];
+    const writableDevice: DeviceBase = { ...device, points: [...device.points, { name: 'sp', type: 'int16', writable: true }] };
+    const sp = upstream('cmd', true, undefined, {
+      device: () => writableDevice,
+      write: async (dev, point, value) => {
+        writes.push(`${dev}.${point}=${value}`);
+        throw new Error('exception 2 (illegal data address)');
+      },
+      report: (event) => void reports.push(event.event!),
+    });
+    await until(() => sp.connected, 10_000, 'the session');
+    await sp.send([row({ sp: 5, i16: 1 }, 1_763_719_200_000)]);
+    await until(() => host.of('DBIRTH').length >= 1, 10_000, 'the DBIRTH');
+    await host.command('spBv1.0/cmd/DCMD/gw/plc', [{ name: 'raw/sp', type: 'Int16', value: 9 }, { name: 'raw/i16', type: 'Int16', value: 9 }]);
+    await until(() => reports.length >= 1, 10_000, 'the ACTION event');
+    await sp.close();
+    await host.close();
+    expect(writes).toEqual(['plc.sp=9']);
+    expect(reports).toEqual([
+      expect.objectContaining({ code: 'ACTION', severity: 'major', point: 'sp', value: 9, ok: false, error: 'exception 2 (illegal data address)', source: 'sparkplug sp' }),
+    ]);
   });
 });
