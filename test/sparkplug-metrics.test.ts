@@ -132,10 +132,12 @@ describe('Sparkplug metrics (decoded with Eclipse Tahu)', () => {
   it('marks historical only what the outbox held when the session began (a Rebirth changes nothing), and births a dead device again with its next data', async () => {
     const host = await SparkplugHost.connect(broker.url, 'held');
     id = 100;
-    const sp = upstream('held', true, undefined, { lastSeq: () => 102 });
+    let outboxSeq = 102;
+    const sp = upstream('held', true, undefined, { lastSeq: () => outboxSeq });
     await until(() => sp.connected, 10_000, 'the session');
     const ts = 1_763_719_200_000;
     await sp.send([row({ i16: 1 }, ts), row({ i16: 2 }, ts + 1)]); // seq 101, 102: held
+    outboxSeq = 105; // records 103…105 came meanwhile
     await host.command('spBv1.0/held/NCMD/gw', [{ name: 'Node Control/Rebirth', type: 'Boolean', value: true }]);
     await until(() => host.of('NBIRTH').length >= 3, 10_000, 'the rebirth');
     await sp.send([row({ i16: 3 }, ts + 2), status(false, ts + 3), row({ i16: 4 }, ts + 4)]); // 103…105: live
