@@ -224,11 +224,13 @@ export class SparkplugUpstream implements Upstream {
     const topics = [this.topics.ncmd, this.topics.dcmd];
     if (this.topics.state) topics.push(this.topics.state);
     // commands are subscribed before the NBIRTH, so that no Rebirth request after it is missed
-    this.client.subscribe(topics, { qos: 1 }, (err) => {
-      if (err) {
-        this.log.warn({ upstream: this.name, err: err.message }, `upstream ${this.name}: cannot subscribe to ${topics.join(', ')}: ${err.message}`);
-        // a session without its commands is no session: start again
-        return void this.client.end(true, () => this.closing || this.client.reconnect());
+    this.client.subscribe(topics, { qos: 1 }, (err, granted) => {
+      // the connection went away before the SUBACK: MQTT.js connects again (with the backoff)
+      if (err || !this.client.connected) return;
+      const refused = (granted ?? []).filter((g) => g.qos === 0x80).map((g) => g.topic);
+      if (refused.length > 0) {
+        // data still flows; commands (Rebirth, DCMD) or the host's STATE cannot come
+        this.log.warn({ upstream: this.name, topics: refused }, `upstream ${this.name}: the broker refused the subscription to ${refused.join(', ')} (ACL?): commands${this.topics.state ? ' and the primary host STATE' : ''} on them will not arrive`);
       }
       if (!this.topics.state || this.hostOnline) this.birth();
       else this.log.info({ upstream: this.name, host: this.config.primary_host }, `upstream ${this.name}: waiting for primary host ${this.config.primary_host} to be online; records are kept in the outbox`);
