@@ -288,7 +288,7 @@ export class SparkplugUpstream implements Upstream {
   }
 
   async send(rows: OutboxRow[]): Promise<SendResult> {
-    if (this.session !== 'born') throw new Error(`no Sparkplug session on ${this.config.url}`);
+    if (this.session !== 'born' || !this.client.connected) throw new Error(`no Sparkplug session on ${this.config.url}`);
     const rejected: SendResult['rejected'] = [];
     const records: UpstreamRecord[] = [];
     let described = true;
@@ -399,6 +399,8 @@ export class SparkplugUpstream implements Upstream {
   /** Resolves once the broker has read everything published before (its UNSUBACK comes after). */
   private fence(): Promise<void> {
     return new Promise((resolve, reject) => {
+      // MQTT.js would queue the UNSUBSCRIBE for the next connection, whose UNSUBACK says nothing of this one
+      if (!this.client.connected) return reject(new Error(`connection to ${this.config.url} lost`));
       const fail = (err: Error) => {
         this.fences.delete(fail);
         reject(err);
