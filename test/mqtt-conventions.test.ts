@@ -11,11 +11,12 @@ import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';
 
 let broker: Mosquitto;
+let deviceBroker: Mosquitto;
 beforeAll(async () => {
-  broker = await Mosquitto.start();
+  [broker, deviceBroker] = await Promise.all([Mosquitto.start(), Mosquitto.start()]);
 });
 afterAll(async () => {
-  await broker?.stop('SIGKILL');
+  await Promise.all([broker?.stop('SIGKILL'), deviceBroker?.stop('SIGKILL')]);
 });
 
 /** What a subscriber that connects now gets: the retained message of each topic under `filter`. */
@@ -79,6 +80,50 @@ describe('MQTT upstream conventions', () => {
     const values = got.map(([, payload]) => JSON.parse(payload) as number);
     for (const value of values) expect(value).toBeTypeOf('number');
     expect(values.every((v, i) => i === 0 || v >= values[i - 1]), 'the counter, in order').toBe(true);
+  });
+
+  it('publishes each device\'s state retained: online/offline at once, with the last good values; new values at most once per interval', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mqtt-conventions-'));
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(
+      file,
+      `agent: { id: gw-9, data_dir: ${dir}/data }
+devices:
+  - id: plug
+    protocol: mqtt
+    broker: ${deviceBroker.url}
+    points: [{ name: watts, topic: plug/watts }]
+streams: [{ name: s, from: { device: plug }, to: [out] }]
+upstream:
+  - { name: out, type: mqtt, url: "${broker.url}", topic: "st/{device}", client_id: st, device_state: true, device_state_interval: 2s }
+`,
+    );
+    const client = await mqtt.connectAsync(broker.url);
+    const states: { online: boolean; at: number; points: Record<string, { value: unknown; quality: string; last_good: { value: unknown } | null }> }[] = [];
+    client.on('message', (_topic, payload) => states.push(JSON.parse(payload.toString())));
+    await client.subscribeAsync('gw-9/plug/state', { qos: 1 });
+    const agent = AgentProcess.start(file);
+    const plug = await mqtt.connectAsync(deviceBroker.url);
+    await plug.publishAsync('plug/watts', '12.5', { retain: true }); // retained: the agent may subscribe after
+    await until(() => states.some((s) => s.online && s.points.watts?.value === 12.5), 10_000, 'the state with 12.5 W');
+    // ten new values in a second: at most one more state within the interval
+    const before = states.length;
+    for (let i = 0; i < 10; i++) await plug.publishAsync('plug/watts', String(13 + i));
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(states.length - before).toBeLessThanOrEqual(1);
+    await until(() => states.at(-1)!.points.watts.value === 22, 10_000, 'the latest value after the interval');
+    await plug.endAsync(true);
+    // the device's broker goes away: offline at once, the last good value kept
+    const stoppedAt = Date.now();
+    await deviceBroker.stop();
+    await until(() => states.at(-1)!.online === false, 10_000, 'the offline state');
+    expect(Date.now() - stoppedAt).toBeLessThan(5000);
+    expect(states.at(-1)!.points.watts.last_good?.value).toBe(22);
+    agent.kill('SIGTERM');
+    await agent.exit();
+    await client.endAsync(true);
+    await deviceBroker.resume();
+    expect((await retained('gw-9/plug/state')).has('gw-9/plug/state')).toBe(true);
   });
 
   it('does not retain by default, and has no availability topic unless asked', async () => {

@@ -21,7 +21,7 @@ export interface UpstreamPlugin {
 
 /** Upstreams by type: one line each (in this order in error messages). */
 export const upstreams = {
-  mqtt: { schema: mqttUpstreamSchema, check: checkMqttUpstream, create: async (config, agentId, log) => new (await import('./mqtt/mqtt.js')).MqttUpstream(config, agentId, log) },
+  mqtt: { schema: mqttUpstreamSchema, check: checkMqttUpstream, create: async (config, agentId, log, context) => new (await import('./mqtt/mqtt.js')).MqttUpstream(config, agentId, log, context) },
   sparkplug: { schema: sparkplugUpstreamSchema, create: async (config, agentId, log, context) => new (await import('./sparkplug/sparkplug.js')).SparkplugUpstream(config, agentId, log, context) },
   kafka: { schema: kafkaUpstreamSchema, prepare: prepareKafkaUpstream, check: checkKafkaUpstream, create: async (config, agentId, log) => new (await import('./kafka/kafka.js')).KafkaUpstream(config, agentId, log) },
   file: { schema: fileUpstreamSchema, prepare: prepareFileUpstream, create: async (config) => new (await import('./file/file.js')).FileUpstream(config) },

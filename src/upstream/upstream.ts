@@ -3,6 +3,7 @@ import type { DeviceBase, WriteOutcome } from '../connectors/connector.js';
 import type { ConfigIssue } from '../core/config-error.js';
 import type { IssueAt } from '../core/config-kit.js';
 import type { Reading, Value } from '../core/reading.js';
+import type { DeviceStatus } from '../manage/managed-agent.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 
 /**
@@ -20,6 +21,8 @@ export interface UpstreamContext {
   write(device: string, point: string, value: Value): Promise<WriteOutcome | void>;
   /** An event record for this upstream, through the outbox (stream `commands`). */
   report(event: Reading): void;
+  /** A device's state as /api/devices shows it (online, each point's sample and last good value). */
+  deviceState?(id: string): DeviceStatus | undefined;
 }
 
 /** Where records go after the outbox: an MQTT broker, Kafka, a file. */

@@ -18,6 +18,14 @@ export const mqttUpstreamSchema = object({
    * a broker whose ACL refuses the will's topic refuses the connection.
    */
   availability: withDefault(Type.Union([Type.Boolean(), text]), false),
+  /**
+   * Each device's state (online, each point's latest sample and last good value, as
+   * /api/devices shows it) as a retained JSON message: true is `{agent}/{device}/state`, or a
+   * topic template ({agent} {device}). For the devices whose records come to this upstream.
+   */
+  device_state: withDefault(Type.Union([Type.Boolean(), text]), false),
+  /** device_state: new values at most once per this; online/offline within a second */
+  device_state_interval: duration('10s'),
   batch: withDefault(Type.Integer({ minimum: 1, maximum: 10000 }), 1),
   username: Type.Optional(text),
   password: Type.Optional(Type.String()),
@@ -29,8 +37,9 @@ export const mqttUpstreamSchema = object({
   tls: Type.Optional(tls),
 });
 
-/** Loaded, retain and availability have their defaults; code that builds an upstream itself (benches, tests) may leave them out. */
-export type MqttUpstreamConfig = Omit<Static<typeof mqttUpstreamSchema>, 'retain' | 'availability'> & Partial<Pick<Static<typeof mqttUpstreamSchema>, 'retain' | 'availability'>>;
+/** Loaded, the keys added since (retain, availability, device_state) have their defaults; code that builds an upstream itself (benches, tests) may leave them out. */
+type Added = 'retain' | 'availability' | 'device_state' | 'device_state_interval';
+export type MqttUpstreamConfig = Omit<Static<typeof mqttUpstreamSchema>, Added> & Partial<Pick<Static<typeof mqttUpstreamSchema>, Added>>;
 
 /** The availability topic template, or undefined when there is none. */
 export function availabilityTemplate(config: Pick<MqttUpstreamConfig, 'availability'>): string | undefined {
@@ -38,9 +47,17 @@ export function availabilityTemplate(config: Pick<MqttUpstreamConfig, 'availabil
   return availability === true ? '{agent}/status' : availability === false ? undefined : availability;
 }
 
+/** The device state topic template, or undefined when there is none. */
+export function deviceStateTemplate(config: Pick<MqttUpstreamConfig, 'device_state'>): string | undefined {
+  const { device_state = false } = config;
+  return device_state === true ? '{agent}/{device}/state' : device_state === false ? undefined : device_state;
+}
+
 export function checkMqttUpstream(config: MqttUpstreamConfig, at: readonly (string | number)[], issueAt: IssueAt): ConfigIssue[] {
   const issues = checkTemplate(config.topic, [...at, 'topic'], issueAt, [...TEMPLATE_FIELDS, 'point']);
   const availability = availabilityTemplate(config);
   if (availability !== undefined) issues.push(...checkTemplate(availability, [...at, 'availability'], issueAt, ['agent']));
+  const deviceState = deviceStateTemplate(config);
+  if (deviceState !== undefined) issues.push(...checkTemplate(deviceState, [...at, 'device_state'], issueAt, ['agent', 'device']));
   return issues;
 }
