@@ -310,7 +310,7 @@ export class Agent implements ManagedAgent {
       }
     }
     const { outbox, state } = this.store;
-    await reconcileUpstreams(this.parts, config, outbox, change, this.log);
+    await reconcileUpstreams(this.parts, config, outbox, change, this.log, this.latest);
     await reconcileDevices(
       this.parts,
       config,

@@ -15,6 +15,8 @@ import { wireStream, type StreamSinks } from '../streams/wiring.js';
 import { createUpstream } from '../upstream/index.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { ConfigChange } from '../manage/managed-agent.js';
+import type { LatestValues } from '../core/latest.js';
+import { describeDevice } from './status.js';
 
 export interface RunningUpstream {
   config: UpstreamConfig;
@@ -75,11 +77,25 @@ export function stopDevice({ connector }: RunningDevice, log: Logger): Promise<v
 }
 
 /** Upstreams: each changed one stopped (its forwarder first), each new one started with a forwarder on the outbox. */
-export async function reconcileUpstreams(parts: Parts, config: AgentConfig, outbox: Outbox, change: ConfigChange, log: Logger): Promise<void> {
+export async function reconcileUpstreams(parts: Parts, config: AgentConfig, outbox: Outbox, change: ConfigChange, log: Logger, latest?: LatestValues): Promise<void> {
   await removeChanged(parts.upstreams, config.upstream, (u) => u.name, change.upstreams, stopUpstream);
   for (const upstreamConfig of config.upstream) {
     if (parts.upstreams.has(upstreamConfig.name)) continue;
-    const upstream = await createUpstream(upstreamConfig, config.agent.id, log);
+    const name = upstreamConfig.name;
+    const upstream = await createUpstream(upstreamConfig, config.agent.id, log, {
+      dataDir: config.agent.data_dir,
+      lastSeq: () => outbox.lastSeq,
+      device: (id) => parts.devices.get(id)?.config,
+      write: (device, point, value) => {
+        const running = parts.devices.get(device);
+        return running ? running.connector.write(point, value) : Promise.reject(new Error(`device ${device} is not running`));
+      },
+      report: (event) => outbox.add([name], 'commands', event),
+      deviceState: (id) => {
+        const running = parts.devices.get(id);
+        return running && latest ? describeDevice(running, latest) : undefined;
+      },
+    });
     const forwarder = new Forwarder(outbox, upstream, log);
     parts.upstreams.set(upstreamConfig.name, { config: upstreamConfig, upstream, forwarder });
     forwarder.start();

@@ -18,14 +18,19 @@ export function describeStream({ config, stream, deployed }: RunningStream): Str
   };
 }
 
+/**
+ * A device with the latest sample of each point and, beside it, the latest good value with its
+ * time (`last_good`, null while none came): an offline device's points are `bad`, but what it
+ * last held stays visible, as the stream platforms keep a device's state.
+ */
 export function describeDevice({ config, connector }: RunningDevice, latest: LatestValues): DeviceStatus {
-  return {
-    id: config.id,
-    protocol: config.protocol,
-    online: connector.online,
-    read_errors: connector.readErrors,
-    points: Object.fromEntries(latest.samplesOf(config.id)),
-  };
+  const good = latest.goodOf(config.id);
+  const points: DeviceStatus['points'] = {};
+  for (const [name, sample] of latest.samplesOf(config.id)) {
+    const last = good.get(name);
+    points[name] = { ...sample, last_good: last ? { value: last.value, ts: last.ts } : null };
+  }
+  return { id: config.id, protocol: config.protocol, online: connector.online, read_errors: connector.readErrors, points };
 }
 
 export function describeOutbox(upstreams: ReadonlyMap<string, RunningUpstream>, outbox: Outbox, now = Date.now()): OutboxStatus {

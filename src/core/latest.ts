@@ -113,6 +113,11 @@ export class LatestValues {
     return latest && latest.ts >= notBefore ? latest.value : undefined;
   }
 
+  /** The latest usable (not `bad`) value of each point of a device, with its ts: what it held before it failed. */
+  goodOf(device: string): ReadonlyMap<string, { value: Value | null; ts: number }> {
+    return this.devices.get(device)?.values ?? new Map();
+  }
+
   /** The latest sample of each point of a device. */
   samplesOf(device: string): ReadonlyMap<string, Sample> {
     return this.devices.get(device)?.samples ?? new Map();

@@ -37,7 +37,7 @@ export interface DeviceStatus {
   protocol: string;
   online: boolean;
   read_errors: number | undefined;
-  points: Record<string, Sample>;
+  points: Record<string, Sample & { last_good: { value: Sample['value']; ts: number } | null }>;
 }
 
 export interface UpstreamStatus {

@@ -1,5 +1,29 @@
 import { Backoff, upperHalf } from '../core/backoff.js';
+import type { DeviceBase, WriteOutcome } from '../connectors/connector.js';
+import type { ConfigIssue } from '../core/config-error.js';
+import type { IssueAt } from '../core/config-kit.js';
+import type { Reading, Value } from '../core/reading.js';
+import type { DeviceStatus } from '../manage/managed-agent.js';
 import type { OutboxRow } from '../outbox/outbox.js';
+
+/**
+ * What an upstream may ask of the agent beside its records: a Sparkplug edge node keeps its
+ * bdSeq in the data folder, describes the devices it reports, and writes the commands it gets.
+ */
+export interface UpstreamContext {
+  /** agent.data_dir */
+  dataDir: string;
+  /** The highest record seq the outbox handed out so far: records up to it are older than now. */
+  lastSeq(): number;
+  /** A device's config as it runs now (undefined when there is no such device). */
+  device(id: string): DeviceBase | undefined;
+  /** Writes through the device's connector as it runs now (as an action does). */
+  write(device: string, point: string, value: Value): Promise<WriteOutcome | void>;
+  /** An event record for this upstream, through the outbox (stream `commands`). */
+  report(event: Reading): void;
+  /** A device's state as /api/devices shows it (online, each point's sample and last good value). */
+  deviceState?(id: string): DeviceStatus | undefined;
+}
 
 /** Where records go after the outbox: an MQTT broker, Kafka, a file. */
 export interface Upstream {
@@ -34,6 +58,19 @@ export interface SendResult {
    * sent again, after a backoff, with everything behind them; the other rows count as delivered.
    */
   retry?: { ids: number[]; reason: string };
+}
+
+/** The placeholders a topic or key template may hold. */
+export const TEMPLATE_FIELDS = ['agent', 'stream', 'device'] as const;
+
+/**
+ * The issue of a template with a placeholder `fillTemplate` does not fill (`{point}`,
+ * `{devcie}`): it would be published literally, to a topic nobody reads.
+ */
+export function checkTemplate(template: string, at: readonly (string | number)[], issueAt: IssueAt, fields: readonly string[] = TEMPLATE_FIELDS): ConfigIssue[] {
+  const unknown = [...template.matchAll(/\{([^{}]*)\}/g)].map((m) => m[1]).filter((field) => !fields.includes(field));
+  if (unknown.length === 0) return [];
+  return [issueAt(at, `unknown placeholder ${unknown.map((f) => `{${f}}`).join(', ')} in "${template}" (known: ${fields.map((f) => `{${f}}`).join(' ')})`)];
 }
 
 /** Fills `{agent} {stream} {device}` in a topic or key template. */

@@ -1,5 +1,6 @@
 /** The keys of a Kafka upstream: its schema, its loaded type, its defaults and its cross checks in one place. */
 import { duration, name, object, oneOf, section, text, tls, Type, withDefault, type IssueAt, type Static } from '../../core/config-kit.js';
+import { checkTemplate } from '../upstream.js';
 
 export const kafkaUpstreamSchema = object({
   name,
@@ -29,8 +30,9 @@ export function prepareKafkaUpstream(config: Static<typeof kafkaUpstreamSchema>)
 }
 
 export function checkKafkaUpstream(config: KafkaUpstreamConfig, at: readonly (string | number)[], issueAt: IssueAt) {
+  const issues = [...checkTemplate(config.topic, [...at, 'topic'], issueAt), ...checkTemplate(config.key, [...at, 'key'], issueAt)];
   if (config.idempotent && config.acks !== 'all' && config.acks !== -1) {
-    return [issueAt([...at, 'idempotent'], `upstream ${config.name}: an idempotent producer needs acks: all (set idempotent: false to use acks: ${config.acks})`)];
+    issues.push(issueAt([...at, 'idempotent'], `upstream ${config.name}: an idempotent producer needs acks: all (set idempotent: false to use acks: ${config.acks})`));
   }
-  return [];
+  return issues;
 }

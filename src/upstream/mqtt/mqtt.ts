@@ -1,9 +1,9 @@
 import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import type { MqttUpstreamConfig } from './config.js';
+import { availabilityTemplate, deviceStateTemplate, type MqttUpstreamConfig } from './config.js';
 import { closeMqtt, connectMqtt } from '../../mqtt/client.js';
 import type { OutboxRow } from '../../outbox/outbox.js';
-import { fillTemplate, RefusedTopics, type SendResult, type Upstream } from '../upstream.js';
+import { fillTemplate, RefusedTopics, type SendResult, type Upstream, type UpstreamContext } from '../upstream.js';
 
 interface Refusal {
   reason: string;
@@ -18,6 +18,9 @@ interface Outgoing {
 
 /** Suspect topics remembered at most (see `suspects`). */
 const MAX_SUSPECTS = 10_000;
+
+/** Devices whose state is published at most (ids from a template device are bounded by its max_devices too). */
+const MAX_STATE_DEVICES = 10_000;
 
 /** 0x97: the broker asks us to slow down, not to give up. */
 const QUOTA_EXCEEDED = 0x97;
@@ -39,13 +42,27 @@ export class MqttUpstream implements Upstream {
   readonly window = 4;
   private readonly client: MqttClient;
   private readonly listeners: (() => void)[] = [];
+  /** The topic has `{point}`: one message per value. */
+  private readonly perPoint: boolean;
+  /** device_state: the topic template, and what was last published of each device. */
+  private readonly stateTopic: string | undefined;
+  private readonly states = new Map<string, { online: boolean | undefined; ts: number; published: number }>();
+  private stateTimer: NodeJS.Timeout | undefined;
+  /** Where `online` / `offline` go (retained), when the config asks for it. */
+  private readonly availability: string | undefined;
 
   constructor(
     private readonly config: MqttUpstreamConfig,
     private readonly agentId: string,
     private readonly log: Logger,
+    private readonly context?: UpstreamContext,
   ) {
     this.name = config.name;
+    this.stateTopic = context?.deviceState ? deviceStateTemplate(config) : undefined;
+    if (this.stateTopic !== undefined) this.stateTimer = setInterval(() => this.publishStates(), 1000).unref();
+    this.perPoint = config.topic.includes('{point}');
+    const availability = availabilityTemplate(config);
+    this.availability = availability === undefined ? undefined : fillTemplate(availability, agentId, '', '');
     // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
     this.client = connectMqtt({
       who: `upstream ${this.name}`,
@@ -59,11 +76,17 @@ export class MqttUpstream implements Upstream {
       keepalive: config.keepalive,
       protocolVersion: config.protocol_version,
       whileDown: 'records are kept in the outbox',
-      extra: { clean: true, queueQoSZero: false },
+      extra: {
+        clean: true,
+        queueQoSZero: false,
+        // the broker says `offline` for us when the connection is lost without a goodbye
+        will: this.availability === undefined ? undefined : { topic: this.availability, payload: Buffer.from('offline'), qos: 1, retain: true },
+      },
     });
     this.client.on('connect', () => {
       // Our messages go out at once instead of waiting for the broker's delayed ACK (Nagle).
       (this.client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+      if (this.availability !== undefined) this.client.publish(this.availability, 'online', { qos: 1, retain: true });
       for (const listener of this.listeners) listener();
     });
     this.client.on('close', () => this.failPending(new Error(`connection to ${config.url} closed`)));
@@ -82,7 +105,17 @@ export class MqttUpstream implements Upstream {
     const { batch, topic } = this.config;
     const messages: Promise<Refusal | undefined>[] = [];
     const sent: OutboxRow[][] = [];
-    if (batch <= 1) {
+    if (this.stateTopic !== undefined) for (const row of rows) this.watchState(row.device);
+    if (this.perPoint) {
+      // one message per value, the value alone as its payload (the Home Assistant / zigbee2mqtt layout)
+      for (const row of rows) {
+        const base = fillTemplate(topic, this.agentId, row.stream, row.device);
+        for (const [point, payload] of pointMessages(row.payload)) {
+          messages.push(this.publish(base.replaceAll('{point}', point), payload));
+          sent.push([row]);
+        }
+      }
+    } else if (batch <= 1) {
       for (const row of rows) {
         messages.push(this.publish(fillTemplate(topic, this.agentId, row.stream, row.device), row.payload));
         sent.push([row]);
@@ -105,8 +138,12 @@ export class MqttUpstream implements Upstream {
     }
     const refusals = await Promise.all(messages);
     const rejected: SendResult['rejected'] = [];
+    const refused = new Set<number>();
     refusals.forEach((refusal, i) => {
-      if (refusal) rejected.push({ ids: sent[i].map((r) => r.id), reason: refusal.reason });
+      // a record of several messages (one per point) is refused once
+      const ids = refusal ? sent[i].map((r) => r.id).filter((id) => !refused.has(id)) : [];
+      for (const id of ids) refused.add(id);
+      if (ids.length > 0) rejected.push({ ids, reason: refusal!.reason });
     });
     return { rejected };
   }
@@ -158,7 +195,7 @@ export class MqttUpstream implements Upstream {
       reject(err);
     };
     this.inFlight.set(fail, topic);
-    this.client.publish(topic, payload, { qos: this.config.qos }, (err) => {
+    this.client.publish(topic, payload, { qos: this.config.qos, retain: this.config.retain ?? false }, (err) => {
       if (!this.inFlight.delete(fail)) return;
       if (suspect) this.alone = false;
       const code = (err as { code?: unknown } | undefined)?.code;
@@ -189,9 +226,59 @@ export class MqttUpstream implements Upstream {
     for (const id of Object.keys(this.client.outgoing)) this.client.removeOutgoingMessage(Number(id));
   }
 
+  /** A device whose records come here: its state is published from now on. */
+  private watchState(device: string): void {
+    if (this.states.size < MAX_STATE_DEVICES && !this.states.has(device)) this.states.set(device, { online: undefined, ts: -Infinity, published: -Infinity });
+  }
+
+  /**
+   * Each second: the state of each watched device whose online status changed, or whose points
+   * have newer samples and whose last state is older than device_state_interval, retained at
+   * QoS 1. Not through the outbox: a state is superseded by the next one, and one lost with a
+   * connection is sent again (it counts as published only once the broker acknowledged it).
+   */
+  private publishStates(): void {
+    if (!this.client.connected) return;
+    const now = Date.now();
+    const interval = this.config.device_state_interval ?? 10_000;
+    for (const [device, last] of this.states) {
+      const state = this.context!.deviceState!(device);
+      if (!state) continue;
+      let ts = -Infinity;
+      for (const name in state.points) ts = Math.max(ts, state.points[name].ts);
+      const due = state.online !== last.online || (ts > last.ts && now - last.published >= interval);
+      if (!due) continue;
+      const topic = fillTemplate(this.stateTopic!, this.agentId, '', device);
+      this.client.publish(topic, JSON.stringify({ ...state, at: now }), { qos: 1, retain: true }, (err) => {
+        if (err) return;
+        last.online = state.online;
+        last.ts = ts;
+        last.published = now;
+      });
+    }
+  }
+
   /** Disconnects cleanly when the broker answers within a second, else drops the connection (the outbox keeps what was not acknowledged). */
   async close(): Promise<void> {
+    clearInterval(this.stateTimer);
+    // a clean DISCONNECT drops the will: say `offline` first (a second at most)
+    if (this.availability !== undefined && this.client.connected) {
+      const said = new Promise<void>((resolve) => this.client.publish(this.availability!, 'offline', { qos: 1, retain: true }, () => resolve()));
+      await Promise.race([said, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+    }
     await closeMqtt(this.client);
     this.failPending(new Error('upstream closed'));
   }
+}
+
+/**
+ * The messages of a record for a topic with `{point}`: each value as JSON text (`12.5`, `true`,
+ * `"on"`, `null`), and an event as its whole record under its code.
+ */
+function pointMessages(payload: string): [string, string][] {
+  const record = JSON.parse(payload) as { values?: Record<string, unknown>; event?: { code: string } };
+  const messages: [string, string][] = [];
+  for (const point in record.values) messages.push([point, JSON.stringify(record.values[point])]);
+  if (record.event) messages.push([record.event.code, payload]);
+  return messages;
 }
