@@ -1,5 +1,12 @@
-import { CronExpressionParser } from 'cron-parser';
+import { createRequire } from 'node:module';
+import type { CronExpressionParser } from 'cron-parser';
 import { schedule, type Clock } from '../../core/schedule.js';
+
+// cron-parser and its luxon (about 1.6 MB resident, 1 MB of heap) are loaded the first time a
+// cron is read, not at start: most configs have no cron. require() keeps TimerSchedule
+// synchronous (the config check builds one); the package is CommonJS.
+let cronParser: typeof CronExpressionParser | undefined;
+const cron = () => (cronParser ??= (createRequire(import.meta.url)('cron-parser') as typeof import('cron-parser')).CronExpressionParser);
 
 /**
  * The timer source's schedule: `cron` (five fields, or six with seconds first, in the agent's
@@ -19,7 +26,7 @@ export class TimerSchedule {
   /** The first tick strictly after `ts`. */
   next(ts: number): number {
     if (this.timer.every !== undefined) return (Math.floor(ts / this.timer.every) + 1) * this.timer.every;
-    return CronExpressionParser.parse(this.timer.cron!, { currentDate: ts, tz: this.timezone }).next().getTime();
+    return cron().parse(this.timer.cron!, { currentDate: ts, tz: this.timezone }).next().getTime();
   }
 }
 
