@@ -101,11 +101,17 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   }
 }
 
-function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
+type Position = (offset: number | undefined) => { line?: number; col?: number };
+
+function parseYaml(text: string): { doc: Document; position: Position } {
   const lineCounter = new LineCounter();
   // `<<: *defaults` is YAML 1.1, not 1.2: enabled here, as users expect it from other tools.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
-  const position = (offset: number | undefined): { line?: number; col?: number } => (offset === undefined ? {} : lineCounter.linePos(offset));
+  return { doc, position: (offset) => (offset === undefined ? {} : lineCounter.linePos(offset)) };
+}
+
+function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
+  const { doc, position } = parseYaml(text);
 
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -116,7 +122,21 @@ function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): Lo
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: 'the config must be a YAML mapping with an "agent" key' }]);
   }
 
+  // The Document (a node per key and value: about 4 MB for 100 devices × 50 points) places the
+  // issues found after the schema. It is held weakly, so that a running agent does not keep it;
+  // an issue reported after it was collected parses the same text again, to the same places.
+  let parsed = new WeakRef({ doc, position });
+  const located = () => {
+    let found = parsed.deref();
+    if (!found) {
+      found = parseYaml(text);
+      substitute(found.doc, env, file, found.position);
+      parsed = new WeakRef(found);
+    }
+    return found;
+  };
   const issueAt = (path: ConfigPath, message: string): ConfigIssue => {
+    const { doc, position } = located();
     const { node, alias } = nearestNode(doc, path);
     // the faulty value is in an anchor: say through which alias this path reaches it
     const via = alias ? ` (reached through the alias *${alias.source} at line ${position(alias.range?.[0]).line ?? '?'})` : '';
@@ -169,12 +189,7 @@ function firstLine(message: string): string {
 }
 
 /** Replaces ${NAME}, ${NAME:-default} and ${file:/path} in every string scalar of the document. */
-function substitute(
-  doc: Document,
-  env: NodeJS.ProcessEnv,
-  file: string,
-  position: (offset: number | undefined) => { line?: number; col?: number },
-): ConfigIssue[] {
+function substitute(doc: Document, env: NodeJS.ProcessEnv, file: string, position: Position): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const reference = /\$\{([^}]+)\}/g;
   visit(doc, {
