@@ -1,5 +1,5 @@
 // Resident memory of the agent as a process, started as systemd starts it (scripts/edge-agent:
-// the built CLI with the launcher's heap flags), on
+// the built CLI with the launcher's heap and V8 flags), on
 //   (1) the default config (config/agent.yaml: a simulated meter, the SQLite outbox, an MQTT
 //       upstream and a file), its broker a Mosquitto started here, its API on a free port;
 //   (2) 100 Modbus TCP devices × 50 holding registers polled every second (100 modbus-serial
@@ -188,7 +188,7 @@ upstream: [{ name: broker, type: mqtt, url: "${broker.url}", topic: "edge/{agent
 
 /**
  * What the agent's dependencies cost, loaded one after another in the order `run` loads them,
- * in a node with the launcher's heap flags: resident (VmRSS) and V8 heap used after a full GC.
+ * in a node with the launcher's heap and V8 flags: resident (VmRSS) and V8 heap used after a full GC.
  */
 function moduleCosts(): void {
   const steps: [string, string][] = [
@@ -210,7 +210,10 @@ function moduleCosts(): void {
     ['modbus-serial (only with Modbus devices)', `await import('modbus-serial')`],
   ];
   const launcher = readFileSync(join(root, 'scripts/edge-agent'), 'utf8');
-  const heapFlags = (/^export NODE_OPTIONS="([^$"]+)/m.exec(launcher)?.[1] ?? '').split(' ').filter(Boolean);
+  const heapFlags = [
+    ...(/^export NODE_OPTIONS="([^$"]+)/m.exec(launcher)?.[1] ?? '').split(' '),
+    ...(/^NODE_FLAGS="\$\{EDGE_AGENT_NODE_FLAGS-([^}]*)\}"/m.exec(launcher)?.[1] ?? '').split(' '),
+  ].filter(Boolean);
   const script = `
 import { readFileSync } from 'node:fs';
 const rss = () => Number(/VmRSS:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
