@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
 import { ConfigError, formatPath, type ConfigIssue } from '../core/config-error.js';
 import { connectors } from '../connectors/index.js';
@@ -30,22 +30,39 @@ export interface LoadedConfig {
   issueAt(path: ConfigPath, message: string): ConfigIssue;
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
-ajv.addKeyword({
-  keyword: 'duration',
-  type: 'string',
-  modifying: true,
-  errors: true,
-  validate: unitKeyword(parseDuration, 'must be a duration such as 250ms, 1s, 15m, 1h or 7d'),
-});
-ajv.addKeyword({
-  keyword: 'size',
-  type: 'string',
-  modifying: true,
-  errors: true,
-  validate: unitKeyword(parseSize, 'must be a size such as 512KB, 64MB or 1GB'),
-});
-const validateSchema = ajv.compile(configSchema);
+/**
+ * The config schema compiled by Ajv: one function of some 350 kB of generated source, about
+ * 1.3 MB of heap with its code. Compiled when a config is first read, and released by
+ * releaseConfigValidator() once the agent has applied a config: configs are read at start and
+ * on a reload or a push, so a running agent need not hold it; the next read compiles it again
+ * (about 0.1 s).
+ */
+let compiled: ValidateFunction | undefined;
+
+function schemaValidator(): ValidateFunction {
+  if (compiled) return compiled;
+  const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
+  ajv.addKeyword({
+    keyword: 'duration',
+    type: 'string',
+    modifying: true,
+    errors: true,
+    validate: unitKeyword(parseDuration, 'must be a duration such as 250ms, 1s, 15m, 1h or 7d'),
+  });
+  ajv.addKeyword({
+    keyword: 'size',
+    type: 'string',
+    modifying: true,
+    errors: true,
+    validate: unitKeyword(parseSize, 'must be a size such as 512KB, 64MB or 1GB'),
+  });
+  return (compiled = ajv.compile(configSchema));
+}
+
+/** Lets the compiled config schema be collected; the next config read compiles it again. */
+export function releaseConfigValidator(): void {
+  compiled = undefined;
+}
 
 function unitKeyword(parse: (text: string) => number | undefined, message: string) {
   const check = (_schema: unknown, data: string, _parent: unknown, cxt?: { parentData: any; parentDataProperty: string | number }) => {
@@ -84,11 +101,17 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   }
 }
 
-function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
+type Position = (offset: number | undefined) => { line?: number; col?: number };
+
+function parseYaml(text: string): { doc: Document; position: Position } {
   const lineCounter = new LineCounter();
   // `<<: *defaults` is YAML 1.1, not 1.2: enabled here, as users expect it from other tools.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
-  const position = (offset: number | undefined): { line?: number; col?: number } => (offset === undefined ? {} : lineCounter.linePos(offset));
+  return { doc, position: (offset) => (offset === undefined ? {} : lineCounter.linePos(offset)) };
+}
+
+function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
+  const { doc, position } = parseYaml(text);
 
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -99,7 +122,21 @@ function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): Lo
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: 'the config must be a YAML mapping with an "agent" key' }]);
   }
 
+  // The Document (a node per key and value: about 4 MB for 100 devices × 50 points) places the
+  // issues found after the schema. It is held weakly, so that a running agent does not keep it;
+  // an issue reported after it was collected parses the same text again, to the same places.
+  let parsed = new WeakRef({ doc, position });
+  const located = () => {
+    let found = parsed.deref();
+    if (!found) {
+      found = parseYaml(text);
+      substitute(found.doc, env, file, found.position);
+      parsed = new WeakRef(found);
+    }
+    return found;
+  };
   const issueAt = (path: ConfigPath, message: string): ConfigIssue => {
+    const { doc, position } = located();
     const { node, alias } = nearestNode(doc, path);
     // the faulty value is in an anchor: say through which alias this path reaches it
     const via = alias ? ` (reached through the alias *${alias.source} at line ${position(alias.range?.[0]).line ?? '?'})` : '';
@@ -110,6 +147,7 @@ function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): Lo
   if (issues.length > 0) throw new ConfigError(issues);
 
   const data = resolvedTree(doc, file);
+  const validateSchema = schemaValidator();
   if (!validateSchema(data)) {
     throw new ConfigError(schemaIssues(validateSchema.errors ?? [], doc, issueAt, position));
   }
@@ -151,12 +189,7 @@ function firstLine(message: string): string {
 }
 
 /** Replaces ${NAME}, ${NAME:-default} and ${file:/path} in every string scalar of the document. */
-function substitute(
-  doc: Document,
-  env: NodeJS.ProcessEnv,
-  file: string,
-  position: (offset: number | undefined) => { line?: number; col?: number },
-): ConfigIssue[] {
+function substitute(doc: Document, env: NodeJS.ProcessEnv, file: string, position: Position): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const reference = /\$\{([^}]+)\}/g;
   visit(doc, {

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ManagedAgent } from './managed-agent.js';
 import { parseHostPort } from '../core/units.js';
@@ -8,6 +8,12 @@ import { Episodes } from '../core/episodes.js';
 import type { Registry } from 'prom-client';
 
 const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
+
+// Not `import … from 'node:http'`: an ES module import of node:http reads every export, and
+// its lazy WebSocket, CloseEvent and MessageEvent getters load undici, http2 and web streams
+// (about 13 MB resident, measured by scripts/bench/memory). The CommonJS object is the same
+// module without that.
+const { createServer } = process.getBuiltinModule('node:http');
 
 /**
  * Idle connections cannot starve the API: beyond MAX_CONNECTIONS new ones are closed at once
