@@ -75,7 +75,14 @@ export function keyFunction(fields: string[] | undefined, point?: string): (read
       return key;
     };
   }
-  const part = (r: Reading, field: string) => (field === 'device' ? r.device : String(pointValue(r, field) ?? ''));
+  const part = (r: Reading, field: string) => {
+    if (field === 'device') return r.device;
+    // A read of its own rather than pointValue's: that one also serves every step's measured
+    // points, and a load that sees many names goes through V8's global lookup cache, per reading.
+    const v: unknown = r.values[field];
+    if (typeof v === 'string') return v;
+    return isValue(v) && v !== null ? String(v) : '';
+  };
   // One level of Maps per field, so that no string is built to look a key up.
   type Level = Map<string, Level | string>;
   const root: Level = new Map();

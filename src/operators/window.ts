@@ -90,6 +90,15 @@ export const window = operator(schema, (params, context) => {
   // properties may not), and the per-reading read of a window's point stays on V8's fast path.
   const noPoints: Record<string, PointAcc | undefined> = {};
   for (const point of points) setOwn(noPoints, point, undefined);
+  // Likewise the results of a window that saw every point, and their qualities when partial.
+  const allResults: Reading['values'] = {};
+  const allPartial: Record<string, Quality> = {};
+  for (const { names } of outputs) {
+    for (const [, name] of names) {
+      allResults[name] = 0;
+      allPartial[name] = 'partial';
+    }
+  }
   const keyOf = keyFunction(params.key);
   const { state } = context;
   // open windows must close and be emitted, however long their key stays silent
@@ -102,7 +111,8 @@ export const window = operator(schema, (params, context) => {
 
   function emitWindow(acc: WindowAcc, device: string, emit: Emit, forcePartial: boolean) {
     if (acc.readings === 0) return;
-    const values: Reading['values'] = {};
+    const complete = points.every((point) => ownEntry(acc.points, point));
+    const values: Reading['values'] = complete ? { ...allResults } : {};
     let any = false;
     for (const { point, names } of outputs) {
       const p = ownEntry(acc.points, point);
@@ -117,7 +127,8 @@ export const window = operator(schema, (params, context) => {
     const step = acc.readings > 1 ? span / (acc.readings - 1) : 0;
     const partial = forcePartial || (span + step) / (acc.end - acc.start) < 0.9;
     let quality: Record<string, Quality> | undefined;
-    if (partial) {
+    if (partial && complete) quality = { ...allPartial };
+    else if (partial) {
       quality = {};
       for (const name in values) quality[name] = 'partial';
     }
