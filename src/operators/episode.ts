@@ -2,7 +2,7 @@ import { keyFields, object, text, Type, type Static } from '../core/config-kit.j
 import type { Emit, Quality, Reading } from '../core/reading.js';
 import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
-import { anyGoodValue, hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
+import { anyGoodValue, hasPoint, keyFunction, numberOf, ownEntry, setOwn } from './values.js';
 import { addValue, result, windowFunctions, type PointAcc } from './window.js';
 
 /** The operator's keys, their loaded type and their defaults. */
@@ -51,7 +51,7 @@ export const episode = operator(schema, (params, context) => {
   function close(open: Episode, end: number, emit: Emit, partial = false) {
     const values: Reading['values'] = { duration_s: Math.max(0, end - open.start) / 1000 };
     for (const [point, fns] of functions) {
-      const p = ownValue(open.points, point);
+      const p = ownEntry(open.points, point);
       if (p) for (const fn of fns) setOwn(values, `${point}_${fn}`, result(p, fn));
     }
     let quality: Record<string, Quality> | undefined;
