@@ -12,12 +12,12 @@ import { remoteConfigSchema } from './management.js';
 import { outboxSchema } from '../outbox/config.js';
 import { operators } from '../operators/index.js';
 import { upstreams } from '../upstream/index.js';
-import { anyValue, duration, name, object, oneOf, text, Type, withDefault, type Static } from '../core/config-kit.js';
+import { anyValue, duration, filePath, name, object, oneOf, text, Type, withDefault, type Static } from '../core/config-kit.js';
 
 export const agentSchema = object({
   id: name,
   /** relative to the config file's folder */
-  data_dir: withDefault(text, '/var/lib/edge-agent'),
+  data_dir: withDefault(filePath('made'), '/var/lib/edge-agent'),
   log_level: withDefault(oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), 'info'),
   /** host:port of the management API, metrics and status page, or `off`. */
   http: withDefault(Type.String({ pattern: '^(off|([^:]+|\\[[0-9a-fA-F:]+\\]):[0-9]{1,5})$' }), '127.0.0.1:8080'),
