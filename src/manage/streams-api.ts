@@ -9,7 +9,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type
 import { ConfigError, type ConfigIssue } from '../core/config-error.js';
 import { MAX_ALIAS_COUNT } from '../config/load.js';
 import { NotWritten, writeAndApply } from './config-file.js';
-import { RolledBack, type ManagedAgent, type StreamStatus } from './managed-agent.js';
+import { RolledBack, type ManagedAgent } from './managed-agent.js';
 
 /** What a handler answers: an HTTP status and a JSON body (none for 204). */
 export interface Reply {
@@ -25,17 +25,17 @@ export interface SubmittedIssue {
   message: string;
 }
 
-/** How the edited file is written: no folding of long lines, flow collections as users write them. */
+/** How the edited file is written: long lines are not folded (yaml's default folds at 80). */
 const TO_STRING = { lineWidth: 0 } as const;
 
-/** The running config's stream `name`: as written in the file (before `${...}`), its state and counters. */
+/** The running config's stream `name`: its definition as written in the file (before `${...}`), its state and counters. */
 export function streamDetail(agent: ManagedAgent, name: string): Reply {
   const status = agent.streamStatus().find((s) => s.name === name);
   if (!status) return noStream(agent, name);
-  const written = (configDocument(agent.text).toJS({ maxAliasCount: MAX_ALIAS_COUNT }) as { streams?: { name?: unknown }[] }).streams ?? [];
-  const definition = written.find((s) => s?.name === name) ?? agent.config.streams.find((s) => s.name === name);
-  const { from: _from, steps: _steps, to: _to, ...state } = status;
-  return { status: 200, body: { ...state, definition } satisfies Omit<StreamStatus, 'from' | 'steps' | 'to'> & { definition: unknown } };
+  const written = (configDocument(agent.text).toJS({ maxAliasCount: MAX_ALIAS_COUNT }) as { streams?: { name?: unknown }[] | null }).streams ?? [];
+  const definition = written.find((s) => s?.name === name);
+  const { deployed, readings_in, readings_out, errors, counters } = status;
+  return { status: 200, body: { name, definition, deployed, readings_in, readings_out, errors, counters } };
 }
 
 export function streamInstances(agent: ManagedAgent, name: string): Reply {
@@ -87,8 +87,7 @@ export function deleteStream(agent: ManagedAgent, name: string): Promise<Reply> 
     const index = indexOf(doc, name);
     if (index < 0) return noStream(agent, name);
     streams.items.splice(index, 1);
-    const reply = await change(agent, doc, `the API (stream ${name} deleted)`, undefined, -1, 204, name);
-    return reply.status === 204 ? { status: 204 } : reply;
+    return change(agent, doc, `the API (stream ${name} deleted)`, undefined, -1, 204, name);
   });
 }
 
@@ -166,8 +165,7 @@ async function change(agent: ManagedAgent, doc: Document, source: string, submit
     if (err instanceof RolledBack || err instanceof NotWritten) return { status: 500, body: { error: err.message } };
     throw err;
   }
-  if (status === 204) return { status };
-  return streamDetail(agent, name).status === 200 ? { status, body: streamDetail(agent, name).body } : { status };
+  return status === 204 ? { status } : { status, body: streamDetail(agent, name).body };
 }
 
 function locate(issue: ConfigIssue, submitted: Submitted | undefined, index: number): SubmittedIssue {
