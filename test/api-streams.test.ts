@@ -117,6 +117,10 @@ describe('streams over the API', () => {
     expect((await call('GET', '/api/streams/high')).status).toBe(404);
     expect((await call('DELETE', '/api/streams/high')).status).toBe(404);
     expect(readFileSync(file, 'utf8')).not.toContain('high');
+    // changes made at once are made one after the other: none is lost
+    const many = ['one', 'two', 'three'].map((name) => call('POST', '/api/streams', JSON.stringify({ name, from: { device: 'sim' }, to: ['out'] })));
+    expect((await Promise.all(many)).map((r) => r.status)).toEqual([201, 201, 201]);
+    for (const name of ['one', 'two', 'three']) expect((await call('DELETE', `/api/streams/${name}`)).status).toBe(204);
     const again = await restart();
     expect([...again.streamsByName.keys()]).toEqual(['a', 'kept']);
     expect((await call('GET', '/api/streams/kept')).body).toMatchObject({ name: 'kept', definition: kept, deployed: true });
