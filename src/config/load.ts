@@ -1,12 +1,13 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
 import { ConfigError, formatPath, type ConfigIssue } from '../core/config-error.js';
 import { connectors } from '../connectors/index.js';
 import { upstreams, type UpstreamPlugin } from '../upstream/index.js';
-import { fillDefaults } from '../core/config-kit.js';
-import { configSchema } from './schema.js';
+import { fillDefaults, forEachPath } from '../core/config-kit.js';
+import { agentSchema, configSchema } from './schema.js';
+import { remoteConfigSchema } from './management.js';
 import type { AgentConfig } from './types.js';
 import { parseDuration, parseSize } from '../core/units.js';
 
@@ -203,7 +204,8 @@ function substitute(doc: Document, env: NodeJS.ProcessEnv, file: string, positio
       const original = node.value;
       const replaced = original.replace(reference, (_match, expr: string) => {
         if (expr.startsWith('file:')) {
-          const source = expr.slice(5);
+          // relative to the config file's folder, as every path in the config
+          const source = resolve(dirname(resolve(file)), expr.slice(5));
           try {
             return readFileSync(source, 'utf8').trim();
           } catch (err) {
@@ -383,19 +385,47 @@ function keyOffset(doc: Document, path: ConfigPath, key: string): number | undef
 
 /**
  * The schema has checked `raw`; this fills the defaults the schemas declare (each plugin's
- * from its own schema) and lets a plugin finish what depends on other keys or on the config
- * file's folder.
+ * from its own schema), makes every path key absolute from the config file's folder, and lets
+ * a plugin finish what depends on other keys.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig {
   // the `x-` keys only held anchors
   const config = fillDefaults(configSchema, Object.fromEntries(Object.entries(raw).filter(([key]) => !key.startsWith('x-')))) as AgentConfig;
-  config.agent.data_dir = resolve(configDir, config.agent.data_dir);
   for (const device of config.devices) fillDefaults(connectors[device.protocol].schema, device);
-  for (const upstream of config.upstream) {
-    const plugin: UpstreamPlugin = upstreams[upstream.type];
-    fillDefaults(plugin.schema, upstream);
-    plugin.prepare?.(upstream, configDir);
-  }
+  for (const upstream of config.upstream) fillDefaults(upstreams[upstream.type].schema, upstream);
+  forEachPathKey(config, (_kind, holder, key) => {
+    (holder as Record<string | number, unknown>)[key] = resolve(configDir, (holder as Record<string | number, string>)[key]);
+  });
+  for (const upstream of config.upstream) (upstreams[upstream.type] as UpstreamPlugin).prepare?.(upstream, configDir);
   return config;
+}
+
+/** Every path key of a loaded config (see `filePath`), each section with its own or its plugin's schema. */
+function forEachPathKey(config: AgentConfig, visit: Parameters<typeof forEachPath>[3]): void {
+  forEachPath(agentSchema, config.agent, ['agent'], visit);
+  config.devices.forEach((device, i) => forEachPath(connectors[device.protocol].schema, device, ['devices', i], visit));
+  config.upstream.forEach((upstream, i) => forEachPath(upstreams[upstream.type].schema, upstream, ['upstream', i], visit));
+  if (config.remote_config) forEachPath(remoteConfigSchema, config.remote_config, ['remote_config'], visit);
+}
+
+/**
+ * The files and folders a config names that are not there, each at its line: `edge-agent
+ * validate` reports them (loading does not: a config is signed on a workstation without them).
+ */
+export function missingFiles(loaded: LoadedConfig): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  forEachPathKey(loaded.config, (kind, holder, key, path) => {
+    if (kind === 'made') return;
+    const file = (holder as Record<string | number, string>)[key];
+    let found: Stats | undefined;
+    try {
+      found = statSync(file);
+    } catch {
+      found = undefined;
+    }
+    if (!found) issues.push(loaded.issueAt(path, `${kind === 'dir' ? 'no folder' : 'no file'} ${file}`));
+    else if (kind === 'dir' ? !found.isDirectory() : !found.isFile()) issues.push(loaded.issueAt(path, `${file} is not a ${kind === 'dir' ? 'folder' : 'file'}`));
+  });
+  return issues;
 }

@@ -44,6 +44,7 @@ export class StateStore {
   private readonly upsert: Statement;
   private readonly remove: Statement;
   private readonly removeScope: Statement;
+  private readonly countScope: Statement;
   /** @internal */ readonly selectPage: Statement;
   private readonly selectStale: Statement;
   private readonly pruneBatch: (cutoff: number, afterScope: string, afterKey: string) => { last?: [string, string]; pruned: number; kept: number };
@@ -77,6 +78,7 @@ export class StateStore {
     this.upsert = db.prepare('INSERT INTO state (scope, key, value, seen) VALUES (?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, seen = excluded.seen');
     this.remove = db.prepare('DELETE FROM state WHERE scope = ? AND key = ?');
     this.removeScope = db.prepare('DELETE FROM state WHERE scope = ?');
+    this.countScope = db.prepare('SELECT COUNT(*) FROM state WHERE scope = ?').pluck();
     this.selectPage = db.prepare('SELECT key, value FROM state WHERE scope = ? AND key > ? ORDER BY key LIMIT 500');
     this.selectStale = db.prepare('SELECT scope, key, value FROM state WHERE seen < ? AND (scope, key) > (?, ?) ORDER BY scope, key LIMIT ?');
     this.pruneBatch = db.transaction((cutoff: number, afterScope: string, afterKey: string) => {
@@ -117,6 +119,19 @@ export class StateStore {
     this.removeScope.run(name);
   }
 
+  /** Keys a step holds, saved or not yet (for the API's instances; one COUNT over the step's rows). */
+  keyCount(name: string): number {
+    let n = this.countScope.get(name) as number;
+    const scope = this.scopes.get(name);
+    for (const key of scope?.dirty ?? []) {
+      const entry = scope!.cache.get(key)!;
+      // new and unsaved: not in SQLite yet; deleted and unsaved: still there
+      if (entry.value !== NONE && entry.seen === 0) n++;
+      else if (entry.value === NONE && entry.seen > 0) n--;
+    }
+    return n;
+  }
+
   /** Keys changed since the last save. */
   get pending(): number {
     let n = 0;
@@ -130,8 +145,10 @@ export class StateStore {
     for (const scope of this.scopes.values()) {
       for (const key of scope.dirty) {
         const entry = scope.cache.get(key)!;
-        if (entry.value === NONE) this.remove.run(scope.name, key);
-        else {
+        if (entry.value === NONE) {
+          this.remove.run(scope.name, key);
+          entry.seen = 0; // no longer in SQLite
+        } else {
           this.upsert.run(scope.name, key, JSON.stringify(entry.value), now);
           entry.seen = now;
         }
