@@ -1,3 +1,4 @@
+import { Type } from '../core/config-kit.js';
 import type { Quality, Reading, Value } from '../core/reading.js';
 
 /*
@@ -29,6 +30,19 @@ export function hasPoint(reading: Reading, point: string): boolean {
 export function pointQuality(reading: Reading, point: string): Quality | undefined {
   const q: unknown = reading.quality?.[point];
   return typeof q === 'string' ? (q as Quality) : undefined;
+}
+
+/** `round: N` on a step that computes values: decimal places of its results (0 to 15). */
+export const roundDigits = Type.Optional(Type.Integer({ minimum: 0, maximum: 15 }));
+
+/**
+ * Rounds to `digits` decimal places (none: as computed), so that a sum of floats reaches the
+ * user as 12.593, not 12.592999999999998. Non-finite values pass as they are.
+ */
+export function rounder(digits: number | undefined): (v: number) => number {
+  if (digits === undefined) return (v) => v;
+  const scale = 10 ** digits;
+  return (v) => (Number.isFinite(v) ? Math.round(v * scale) / scale : v);
 }
 
 /** A value that is there: not null, not NaN or infinite, not of bad quality. */

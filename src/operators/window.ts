@@ -1,7 +1,7 @@
 import { duration, keyFields, object, Type, type Static } from '../core/config-kit.js';
 import type { Emit, Quality, Reading } from '../core/reading.js';
 import { check, operator } from './operator.js';
-import { hasPoint, keyFunction, numberOf, ownEntry, setOwn } from './values.js';
+import { hasPoint, keyFunction, numberOf, ownEntry, rounder, roundDigits, setOwn } from './values.js';
 import { checkWindow, Windows } from './window-bounds.js';
 
 export type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
@@ -21,6 +21,8 @@ export const schema = object({
   lateness: duration('0s'),
   key: Type.Optional(keyFields),
   functions: windowFunctions,
+  /** decimal places of the results (default: as computed) */
+  round: roundDigits,
 });
 type Params = Static<typeof schema>;
 
@@ -83,6 +85,7 @@ export const window = operator(schema, (params, context) => {
   const problem = checkWindow(params.size, every);
   check(!problem, context, problem ?? '', 'size');
   const { lateness } = params;
+  const round = rounder(params.round);
   const windows = new Windows(params.size, every, context.timezone);
   const functions = Object.entries(params.functions);
   const points = functions.map(([point]) => point);
@@ -121,7 +124,7 @@ export const window = operator(schema, (params, context) => {
       const p = ownEntry(acc.points, point);
       if (!p) continue;
       for (const [fn, name] of names) {
-        values[name] = result(p, fn);
+        values[name] = round(result(p, fn));
         any = true;
       }
     }
