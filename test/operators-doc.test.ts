@@ -98,7 +98,7 @@ describe('docs/operators.md worked examples', () => {
     ]);
   });
 
-  it('window 15m: avg 110, min 100, max 120, delta 20, integral 18.333, count 3, not partial; a single reading is partial', () => {
+  it('window 15m: avg 110, min 100, max 120, delta -10 and integral 27.083 up to the window\'s end, count 3, not partial; a single reading is partial', () => {
     const out = run(
       '  - { id: w, protocol: simulator, points: [{ name: kw }] }',
       '  - { name: s, from: { device: w }, steps: [{ window: { size: 15m, functions: { kw: [avg, min, max, delta, integral, count] } } }], to: [out] }',
@@ -106,9 +106,22 @@ describe('docs/operators.md worked examples', () => {
     );
     expect(out[0].ts).toBe(at('10:00'));
     expect(out[0].quality).toBeUndefined();
-    expect(out[0].values).toEqual({ kw_avg: 110, kw_min: 100, kw_max: 120, kw_delta: 20, kw_integral: expect.closeTo(18.333, 3), kw_count: 3 });
+    // the span 10:10 → 10:15 counts in the 10:00 window: (105 + 115 + 105) kW × 5 min
+    expect(out[0].values).toEqual({ kw_avg: 110, kw_min: 100, kw_max: 120, kw_delta: -10, kw_integral: expect.closeTo(27.083, 3), kw_count: 3 });
     expect(out[1].ts).toBe(at('10:15'));
     expect(out[1].quality?.kw_avg).toBe('partial');
+  });
+
+  it('window integral and delta over the window\'s whole span: 100 kW read each minute is 25 kWh in 15 minutes; a span across the end is split there', () => {
+    const devices = '  - { id: w, protocol: simulator, points: [{ name: kw }, { name: kwh }] }';
+    const stream = '  - { name: s, from: { device: w }, steps: [{ window: { size: 15m, functions: { kw: [integral], kwh: [delta] } } }], to: [out] }';
+    const minutes = Array.from({ length: 16 }, (_, i) => `10:${String(i).padStart(2, '0')}`);
+    const each = run(devices, stream, minutes.flatMap((m, i) => [`${m} w kw 100`, `${m} w kwh ${1000 + (i * 100) / 60}`]));
+    expect(each[0].values).toEqual({ kw_integral: expect.closeTo(25, 9), kwh_delta: expect.closeTo(25, 9) });
+    // readings at :30 each minute: the minute from 10:14:30 to 10:15:30 is half in each window
+    const half = run(devices, stream, Array.from({ length: 32 }, (_, i) => `10:${String(i).padStart(2, '0')}:30 w kw ${i < 15 ? 100 : 200}`));
+    // 10:00:30 → 10:14:30 at 100 kW, then 10:14:30 → 10:15:00 rising to 150 kW: 23.333 + 1.042
+    expect(half[0].values.kw_integral).toBeCloseTo(70 / 3 + (125 * 0.5) / 60, 6);
   });
 
   it('energy: meter-reading across midnight, instant-power 100 → 120 kW over 5 min, average-power 200 kW over 15 min', () => {

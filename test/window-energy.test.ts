@@ -19,7 +19,8 @@ describe('window', () => {
     expect(out).toEqual({
       device: 'm1',
       ts: at('10:00'),
-      values: { p_avg: 17, p_min: 10, p_max: 24, p_sum: 255, p_count: 15, p_first: 10, p_last: 24, p_delta: 14, p_integral: expect.closeTo((17 * 14) / 60, 9) },
+      // delta and integral run to the window's end, 10:15, where the reading of 100 is
+      values: { p_avg: 17, p_min: 10, p_max: 24, p_sum: 255, p_count: 15, p_first: 10, p_last: 24, p_delta: 90, p_integral: expect.closeTo((17 * 14) / 60 + (24 + 100) / 2 / 60, 9) },
       quality: undefined,
     });
   });

@@ -35,8 +35,11 @@ export interface PointAcc {
   first: number;
   last: number;
   lastTs: number;
-  /** kW·h by the trapezoid rule */
+  /** kW·h by the trapezoid rule, over the window's span: readings just outside it are interpolated at its ends */
   integral: number;
+  /** The value at the window's start and end, interpolated between the readings around them (for delta) */
+  atStart?: number;
+  atEnd?: number;
 }
 
 interface WindowAcc {
@@ -54,6 +57,8 @@ interface KeyState {
   /** The latest ts seen: windows with end + lateness <= it are closed. */
   watermark: number;
   open: WindowAcc[];
+  /** Each point's latest good value and its ts: the start of the next segment for integral and delta. */
+  previous?: Record<string, [number, number] | undefined>;
 }
 
 const HOUR = 3_600_000;
@@ -64,8 +69,11 @@ const HOUR = 3_600_000;
  * Tumbling (every = size, the default) or hopping windows per key (default: the device).
  * A window closes when a reading with ts >= end + lateness arrives for its key, or when the
  * agent's clock passes end + lateness + size. It emits one reading: ts = window start, values
- * `<point>_<fn>`. `delta` is last - first and `integral` the trapezoid area per hour (kW → kWh),
- * both over good values. Quality is `partial` when the readings cover under 90% of the window:
+ * `<point>_<fn>`. `integral` is the trapezoid area per hour (kW → kWh) and `delta` the change,
+ * both over the window's whole span, as the energy step counts: between a reading before the
+ * window's start (or its end) and the next one after it, the value is interpolated at the
+ * boundary, when the two are at most `size` apart (a longer gap is not interpolated); both over
+ * good values. Quality is `partial` when the readings cover under 90% of the window:
  * coverage is the span from the first to the last reading plus one average reading interval
  * (so a single reading is partial; gaps inside the span are not seen). Missing values are not
  * aggregated (counted); readings later than `lateness` for a closed window are dropped
@@ -96,6 +104,8 @@ export const window = operator(schema, (params, context) => {
   // properties may not), and the per-reading read of a window's point stays on V8's fast path.
   const noPoints: Record<string, PointAcc | undefined> = {};
   for (const point of points) setOwn(noPoints, point, undefined);
+  const noPrevious: Record<string, [number, number] | undefined> = {};
+  for (const point of points) setOwn(noPrevious, point, undefined);
   // Likewise the results of a window that saw every point, and their qualities when partial.
   const allResults: Reading['values'] = {};
   const allPartial: Record<string, Quality> = {};
@@ -117,12 +127,13 @@ export const window = operator(schema, (params, context) => {
 
   function emitWindow(acc: WindowAcc, device: string, emit: Emit, forcePartial: boolean) {
     if (acc.readings === 0) return;
-    const complete = points.every((point) => ownEntry(acc.points, point));
+    const complete = points.every((point) => (ownEntry(acc.points, point)?.n ?? 0) > 0);
     const values: Reading['values'] = complete ? { ...allResults } : {};
     let any = false;
     for (const { point, names } of outputs) {
       const p = ownEntry(acc.points, point);
-      if (!p) continue;
+      // a point only crossed by a span, with no reading of its own here, has no aggregates
+      if (!p || p.n === 0) continue;
       for (const [fn, name] of names) {
         values[name] = round(result(p, fn));
         any = true;
@@ -139,6 +150,64 @@ export const window = operator(schema, (params, context) => {
       for (const name in values) quality[name] = 'partial';
     }
     emit({ device, ts: acc.start, values, quality });
+  }
+
+  /**
+   * Adds the span from the point's previous value to (t2, v2), linear between them, to the
+   * integral of each open window it crosses, and notes the value where it crosses a window's
+   * start or end (for delta). A late value (not after the previous) and a gap longer than the
+   * window's size add nothing.
+   */
+  function segment(keyState: KeyState, point: string, t2: number, v2: number) {
+    const previous = (keyState.previous ??= { ...noPrevious });
+    const last = ownEntry(previous, point);
+    if (last && t2 <= last[0]) return;
+    setOwn(previous, point, [t2, v2]);
+    if (!last || t2 - last[0] > params.size) return;
+    const [t1, v1] = last;
+    const valueAt = (t: number) => v1 + ((v2 - v1) * (t - t1)) / (t2 - t1);
+    for (const acc of keyState.open) {
+      const a = Math.max(t1, acc.start);
+      const b = Math.min(t2, acc.end);
+      if (a >= b) continue;
+      const p = pointOf(acc, point);
+      p.integral += ((valueAt(a) + valueAt(b)) / 2) * ((b - a) / HOUR);
+      if (t1 < acc.start) p.atStart = valueAt(acc.start);
+      if (t2 >= acc.end) p.atEnd = valueAt(acc.end);
+    }
+  }
+
+  /** The point's aggregates in a window; created empty (no reading yet) when it has none. */
+  function pointOf(acc: WindowAcc, point: string): PointAcc {
+    let p = ownEntry(acc.points, point);
+    if (!p) {
+      p = { n: 0, sum: 0, min: 0, max: 0, first: 0, last: 0, lastTs: -Infinity, integral: 0 };
+      setOwn(acc.points, point, p);
+    }
+    return p;
+  }
+
+  /** The open windows of `ts` for the key, opened where needed; a window already closed is late (counted). */
+  function windowsOf(key: string, keyState: KeyState, ts: number): WindowAcc[] {
+    const accs: WindowAcc[] = [];
+    for (const start of windows.startsOf(ts)) {
+      const end = windows.end(start);
+      if (end + lateness <= keyState.watermark) {
+        context.count('late');
+        continue;
+      }
+      let acc: WindowAcc | undefined;
+      for (const open of keyState.open) if (open.start === start) acc = open;
+      if (!acc) {
+        acc = { start, end, firstTs: ts, lastTs: ts, readings: 0, points: { ...noPoints } };
+        keyState.open.push(acc);
+        keyState.open.sort((a, b) => a.start - b.start);
+        // the clock closes what is open (tick drops a key once nothing is)
+        keys.add(key);
+      }
+      accs.push(acc);
+    }
+    return accs;
   }
 
   /** Emits and removes the key's windows that are over at `time`; returns whether any were. */
@@ -165,34 +234,28 @@ export const window = operator(schema, (params, context) => {
         context.count('clock_back');
         close(key, keyState, Infinity, emit, true);
         keyState.watermark = ts;
+        keyState.previous = undefined;
         state.set(key, keyState);
       }
       if (ts > keyState.watermark) keyState.watermark = ts;
+      // the windows of this reading first: the span since each point's previous value goes to
+      // them and to every open window it crosses, before a window this reading closes is emitted
+      const accs = windowsOf(key, keyState, ts);
+      for (const point of points) {
+        const v = numberOf(reading, point);
+        if (v !== undefined) segment(keyState, point, ts, v);
+      }
       close(key, keyState, keyState.watermark - lateness, emit);
 
       let added = false;
-      for (const start of windows.startsOf(ts)) {
-        const end = windows.end(start);
-        if (end + lateness <= keyState.watermark) {
-          context.count('late');
-          continue;
-        }
-        let acc: WindowAcc | undefined;
-        for (const open of keyState.open) if (open.start === start) acc = open;
-        if (!acc) {
-          acc = { start, end, firstTs: ts, lastTs: ts, readings: 0, points: { ...noPoints } };
-          keyState.open.push(acc);
-          keyState.open.sort((a, b) => a.start - b.start);
-          // the clock closes what is open (tick drops a key once nothing is)
-          keys.add(key);
-        }
+      for (const acc of accs) {
         for (const point of points) {
           const v = numberOf(reading, point);
           if (v === undefined) {
             if (hasPoint(reading, point)) context.count('missing');
             continue;
           }
-          addValue(acc, point, v, ts);
+          addValue(acc, point, v, ts, false);
           added = true;
         }
         acc.readings++;
@@ -231,14 +294,16 @@ export const window = operator(schema, (params, context) => {
   };
 });
 
-export function addValue(acc: { points: Record<string, PointAcc | undefined> }, point: string, v: number, ts: number) {
+export function addValue(acc: { points: Record<string, PointAcc | undefined> }, point: string, v: number, ts: number, integrate = true) {
   const p = ownEntry(acc.points, point);
-  if (!p) {
-    setOwn(acc.points, point, { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 });
+  if (!p || p.n === 0) {
+    // a window's spans (see segment) may have made the point's entry before its first reading
+    if (p) Object.assign(p, { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts });
+    else setOwn(acc.points, point, { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 });
     return;
   }
   if (ts > p.lastTs) {
-    p.integral += ((p.last + v) / 2) * ((ts - p.lastTs) / HOUR);
+    if (integrate) p.integral += ((p.last + v) / 2) * ((ts - p.lastTs) / HOUR);
     p.last = v;
     p.lastTs = ts;
   }
@@ -265,7 +330,7 @@ export function result(p: PointAcc, fn: Fn): number {
     case 'last':
       return p.last;
     case 'delta':
-      return p.last - p.first;
+      return (p.atEnd ?? p.last) - (p.atStart ?? p.first);
     case 'integral':
       return p.integral;
   }
