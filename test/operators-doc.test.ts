@@ -121,7 +121,7 @@ describe('docs/operators.md worked examples', () => {
     // readings at :30 each minute: the minute from 10:14:30 to 10:15:30 is half in each window
     const half = run(devices, stream, Array.from({ length: 32 }, (_, i) => `10:${String(i).padStart(2, '0')}:30 w kw ${i < 15 ? 100 : 200}`));
     // 10:00:30 → 10:14:30 at 100 kW, then 10:14:30 → 10:15:00 rising to 150 kW: 23.333 + 1.042
-    expect(half[0].values.kw_integral).toBeCloseTo(70 / 3 + (125 * 0.5) / 60, 6);
+    expect(half[0].values!.kw_integral).toBeCloseTo(70 / 3 + (125 * 0.5) / 60, 6);
   });
 
   it('energy: meter-reading across midnight, instant-power 100 → 120 kW over 5 min, average-power 200 kW over 15 min', () => {

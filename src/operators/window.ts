@@ -161,19 +161,24 @@ export const window = operator(schema, (params, context) => {
   function segment(keyState: KeyState, point: string, t2: number, v2: number) {
     const previous = (keyState.previous ??= { ...noPrevious });
     const last = ownEntry(previous, point);
-    if (last && t2 <= last[0]) return;
-    setOwn(previous, point, [t2, v2]);
-    if (!last || t2 - last[0] > params.size) return;
+    if (!last) return void setOwn(previous, point, [t2, v2]);
     const [t1, v1] = last;
-    const valueAt = (t: number) => v1 + ((v2 - v1) * (t - t1)) / (t2 - t1);
+    if (t2 <= t1) return;
+    // updated in place: no allocation per reading
+    last[0] = t2;
+    last[1] = v2;
+    if (t2 - t1 > params.size) return;
+    const slope = (v2 - v1) / (t2 - t1);
     for (const acc of keyState.open) {
-      const a = Math.max(t1, acc.start);
-      const b = Math.min(t2, acc.end);
+      const a = t1 > acc.start ? t1 : acc.start;
+      const b = t2 < acc.end ? t2 : acc.end;
       if (a >= b) continue;
       const p = pointOf(acc, point);
-      p.integral += ((valueAt(a) + valueAt(b)) / 2) * ((b - a) / HOUR);
-      if (t1 < acc.start) p.atStart = valueAt(acc.start);
-      if (t2 >= acc.end) p.atEnd = valueAt(acc.end);
+      const va = v1 + slope * (a - t1);
+      const vb = v1 + slope * (b - t1);
+      p.integral += ((va + vb) / 2) * ((b - a) / HOUR);
+      if (t1 < acc.start) p.atStart = va;
+      if (t2 >= acc.end) p.atEnd = vb;
     }
   }
 
