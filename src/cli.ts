@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { readEd25519Key, signedPush } from './manage/signing.js';
 import pino from 'pino';
@@ -13,10 +14,18 @@ import { replay, ReplayInputError } from './replay.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
 import { startAgent } from './start.js';
 
+/**
+ * The config when none is named, whatever the working directory: the checkout's
+ * config/agent.yaml beside the built code; a release (scripts/package) ships none there, and
+ * reads /etc/edge-agent/agent.yaml, its conffile.
+ */
+const CHECKOUT_CONFIG = fileURLToPath(new URL('../config/agent.yaml', import.meta.url));
+const DEFAULT_CONFIG = existsSync(CHECKOUT_CONFIG) ? CHECKOUT_CONFIG : '/etc/edge-agent/agent.yaml';
+
 const USAGE = `usage: edge-agent <command> [options]
 
 commands:
-  run [--config FILE]        start the agent (default config: config/agent.yaml)
+  run [--config FILE]        start the agent (default config: ${DEFAULT_CONFIG})
   validate [FILE]            check a config file; exit 0 when good, 1 with the errors
                              (--config FILE works too)
   replay --config FILE --input FILE.csv [--order time|file] [--flush]
@@ -36,7 +45,6 @@ commands:
                              DIR/config-signing.key (keep it safe) and DIR/config-signing.pub
   help                       this text`;
 
-const DEFAULT_CONFIG = 'config/agent.yaml';
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
