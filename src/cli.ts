@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readEd25519Key, signedPush } from './manage/signing.js';
 import pino from 'pino';
 import type { Agent } from './agent/agent.js';
@@ -22,66 +22,134 @@ import { startAgent } from './start.js';
 const CHECKOUT_CONFIG = fileURLToPath(new URL('../config/agent.yaml', import.meta.url));
 const DEFAULT_CONFIG = existsSync(CHECKOUT_CONFIG) ? CHECKOUT_CONFIG : '/etc/edge-agent/agent.yaml';
 
+type Options = NonNullable<ParseArgsConfig['options']>;
+interface Command {
+  /** what follows the command's name in the usage */
+  synopsis: string;
+  /** what it does, as shown by `help` (lines of at most 70 characters) */
+  help: string;
+  options: Options;
+}
+
+const config: Options = { config: { type: 'string', short: 'c' } };
+const COMMANDS: Record<string, Command> = {
+  run: {
+    synopsis: '[--config FILE]',
+    help: `start the agent (default config: ${DEFAULT_CONFIG})`,
+    options: config,
+  },
+  validate: {
+    synopsis: '[FILE]',
+    help: 'check a config file; exit 0 when good, 1 with the errors\n(--config FILE works too)',
+    options: config,
+  },
+  replay: {
+    synopsis: '--config FILE --input FILE.csv [--order time|file] [--flush]',
+    help: `run the config's streams over recorded data (CSV: ts,device,point,value)
+and print the upstream records as JSON lines; actions are printed,
+not performed. --order file keeps the file's row order (late and
+out-of-order data); the default sorts the rows by time.
+A header ts,device,point,value,arrival adds when each reading
+reached the agent. --flush emits open windows, energy and
+episodes at the end`,
+    options: { ...config, input: { type: 'string', short: 'i' }, order: { type: 'string' }, flush: { type: 'boolean' } },
+  },
+  'sign-config': {
+    synopsis: '--key PRIVATE.pem [--target ID] [--new-id ID] FILE',
+    help: `print FILE as a signed config push (JSON) for remote_config, for
+the gateway whose agent.id is ID (default: FILE's agent.id); only
+that gateway applies it. --new-id: the push renames the gateway
+(FILE's agent.id must be that ID)`,
+    options: { key: { type: 'string', short: 'k' }, target: { type: 'string', short: 't' }, 'new-id': { type: 'string' } },
+  },
+  keygen: {
+    synopsis: 'DIR',
+    help: `write an Ed25519 key pair for config pushes (DIR is created):
+DIR/config-signing.key (keep it safe) and DIR/config-signing.pub`,
+    options: {},
+  },
+  help: { synopsis: '[COMMAND]', help: 'this text, or what COMMAND does', options: {} },
+};
+
+function commandHelp(name: string): string {
+  const { synopsis, help } = COMMANDS[name];
+  const head = `  ${name} ${synopsis}`;
+  const [first, ...more] = help.split('\n');
+  const indent = ' '.repeat(29);
+  const lines = head.length < 28 ? [`${head.padEnd(29)}${first}`] : [head, indent + first];
+  return [...lines, ...more.map((line) => indent + line)].join('\n');
+}
+
 const USAGE = `usage: edge-agent <command> [options]
 
 commands:
-  run [--config FILE]        start the agent (default config: ${DEFAULT_CONFIG})
-  validate [FILE]            check a config file; exit 0 when good, 1 with the errors
-                             (--config FILE works too)
-  replay --config FILE --input FILE.csv [--order time|file] [--flush]
-                             run the config's streams over recorded data (CSV: ts,device,point,value)
-                             and print the upstream records as JSON lines; actions are printed,
-                             not performed. --order file keeps the file's row order (late and
-                             out-of-order data); the default sorts the rows by time.
-                             A header ts,device,point,value,arrival adds when each reading
-                             reached the agent. --flush emits open windows, energy and
-                             episodes at the end
-  sign-config --key PRIVATE.pem [--target ID] [--new-id ID] FILE
-                             print FILE as a signed config push (JSON) for remote_config, for
-                             the gateway whose agent.id is ID (default: FILE's agent.id); only
-                             that gateway applies it. --new-id: the push renames the gateway
-                             (FILE's agent.id must be that ID)
-  keygen DIR                 write an Ed25519 key pair for config pushes:
-                             DIR/config-signing.key (keep it safe) and DIR/config-signing.pub
-  help                       this text`;
+${Object.keys(COMMANDS).map(commandHelp).join('\n')}
 
+options: --help (-h) after a command shows its help; --version (-V) prints the version`;
+
+const SHORT_USAGE = `usage: edge-agent ${Object.keys(COMMANDS).join('|')} [options]   (edge-agent --help: all of it)`;
+
+/** A mistake on the command line: one line saying what, the usage, exit 2. */
+class UsageError extends Error {
+  constructor(message: string, readonly usage = SHORT_USAGE) {
+    super(message);
+  }
+}
+
+function version(): string {
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return version;
+}
 
 async function main(argv: string[]): Promise<number> {
-  const { positionals, values } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      input: { type: 'string', short: 'i' },
-      order: { type: 'string' },
-      flush: { type: 'boolean' },
-      key: { type: 'string', short: 'k' },
-      target: { type: 'string', short: 't' },
-      'new-id': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  const [command, ...rest] = positionals;
-  if (values.help || !command || command === 'help') {
-    console.log(USAGE);
-    return command || values.help ? 0 : 2;
+  const [command, ...args] = argv;
+  if (command === undefined) throw new UsageError('no command given');
+  if (command === '--version' || command === '-V') {
+    console.log(`edge-agent ${version()}`);
+    return 0;
   }
-  const file = values.config ?? rest[0] ?? DEFAULT_CONFIG;
+  if (command === '--help' || command === '-h') {
+    console.log(USAGE);
+    return 0;
+  }
+  if (command.startsWith('-')) throw new UsageError(`unknown option "${command}" (a command comes first)`);
+  if (!Object.hasOwn(COMMANDS, command)) throw new UsageError(`unknown command "${command}"`);
+  const commandUsage = `usage: edge-agent ${command} ${COMMANDS[command].synopsis}\n\n${commandHelp(command)}`;
+  const shortUsage = `usage: edge-agent ${command} ${COMMANDS[command].synopsis}   (edge-agent help ${command}: more)`;
+  let parsed;
+  try {
+    parsed = parseArgs({ args, allowPositionals: true, strict: true, options: { ...COMMANDS[command].options, help: { type: 'boolean', short: 'h' } } });
+  } catch (err) {
+    // node:util's messages name the option; its hint about '--' does not apply here
+    throw new UsageError(`${command}: ${(err as Error).message.split('. ')[0].replace(/\.$/, '')}`, shortUsage);
+  }
+  const { positionals: rest, values } = parsed as { positionals: string[]; values: Record<string, string | boolean | undefined> };
+  if (values.help) {
+    console.log(commandUsage);
+    return 0;
+  }
+  const text = (name: string) => values[name] as string | undefined;
+  const file = text('config') ?? rest[0] ?? DEFAULT_CONFIG;
   switch (command) {
+    case 'help': {
+      const about = rest[0];
+      if (about === undefined) console.log(USAGE);
+      else if (Object.hasOwn(COMMANDS, about)) console.log(`usage: edge-agent ${about} ${COMMANDS[about].synopsis}\n\n${commandHelp(about)}`);
+      else throw new UsageError(`help: unknown command "${about}"`);
+      return 0;
+    }
     case 'validate':
       return validate(file);
     case 'run':
       return run(file);
     case 'replay':
-      return replayCommand(file, values.input, values.order, values.flush);
+      return replayCommand(file, text('input'), text('order'), values.flush === true);
     case 'sign-config':
-      return signConfig(rest[0], values.key, values.target, values['new-id']);
+      return signConfig(rest[0], text('key'), text('target'), text('new-id'));
     case 'keygen':
       return keygen(rest[0]);
-    default:
-      console.error(`edge-agent: unknown command "${command}"\n\n${USAGE}`);
-      return 2;
   }
+  throw new Error(`command ${command} has no implementation`);
 }
 
 function validate(file: string): number {
@@ -170,6 +238,7 @@ function keygen(dir: string | undefined): number {
     console.error('usage: edge-agent keygen DIR');
     return 2;
   }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   writeFileSync(join(dir, 'config-signing.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
   writeFileSync(join(dir, 'config-signing.pub'), publicKey.export({ type: 'spki', format: 'pem' }), { flag: 'wx' });
@@ -239,7 +308,19 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err) => {
-    console.error(err);
-    process.exitCode = 1;
+    if (err instanceof UsageError) {
+      console.error(`edge-agent: ${err.message}\n${err.usage}`);
+      process.exitCode = 2;
+    } else if (err instanceof ConfigError) {
+      for (const issue of err.issues) console.error(formatIssue(issue));
+      process.exitCode = 1;
+    } else if ((err as NodeJS.ErrnoException)?.code && (err as NodeJS.ErrnoException).syscall) {
+      // a file the user named is missing, exists already, cannot be written: no stack for that
+      console.error(`edge-agent: ${(err as Error).message}`);
+      process.exitCode = 1;
+    } else {
+      console.error(err);
+      process.exitCode = 1;
+    }
   },
 );
