@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readEd25519Key, signedPush } from './manage/signing.js';
-import pino from 'pino';
 import type { Agent } from './agent/agent.js';
 import { ConfigError, formatIssue } from './core/config-error.js';
 import { loadConfigFile } from './config/load.js';
@@ -13,6 +12,8 @@ import { validateConfig } from './streams/build.js';
 import { replay, ReplayInputError } from './replay.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
 import { startAgent } from './start.js';
+import { createLogger, type LogFormat } from './logging.js';
+import { startSummary } from './summary.js';
 
 /**
  * The config when none is named, whatever the working directory: the checkout's
@@ -246,8 +247,17 @@ function keygen(dir: string | undefined): number {
   return 0;
 }
 
+/** The config's agent.log_format, read before the agent starts so that its first lines are in it too. */
+function logFormatOf(file: string): LogFormat {
+  try {
+    return loadConfigFile(file).config.agent.log_format;
+  } catch {
+    return 'auto'; // the start that follows reports what is wrong with the file
+  }
+}
+
 async function run(file: string): Promise<number> {
-  const log = pino({ base: { pid: process.pid } });
+  const log = createLogger(logFormatOf(file));
   const stopped = new Promise<number>((resolve) => {
     // Installed before the agent starts, so a SIGTERM during start-up still stops it cleanly.
     let stopping = false;
@@ -298,8 +308,11 @@ async function run(file: string): Promise<number> {
     });
   });
 
+  const stopSummary = startSummary(agent, log);
+
   const code = await stopped;
   stopWatchdog();
+  stopSummary();
   return code;
 }
 
