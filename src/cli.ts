@@ -12,7 +12,9 @@ import { validateConfig } from './streams/build.js';
 import { replay, ReplayInputError } from './replay.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
 import { startAgent } from './start.js';
-import { createLogger, type LogFormat } from './logging.js';
+import { createLogger } from './logging.js';
+import { isLoopback } from './config/management.js';
+import type { AgentConfig } from './config/types.js';
 import { startSummary } from './summary.js';
 
 /**
@@ -35,9 +37,10 @@ interface Command {
 const config: Options = { config: { type: 'string', short: 'c' } };
 const COMMANDS: Record<string, Command> = {
   run: {
-    synopsis: '[--config FILE]',
-    help: `start the agent (default config: ${DEFAULT_CONFIG})`,
-    options: config,
+    synopsis: '[--config FILE] [--http ADDR]',
+    help: `start the agent (default config: ${DEFAULT_CONFIG});
+--http host:port (or off) replaces agent.http`,
+    options: { ...config, http: { type: 'string' } },
   },
   validate: {
     synopsis: '[FILE]',
@@ -87,6 +90,9 @@ commands:
 ${Object.keys(COMMANDS).map(commandHelp).join('\n')}
 
 options: --help (-h) after a command shows its help; --version (-V) prints the version`;
+
+/** agent.http's form (config/schema.ts). */
+const HTTP_ADDRESS = /^(off|([^:]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5})$/;
 
 const SHORT_USAGE = `usage: edge-agent ${Object.keys(COMMANDS).join('|')} [options]   (edge-agent --help: all of it)`;
 
@@ -142,7 +148,7 @@ async function main(argv: string[]): Promise<number> {
     case 'validate':
       return validate(file);
     case 'run':
-      return run(file);
+      return run(file, text('http'));
     case 'replay':
       return replayCommand(file, text('input'), text('order'), values.flush === true);
     case 'sign-config':
@@ -247,17 +253,24 @@ function keygen(dir: string | undefined): number {
   return 0;
 }
 
-/** The config's agent.log_format, read before the agent starts so that its first lines are in it too. */
-function logFormatOf(file: string): LogFormat {
+/** The config's agent keys, read before the agent starts (log_format applies to its first lines). */
+function agentKeysOf(file: string): AgentConfig['agent'] | undefined {
   try {
-    return loadConfigFile(file).config.agent.log_format;
+    return loadConfigFile(file).config.agent;
   } catch {
-    return 'auto'; // the start that follows reports what is wrong with the file
+    return undefined; // the start that follows reports what is wrong with the file
   }
 }
 
-async function run(file: string): Promise<number> {
-  const log = createLogger(logFormatOf(file));
+async function run(file: string, http?: string): Promise<number> {
+  const keys = agentKeysOf(file);
+  if (http !== undefined) {
+    if (!HTTP_ADDRESS.test(http)) throw new UsageError(`run: --http takes host:port or off, not "${http}"`, 'usage: edge-agent run [--config FILE] [--http ADDR]');
+    if (http !== 'off' && !isLoopback(http) && !keys?.http_token) {
+      throw new UsageError(`run: --http ${http} is reachable from the network: set agent.http_token in the config first`, 'usage: edge-agent run [--config FILE] [--http ADDR]');
+    }
+  }
+  const log = createLogger(keys?.log_format ?? 'auto');
   const stopped = new Promise<number>((resolve) => {
     // Installed before the agent starts, so a SIGTERM during start-up still stops it cleanly.
     let stopping = false;
@@ -277,7 +290,7 @@ async function run(file: string): Promise<number> {
     process.on('SIGINT', () => void shutdown('SIGINT'));
   });
   let reloading: Promise<void> = Promise.resolve();
-  const starting = startAgent(file, log);
+  const starting = startAgent(file, log, process.env, { http });
 
   let agent: Agent;
   try {

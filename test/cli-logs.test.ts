@@ -1,5 +1,6 @@
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -22,8 +23,8 @@ upstream: [{ name: out, type: file, path: ${dir}/out.jsonl }]
 }
 
 /** The agent until `pattern` shows in its output, then SIGTERM; through script(1) for a terminal. */
-async function runAgent(file: string, { tty = false, env = {} as NodeJS.ProcessEnv, pattern = /last 1s: / } = {}) {
-  const command = [process.execPath, ...CLI, 'run', '--config', file];
+async function runAgent(file: string, { tty = false, env = {} as NodeJS.ProcessEnv, pattern = /last 1s: /, args = [] as string[] } = {}) {
+  const command = [process.execPath, ...CLI, 'run', '--config', file, ...args];
   const child = tty
     ? spawn('script', ['-qec', command.map((a) => `'${a}'`).join(' '), '/dev/null'], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
     : spawn(command[0], command.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -78,5 +79,36 @@ describe('logs', () => {
 
     const pretty = await runAgent(config(', log_format: pretty'), { env: { NO_COLOR: '1' } });
     expect(pretty).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  agent gw-logs running {2}devices=1 streams=1 upstreams=1$/m);
+  });
+});
+
+describe('the port of agent.http', () => {
+  it('when taken, the log says so and names agent.http; run --http ADDR replaces it', { timeout: 30_000 }, async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const file = config();
+      writeFileSync(file, readFileSync(file, 'utf8').replace('http: "off"', `http: "127.0.0.1:${port}"`));
+      const busy = await runAgent(file, { pattern: /agent gw-logs running/ });
+      expect(busy).toContain(`management API on 127.0.0.1:${port} not started: 127.0.0.1:${port} is in use by another program: change agent.http (or run with --http ADDR, or off)`);
+
+      const moved = await runAgent(file, { pattern: /agent gw-logs running/, args: ['--http', '127.0.0.1:0'] });
+      const line = moved.split('\n').find((l) => l.includes('management API, metrics and status page on'))!;
+      expect(line).toMatch(/on http:\/\/127\.0\.0\.1:\d+\//);
+      expect(line).not.toContain(`:${port}/`);
+      expect(moved).not.toContain('not started');
+    } finally {
+      taken.close();
+    }
+  });
+
+  it.each([
+    [['--http', 'nowhere'], 'edge-agent: run: --http takes host:port or off, not "nowhere"'],
+    [['--http', '0.0.0.0:8080'], 'edge-agent: run: --http 0.0.0.0:8080 is reachable from the network: set agent.http_token in the config first'],
+  ])('run %j: one line, the usage, exit 2', (args, message) => {
+    const out = spawnSync(process.execPath, [...CLI, 'run', '--config', config(), ...args], { encoding: 'utf8' });
+    expect(out.status).toBe(2);
+    expect(out.stderr.trimEnd().split('\n')).toEqual([message, 'usage: edge-agent run [--config FILE] [--http ADDR]']);
   });
 });
