@@ -91,7 +91,7 @@ describe('the port of agent.http', () => {
       const file = config();
       writeFileSync(file, readFileSync(file, 'utf8').replace('http: "off"', `http: "127.0.0.1:${port}"`));
       const busy = await runAgent(file, { pattern: /agent gw-logs running/ });
-      expect(busy).toContain(`management API on 127.0.0.1:${port} not started: 127.0.0.1:${port} is in use by another program: change agent.http (or run with --http ADDR, or off)`);
+      expect(busy).toContain(`management API on 127.0.0.1:${port} not started: listen EADDRINUSE: address already in use 127.0.0.1:${port} (another program has the port): change agent.http, or run with --http ADDR`);
 
       const moved = await runAgent(file, { pattern: /agent gw-logs running/, args: ['--http', '127.0.0.1:0'] });
       const line = moved.split('\n').find((l) => l.includes('management API, metrics and status page on'))!;

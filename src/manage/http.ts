@@ -94,7 +94,7 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
   const address = parseHostPort(hostPort);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new Error(`${hostPort} is in use by another program: change agent.http (or run with --http ADDR, or off)`, { cause: err }) : err),
+      reject(err.code === 'EADDRINUSE' ? new Error(`${err.message} (another program has the port): change agent.http, or run with --http ADDR`, { cause: err }) : err),
     );
     server.listen(address.port, address.host, () => resolve());
   });
