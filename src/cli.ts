@@ -8,6 +8,7 @@ import { readEd25519Key, signedPush } from './manage/signing.js';
 import type { Agent } from './agent/agent.js';
 import { ConfigError, formatIssue } from './core/config-error.js';
 import { loadConfigFile } from './config/load.js';
+import { configJsonSchema } from './config/schema.js';
 import { validateConfig } from './streams/build.js';
 import { replay, ReplayInputError } from './replay.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
@@ -70,6 +71,13 @@ that gateway applies it. --new-id: the push renames the gateway
     synopsis: 'DIR',
     help: `write an Ed25519 key pair for config pushes (DIR is created):
 DIR/config-signing.key (keep it safe) and DIR/config-signing.pub`,
+    options: {},
+  },
+  schema: {
+    synopsis: '',
+    help: `print the config's JSON Schema (draft 2020-12), for editors:
+edge-agent schema > agent.schema.json, then start a config with
+# yaml-language-server: $schema=agent.schema.json`,
     options: {},
   },
   help: { synopsis: '[COMMAND]', help: 'this text, or what COMMAND does', options: {} },
@@ -155,8 +163,24 @@ async function main(argv: string[]): Promise<number> {
       return signConfig(rest[0], text('key'), text('target'), text('new-id'));
     case 'keygen':
       return keygen(rest[0]);
+    case 'schema':
+      console.log(JSON.stringify(printableSchema(), null, 2));
+      return 0;
   }
   throw new Error(`command ${command} has no implementation`);
+}
+
+/**
+ * The config's schema as a file of its own: the draft it follows named, and `duration` and
+ * `size`, keywords of ours, described for people (validators ignore unknown keywords).
+ */
+function printableSchema(): object {
+  return {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    title: 'edge-agent configuration',
+    description: 'Durations are written 250ms 1s 15m 1h 7d; sizes 512KB 64MB 1GB. ${NAME}, ${NAME:-default} and ${file:/path} are replaced before the file is checked.',
+    ...configJsonSchema(),
+  };
 }
 
 function validate(file: string): number {

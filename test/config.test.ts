@@ -251,7 +251,7 @@ remote_config: { broker: "mqtt://h", topic: t, public_key: k, password: "\${file
     const secret = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'password');
     writeFileSync(secret, 'x');
     for (const name of readdirSync(dir).filter((f) => f.endsWith('.yaml'))) {
-      const text = readFileSync(join(dir, name), 'utf8').replaceAll('/etc/edge-agent/broker-password', secret).replaceAll('/etc/edge-agent/kafka.password', secret);
+      const text = readFileSync(join(dir, name), 'utf8').replaceAll('${file:secrets/broker-password}', `\${file:${secret}}`).replaceAll('${file:secrets/kafka.password}', `\${file:${secret}}`);
       expect(issuesOf(text, { GATEWAY_ID: 'gw-7' }), name).toEqual([]);
     }
   });

@@ -165,7 +165,8 @@ function substitute(
       const original = node.value;
       const replaced = original.replace(reference, (_match, expr: string) => {
         if (expr.startsWith('file:')) {
-          const source = expr.slice(5);
+          // relative to the config file's folder, as data_dir is: not to wherever the agent was started
+          const source = resolve(dirname(file), expr.slice(5));
           try {
             return readFileSync(source, 'utf8').trim();
           } catch (err) {
