@@ -11,6 +11,7 @@ import { loadConfigFile } from './config/load.js';
 import { configJsonSchema } from './config/schema.js';
 import { validateConfig } from './streams/build.js';
 import { replay, ReplayInputError } from './replay.js';
+import { liveTest, LiveTestError } from './live-test.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
 import { startAgent } from './start.js';
 import { createLogger } from './logging.js';
@@ -72,6 +73,14 @@ that gateway applies it. --new-id: the push renames the gateway
     help: `write an Ed25519 key pair for config pushes (DIR is created):
 DIR/config-signing.key (keep it safe) and DIR/config-signing.pub`,
     options: {},
+  },
+  test: {
+    synopsis: '[--config FILE] [--device ID] [--seconds N]',
+    help: `read the devices once (or for N seconds), run the streams and print
+what would go upstream as a table; nothing is sent or written, and
+actions are listed, not performed. Exit 1 when a device gave no
+good value`,
+    options: { ...config, device: { type: 'string', short: 'd' }, seconds: { type: 'string', short: 's' } },
   },
   schema: {
     synopsis: '',
@@ -163,6 +172,8 @@ async function main(argv: string[]): Promise<number> {
       return signConfig(rest[0], text('key'), text('target'), text('new-id'));
     case 'keygen':
       return keygen(rest[0]);
+    case 'test':
+      return testCommand(file, text('device'), text('seconds'));
     case 'schema':
       console.log(JSON.stringify(printableSchema(), null, 2));
       return 0;
@@ -181,6 +192,26 @@ function printableSchema(): object {
     description: 'Durations are written 250ms 1s 15m 1h 7d; sizes 512KB 64MB 1GB. ${NAME}, ${NAME:-default} and ${file:/path} are replaced before the file is checked.',
     ...configJsonSchema(),
   };
+}
+
+async function testCommand(file: string, device: string | undefined, seconds: string | undefined): Promise<number> {
+  const duration = seconds === undefined ? undefined : Number(seconds);
+  if (duration !== undefined && !(duration > 0)) throw new UsageError(`test: --seconds takes a number of seconds, not "${seconds}"`, `usage: edge-agent test ${COMMANDS.test.synopsis}`);
+  // the table on stdout; the connectors' warnings (a device that does not answer) on stderr
+  const log = createLogger('auto', process.stderr);
+  log.level = 'warn';
+  try {
+    const { table, silent } = await liveTest(file, { device, seconds: duration }, log);
+    console.log(table);
+    for (const id of silent) console.error(`device ${id} gave no good value`);
+    return silent.length > 0 ? 1 : 0;
+  } catch (err) {
+    if (err instanceof LiveTestError) {
+      console.error(`edge-agent test: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
 }
 
 function validate(file: string): number {

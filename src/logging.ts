@@ -49,7 +49,8 @@ export function prettyLine(json: string, colour: boolean): string {
  */
 export function createLogger(format: LogFormat, out: NodeJS.WriteStream = process.stdout, env: NodeJS.ProcessEnv = process.env): Logger {
   const options = { base: { pid: process.pid } };
-  if (resolveLogFormat(format, out, env) === 'json') return pino(options);
+  // stdout through pino's own destination, as the agent always wrote it
+  if (resolveLogFormat(format, out, env) === 'json') return out === process.stdout ? pino(options) : pino(options, out);
   const colour = env.NO_COLOR === undefined || env.NO_COLOR === '';
   return pino(options, { write: (line: string) => out.write(prettyLine(line, colour)) });
 }

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { CLI } from './support/cli.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const COMMANDS = ['run', 'validate', 'replay', 'sign-config', 'keygen', 'help'];
+const COMMANDS = ['run', 'validate', 'test', 'replay', 'sign-config', 'keygen', 'schema', 'help'];
 
 /** The CLI from a directory that is not the checkout, as a user on a gateway would call it. */
 function cli(...args: string[]) {
