@@ -36,18 +36,18 @@ interface Command {
   options: Options;
 }
 
-const config: Options = { config: { type: 'string', short: 'c' } };
+const configOption: Options = { config: { type: 'string', short: 'c' } };
 const COMMANDS: Record<string, Command> = {
   run: {
     synopsis: '[--config FILE] [--http ADDR]',
     help: `start the agent (default config: ${DEFAULT_CONFIG});
 --http host:port (or off) replaces agent.http`,
-    options: { ...config, http: { type: 'string' } },
+    options: { ...configOption, http: { type: 'string' } },
   },
   validate: {
     synopsis: '[FILE]',
     help: 'check a config file; exit 0 when good, 1 with the errors\n(--config FILE works too)',
-    options: config,
+    options: configOption,
   },
   replay: {
     synopsis: '--config FILE --input FILE.csv [--order time|file] [--flush]',
@@ -58,7 +58,7 @@ out-of-order data); the default sorts the rows by time.
 A header ts,device,point,value,arrival adds when each reading
 reached the agent. --flush emits open windows, energy and
 episodes at the end`,
-    options: { ...config, input: { type: 'string', short: 'i' }, order: { type: 'string' }, flush: { type: 'boolean' } },
+    options: { ...configOption, input: { type: 'string', short: 'i' }, order: { type: 'string' }, flush: { type: 'boolean' } },
   },
   'sign-config': {
     synopsis: '--key PRIVATE.pem [--target ID] [--new-id ID] FILE',
@@ -80,7 +80,7 @@ DIR/config-signing.key (keep it safe) and DIR/config-signing.pub`,
 what would go upstream as a table; nothing is sent or written, and
 actions are listed, not performed. Exit 1 when a device gave no
 good value`,
-    options: { ...config, device: { type: 'string', short: 'd' }, seconds: { type: 'string', short: 's' } },
+    options: { ...configOption, device: { type: 'string', short: 'd' }, seconds: { type: 'string', short: 's' } },
   },
   schema: {
     synopsis: '',
