@@ -251,7 +251,7 @@ remote_config: { broker: "mqtt://h", topic: t, public_key: k, password: "\${file
     const secret = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'password');
     writeFileSync(secret, 'x');
     for (const name of readdirSync(dir).filter((f) => f.endsWith('.yaml'))) {
-      const text = readFileSync(join(dir, name), 'utf8').replaceAll('/etc/edge-agent/broker-password', secret).replaceAll('/etc/edge-agent/kafka.password', secret);
+      const text = readFileSync(join(dir, name), 'utf8').replaceAll('${file:secrets/broker-password}', `\${file:${secret}}`).replaceAll('${file:secrets/kafka.password}', `\${file:${secret}}`);
       expect(issuesOf(text, { GATEWAY_ID: 'gw-7' }), name).toEqual([]);
     }
   });
@@ -365,6 +365,6 @@ upstream:
   it('rejects an unknown alias, a scalar merged as a map and __proto__ keys as config errors, never other exceptions', () => {
     expect(issuesOf(`agent: { id: gw-1 }\ndevices: *nope\n`)[0]).toMatch(/nope/);
     expect(issuesOf(`x: &s 5\nagent: { id: gw-1, <<: *s }\n`)[0]).toMatch(/Merge sources must be maps/);
-    expect(issuesOf(`agent: { id: gw-1, __proto__: { id: x } }\n`)).toEqual(['1:20 agent.__proto__: unknown key "__proto__" (expected one of: id, data_dir, log_level, http, http_token, timezone, max_future, min_time, clock_sync, state_ttl, state_cache, max_latest_devices)']);
+    expect(issuesOf(`agent: { id: gw-1, __proto__: { id: x } }\n`)).toEqual(['1:20 agent.__proto__: unknown key "__proto__" (expected one of: id, data_dir, log_level, log_format, log_summary, http, http_token, timezone, max_future, min_time, clock_sync, state_ttl, state_cache, max_latest_devices)']);
   });
 });

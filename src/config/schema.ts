@@ -19,6 +19,10 @@ export const agentSchema = object({
   /** relative to the config file's folder */
   data_dir: withDefault(filePath('made'), '/var/lib/edge-agent'),
   log_level: withDefault(oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), 'info'),
+  /** `auto`: pretty at a terminal, JSON lines under systemd or into a pipe; read at start. */
+  log_format: withDefault(oneOf(['auto', 'pretty', 'json']), 'auto'),
+  /** A one-line summary of the agent's work this often; `0s`: none. */
+  log_summary: duration('1m'),
   /** host:port of the management API, metrics and status page, or `off`. */
   http: withDefault(Type.String({ pattern: '^(off|([^:]+|\\[[0-9a-fA-F:]+\\]):[0-9]{1,5})$' }), '127.0.0.1:8080'),
   /** Bearer token the API requires; needed when `http` is not on loopback. */

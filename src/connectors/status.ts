@@ -9,7 +9,8 @@ export const DEFAULT_OFFLINE_AFTER = 3;
  * info line). A polled device that fails every other poll so stays online instead of raising
  * and clearing an event twice a minute; a connection-based one (MQTT, OPC UA) reports each
  * loss at once with `offlineAfter` 1. Until the device has first answered or been given up on,
- * it is neither: the first answer is the expected state, not news, and makes no event.
+ * it is neither: the first answer is the expected state, not news, and makes no event (one
+ * info line).
  */
 export class DeviceStatus {
   online = false;
@@ -30,7 +31,11 @@ export class DeviceStatus {
     this.online = true;
     const first = !this.known;
     this.known = true;
-    if (first) return;
+    if (first) {
+      // the expected state, not an event; but a person tailing the log wants to see it once
+      this.context.log.info({ device: this.device }, `device ${this.device} online`);
+      return;
+    }
     this.context.log.info({ device: this.device }, description);
     this.context.report?.(deviceStatusEvent(this.device, true, description));
   }

@@ -214,7 +214,9 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
   limitConnections(server);
   const address = parseHostPort(hostPort);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' ? new Error(`${err.message} (another program has the port): change agent.http, or run with --http ADDR`, { cause: err }) : err),
+    );
     server.listen(address.port, address.host, () => resolve());
   });
   // after start, a failed accept (out of file descriptors) is logged, once until a request is served again

@@ -65,12 +65,15 @@ export function connectMqtt(options: MqttClientOptions): MqttClient {
     ...tlsOptions(options.tls),
   });
   let down = false;
+  let connectedOnce = false;
   // before MQTT.js's own 'close' listener, which schedules the next attempt with reconnectPeriod
   client.prependListener('close', () => {
     client.options.reconnectPeriod = nextWait();
   });
   client.on('connect', () => {
     if (down) log.info({ ...fields, attempts: backoff.attempts }, `${who}: connected to ${url} after ${backoff.attempts} attempts`);
+    else if (!connectedOnce) log.info(fields, `${who}: connected to ${url}`);
+    connectedOnce = true;
     down = false;
     backoff.reset();
   });

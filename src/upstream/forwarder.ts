@@ -116,6 +116,7 @@ export class Forwarder {
             if (!this.failed) this.onFailure(new Error(`${unacknowledged.size} of ${rows.length} records not acknowledged: ${retry.reason}`));
           } else {
             this.outbox.ack(this.upstream.name, first, last);
+            if (this.sent === 0 && rows.length > refused) this.log.info({ upstream: this.upstream.name }, `upstream ${this.upstream.name}: first records delivered`);
             this.sent += rows.length - refused;
           }
           this.settle();
