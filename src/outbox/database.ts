@@ -92,14 +92,22 @@ function open(path: string, options: DatabaseOptions): Database.Database {
  * file) and so could not delete a record: drop-oldest would be stuck, at every restart.
  * Returns max_page_count; call it again when the free space may have changed.
  */
+/** WAL pages kept free past the checkpoint mark, for the group commit that crosses it. */
+const WAL_SLACK_PAGES = 16;
+
 export function applySizeCap(db: Database.Database, maxSize: number): number {
   const pageSize = db.pragma('page_size', { simple: true }) as number;
   const usable = Math.min(maxSize, usableBytes(db.name));
   const walBytes = Math.min(4 * 1024 * 1024, Math.floor(maxSize / 4), Math.floor(usable / 8));
-  const walPages = Math.max(16, Math.floor(walBytes / pageSize));
-  const mainBytes = usable === maxSize ? maxSize - walPages * pageSize : usable - 2 * walPages * pageSize;
-  db.pragma(`wal_autocheckpoint = ${walPages}`);
-  db.pragma(`journal_size_limit = ${walPages * pageSize}`);
+  // a WAL frame is a page and its 24-byte header, after the file's 32-byte header
+  const frame = pageSize + 24;
+  const walPages = Math.max(32, Math.floor(walBytes / frame));
+  const walFileBytes = 32 + walPages * frame;
+  const mainBytes = usable === maxSize ? maxSize - walFileBytes : usable - 2 * walFileBytes;
+  // checkpointed before the WAL is full: the group commit that crosses the mark (a few pages)
+  // still fits in it (a 1 MB cap was exceeded by 4,920 bytes with the mark at the full size)
+  db.pragma(`wal_autocheckpoint = ${walPages - WAL_SLACK_PAGES}`);
+  db.pragma(`journal_size_limit = ${walFileBytes}`);
   // SQLite keeps it at the current page count when asked for less
   return db.pragma(`max_page_count = ${Math.max(32, Math.floor(mainBytes / pageSize))}`, { simple: true }) as number;
 }
