@@ -6,6 +6,7 @@ import type { ManagedAgent } from './managed-agent.js';
 import { parseHostPort } from '../core/units.js';
 import { Episodes } from '../core/episodes.js';
 import type { Registry } from 'prom-client';
+import { pageRoutes } from './trends.js';
 
 const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
 
@@ -51,6 +52,9 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
     res.end(JSON.stringify(body));
   };
 
+  // the status page's chart library, trends and stream graph (see trends.ts)
+  const pageApi = pageRoutes(agent, json);
+
   const server: Server = createServer(SERVER_OPTIONS, async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://agent');
     const path = url.pathname;
@@ -59,6 +63,7 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
         return void res.end(page);
       }
+      if (req.method === 'GET' && pageApi.library(path, res)) return;
       if (!authorized(req)) {
         res.setHeader('www-authenticate', 'Bearer');
         return json(res, 401, { error: 'this API needs "Authorization: Bearer <agent.http_token>"' });
@@ -84,7 +89,8 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
       if (path === '/api/outbox') return json(res, 200, agent.outboxStatus());
       if (path === '/api/config') return json(res, 200, agent.configStatus());
       if (path === '/api/events') return json(res, 200, agent.events());
-      return json(res, 404, { error: `nothing at ${path} (see /api/streams, /api/devices, /api/outbox, /api/config, /api/events, /metrics)` });
+      if (pageApi.api(path, url.searchParams, res)) return;
+      return json(res, 404, { error: `nothing at ${path} (see /api/streams, /api/devices, /api/outbox, /api/config, /api/events, /api/trends, /api/graph, /metrics)` });
     } catch (err) {
       log.error({ err: (err as Error).message, path }, `management API: ${path} failed`);
       json(res, 500, { error: (err as Error).message });
@@ -93,7 +99,10 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
   limitConnections(server);
   const address = parseHostPort(hostPort);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err) => {
+      pageApi.close();
+      reject(err);
+    });
     server.listen(address.port, address.host, () => resolve());
   });
   // after start, a failed accept (out of file descriptors) is logged, once until a request is served again
@@ -110,6 +119,7 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
     port,
     close: () =>
       new Promise<void>((resolve) => {
+        pageApi.close();
         server.close(() => resolve());
         server.closeAllConnections();
       }),

@@ -1,0 +1,240 @@
+import type { Quality, Reading } from './reading.js';
+
+/**
+ * Quality as stored in a trend slot: 0 marks a slot that holds nothing. Ordered by how much a
+ * person must see it: within one slot the most notable quality of its readings stays, so that a
+ * good reading does not hide the bad one a moment before it.
+ */
+export const QUALITY_CODES = ['', 'good', 'late', 'partial', 'stale', 'estimated', 'interpolated', 'bad'] as const;
+const CODE: Record<Quality, number> = { good: 1, late: 2, partial: 3, stale: 4, estimated: 5, interpolated: 6, bad: 7 };
+
+export interface TrendOptions {
+  /** How far back the trends reach (the status page shows 15 minutes). */
+  spanMs: number;
+  /** One slot per step: readings within one step share a slot, the last value wins. */
+  stepMs: number;
+  /** Series kept at most; points seen past it are not trended (counted in `untracked`). */
+  maxSeries: number;
+}
+
+export const TREND_DEFAULTS: TrendOptions = { spanMs: 15 * 60_000, stepMs: 1000, maxSeries: 500 };
+
+/** One series as the API serves it: slot times (ms, the start of each step), values (null: none), quality codes. */
+export interface TrendData {
+  t: number[];
+  v: (number | null)[];
+  q: number[];
+}
+
+/**
+ * A ring of fixed size for one point: slot i holds the step `step % slots === i`, with the
+ * step number beside it so that a slot left over from a lap ago is told from a current one.
+ * Memory is fixed when the ring is made (13 bytes a slot) and never grows with time.
+ */
+export class TrendRing {
+  /** The step (ts / stepMs, floored) each slot holds; 0: never written. */
+  private readonly steps: Uint32Array;
+  private readonly values: Float64Array;
+  private readonly qualities: Uint8Array;
+
+  constructor(
+    readonly slots: number,
+    private readonly stepMs: number,
+  ) {
+    // steps are kept as 32-bit numbers: whole seconds at least (good until 2106)
+    if (stepMs < 1000) throw new RangeError(`a trend step of ${stepMs} ms: at least 1000`);
+    this.steps = new Uint32Array(slots);
+    this.values = new Float64Array(slots);
+    this.qualities = new Uint8Array(slots);
+  }
+
+  /** Bytes held by the ring's arrays. */
+  get bytes(): number {
+    return this.steps.byteLength + this.values.byteLength + this.qualities.byteLength;
+  }
+
+  /** Allocation-free: a few stores into the typed arrays. `value` NaN: no value (a gap). */
+  put(ts: number, value: number, quality: number): void {
+    const step = Math.floor(ts / this.stepMs);
+    const slot = step % this.slots;
+    if (this.steps[slot] !== step) {
+      this.steps[slot] = step;
+      this.values[slot] = value;
+      this.qualities[slot] = quality;
+      return;
+    }
+    // the same step again: the latest value, the most notable quality
+    if (!Number.isNaN(value)) this.values[slot] = value;
+    if (quality > this.qualities[slot]) this.qualities[slot] = quality;
+  }
+
+  /** The slots from `from` (ms) to `to` (ms), oldest first, appended to `into`. */
+  read(from: number, to: number, into: TrendData): TrendData {
+    const first = Math.max(Math.floor(from / this.stepMs), Math.floor(to / this.stepMs) - this.slots + 1);
+    const last = Math.floor(to / this.stepMs);
+    for (let step = first; step <= last; step++) {
+      const slot = step % this.slots;
+      if (this.steps[slot] !== step) continue;
+      const value = this.values[slot];
+      into.t.push(step * this.stepMs);
+      into.v.push(Number.isNaN(value) ? null : value);
+      into.q.push(this.qualities[slot]);
+    }
+    return into;
+  }
+}
+
+/** The rings of the points of one source (a device, or one device's records out of a stream). */
+type Rings = Map<string, TrendRing>;
+
+/**
+ * The recent history of every point, for the status page: device readings as they enter the
+ * agent, and the records streams send upstream. Appending is the only work on a reading's
+ * path, and it allocates nothing once a point has been seen: a map lookup per point and a few
+ * stores into typed arrays (see TrendRing). Memory is bounded: `maxSeries` rings at most, each
+ * of a fixed size.
+ */
+export class Trends {
+  readonly options: TrendOptions;
+  private readonly slots: number;
+  /** device → point → ring */
+  private readonly devices = new Map<string, Rings>();
+  /** stream → device → point → ring */
+  private readonly streams = new Map<string, Map<string, Rings>>();
+  private series = 0;
+  /** Points not trended because `maxSeries` was reached. */
+  untracked = 0;
+
+  constructor(options: Partial<TrendOptions> = {}) {
+    this.options = { ...TREND_DEFAULTS, ...options };
+    this.slots = Math.ceil(this.options.spanMs / this.options.stepMs) + 1;
+  }
+
+  /** Bytes one point's ring holds (fixed, whatever the time it runs). */
+  get bytesPerSeries(): number {
+    return this.slots * (4 + 8 + 1);
+  }
+
+  get seriesCount(): number {
+    return this.series;
+  }
+
+  /** A device's reading, as it enters the agent. */
+  append(reading: Reading): void {
+    if (reading.untimely) return;
+    let rings = this.devices.get(reading.device);
+    if (!rings) this.devices.set(reading.device, (rings = new Map()));
+    this.put(rings, reading);
+  }
+
+  /** A record a stream sends upstream (events are on the timeline, not trended). */
+  appendOutput(stream: string, reading: Reading): void {
+    if (reading.event || reading.untimely) return;
+    let devices = this.streams.get(stream);
+    if (!devices) this.streams.set(stream, (devices = new Map()));
+    let rings = devices.get(reading.device);
+    if (!rings) devices.set(reading.device, (rings = new Map()));
+    this.put(rings, reading);
+  }
+
+  private put(rings: Rings, reading: Reading): void {
+    const { values, quality, ts } = reading;
+    for (const name in values) {
+      const raw = values[name];
+      let value: number;
+      if (typeof raw === 'number') value = raw;
+      else if (typeof raw === 'boolean') value = raw ? 1 : 0;
+      else if (raw === null) value = NaN;
+      else continue; // a text is not plotted
+      let ring = rings.get(name);
+      if (!ring) {
+        if (this.series >= this.options.maxSeries) {
+          this.untracked++;
+          continue;
+        }
+        rings.set(name, (ring = new TrendRing(this.slots, this.options.stepMs)));
+        this.series++;
+      }
+      const given = quality && Object.hasOwn(quality, name) ? quality[name] : undefined;
+      const code = given === undefined ? 1 : CODE[given] ?? 1;
+      // a bad value is no value: drawn as a gap
+      ring.put(ts, code === CODE.bad ? NaN : value, code);
+    }
+  }
+
+  /** Devices with their points' slots from `from` to `to` (ms). */
+  readDevices(from: number, to: number): { id: string; points: { name: string; data: TrendData }[] }[] {
+    return [...this.devices].map(([id, rings]) => ({ id, points: readRings(rings, from, to) }));
+  }
+
+  /** Streams with the points of each device they sent, from `from` to `to` (ms). */
+  readStreams(from: number, to: number): { name: string; devices: { id: string; points: { name: string; data: TrendData }[] }[] }[] {
+    return [...this.streams].map(([name, devices]) => ({ name, devices: [...devices].map(([id, rings]) => ({ id, points: readRings(rings, from, to) })) }));
+  }
+
+  /** Forgets the streams not in `running` (renamed or removed by a config change), and their rings. */
+  keepStreams(running: ReadonlySet<string>): void {
+    for (const [name, devices] of this.streams) {
+      if (running.has(name)) continue;
+      for (const rings of devices.values()) this.series -= rings.size;
+      this.streams.delete(name);
+    }
+  }
+
+  /** Forgets the devices not in `running` (a template's ids are kept while their device runs). */
+  keepDevices(keep: (id: string) => boolean): void {
+    for (const [id, rings] of this.devices) {
+      if (keep(id)) continue;
+      this.series -= rings.size;
+      this.devices.delete(id);
+    }
+  }
+}
+
+function readRings(rings: Rings, from: number, to: number): { name: string; data: TrendData }[] {
+  return [...rings].map(([name, ring]) => ({ name, data: ring.read(from, to, { t: [], v: [], q: [] }) }));
+}
+
+/**
+ * The outbox over time, per upstream: its depth and its cumulative sent, dropped and
+ * dead-lettered counts, sampled once a step (the page draws the send rate from the counts).
+ */
+export class OutboxHistory {
+  private readonly slots: number;
+  private readonly upstreams = new Map<string, { depth: TrendRing; sent: TrendRing; dropped: TrendRing; dead: TrendRing }>();
+
+  constructor(private readonly options: TrendOptions = TREND_DEFAULTS) {
+    this.slots = Math.ceil(options.spanMs / options.stepMs) + 1;
+  }
+
+  sample(now: number, upstream: string, depth: number, sent: number, dropped: number, dead: number): void {
+    let rings = this.upstreams.get(upstream);
+    if (!rings) {
+      const ring = () => new TrendRing(this.slots, this.options.stepMs);
+      this.upstreams.set(upstream, (rings = { depth: ring(), sent: ring(), dropped: ring(), dead: ring() }));
+    }
+    rings.depth.put(now, depth, 1);
+    rings.sent.put(now, sent, 1);
+    rings.dropped.put(now, dropped, 1);
+    rings.dead.put(now, dead, 1);
+  }
+
+  /** Forgets upstreams no longer configured. */
+  keep(names: ReadonlySet<string>): void {
+    for (const name of this.upstreams.keys()) if (!names.has(name)) this.upstreams.delete(name);
+  }
+
+  read(from: number, to: number): { name: string; t: number[]; depth: (number | null)[]; sent: (number | null)[]; dropped: (number | null)[]; dead: (number | null)[] }[] {
+    return [...this.upstreams].map(([name, rings]) => {
+      const depth = rings.depth.read(from, to, { t: [], v: [], q: [] });
+      return {
+        name,
+        t: depth.t,
+        depth: depth.v,
+        sent: rings.sent.read(from, to, { t: [], v: [], q: [] }).v,
+        dropped: rings.dropped.read(from, to, { t: [], v: [], q: [] }).v,
+        dead: rings.dead.read(from, to, { t: [], v: [], q: [] }).v,
+      };
+    });
+  }
+}

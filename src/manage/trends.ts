@@ -1,0 +1,170 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type { ServerResponse } from 'node:http';
+import { OutboxHistory, QUALITY_CODES, type TrendData } from '../core/trends.js';
+import type { ManagedAgent } from './managed-agent.js';
+
+/**
+ * The status page's live parts: its chart library, the trends (one request per refresh) and
+ * the stream graph. Kept apart from http.ts so that the API's other routes change beside it.
+ */
+
+/** The chart library, served by the agent itself from node_modules: the page needs no network but the gateway. */
+const LIBRARY: Record<string, { file: string; type: string }> = {
+  '/lib/uPlot.iife.min.js': { file: 'uPlot.iife.min.js', type: 'text/javascript; charset=utf-8' },
+  '/lib/uPlot.min.css': { file: 'uPlot.min.css', type: 'text/css; charset=utf-8' },
+};
+
+function libraryDir(): string {
+  const require = createRequire(import.meta.url);
+  return join(dirname(require.resolve('uplot/package.json')), 'dist');
+}
+
+/** Window functions whose result has the unit of the point they aggregate. */
+const SAME_UNIT = ['avg', 'min', 'max', 'first', 'last', 'sum', 'delta'];
+
+type PointConfig = { name: string; unit?: string };
+
+export interface PageRoutes {
+  /** Serves the chart library (no token: it is public code, as the page is). True when it did. */
+  library(path: string, res: ServerResponse): boolean;
+  /** Serves /api/trends and /api/graph; true when `path` was one of them. */
+  api(path: string, query: URLSearchParams, res: ServerResponse): boolean;
+  /** Stops sampling the outbox. */
+  close(): void;
+}
+
+/**
+ * Routes of the status page. The outbox is sampled once a step (1 s) into a bounded history
+ * while the API runs, so that the page finds the last 15 minutes when it opens.
+ */
+export function pageRoutes(agent: ManagedAgent, json: (res: ServerResponse, status: number, body: unknown) => void): PageRoutes {
+  const trends = agent.trends;
+  const history = new OutboxHistory(trends.options);
+  const sampleOutbox = () => {
+    const status = agent.outboxStatus();
+    const now = Date.now();
+    for (const u of status.upstreams) {
+      const dropped = Object.values(u.drops).reduce((a, b) => a + b, 0);
+      history.sample(now, u.name, u.depth, u.sent, dropped, u.dead_lettered);
+    }
+    history.keep(new Set(status.upstreams.map((u) => u.name)));
+  };
+  sampleOutbox();
+  const sampler = setInterval(sampleOutbox, trends.options.stepMs);
+  sampler.unref();
+  const files = new Map<string, Buffer>();
+
+  return {
+    library(path, res) {
+      const entry = LIBRARY[path];
+      if (!entry) return false;
+      let body = files.get(path);
+      if (!body) files.set(path, (body = readFileSync(join(libraryDir(), entry.file))));
+      res.writeHead(200, { 'content-type': entry.type, 'cache-control': 'max-age=3600' });
+      res.end(body);
+      return true;
+    },
+    api(path, query, res) {
+      if (path === '/api/trends') {
+        json(res, 200, trendsBody(agent, history, query));
+        return true;
+      }
+      if (path === '/api/graph') {
+        json(res, 200, graphBody(agent));
+        return true;
+      }
+      return false;
+    },
+    close() {
+      clearInterval(sampler);
+    },
+  };
+}
+
+/**
+ * Everything the page plots, in one answer: `since` (ms) limits it to the slots from then on
+ * (the page asks for what it lacks: the slot it saw last may have changed since), `minutes`
+ * how far back it reaches at most (the span the agent keeps).
+ */
+function trendsBody(agent: ManagedAgent, history: OutboxHistory, query: URLSearchParams) {
+  const { options } = agent.trends;
+  const now = Date.now();
+  const minutes = Number(query.get('minutes') ?? options.spanMs / 60_000);
+  const span = Math.min(options.spanMs, Number.isFinite(minutes) && minutes > 0 ? minutes * 60_000 : options.spanMs);
+  const since = Number(query.get('since'));
+  const from = Math.max(now - span, Number.isFinite(since) ? since : 0);
+
+  const config = agent.config;
+  const pointsOf = new Map<string, PointConfig[]>();
+  for (const device of config.devices as { id: string; points?: PointConfig[] }[]) pointsOf.set(device.id, device.points ?? []);
+  const unitOf = (device: string, point: string): string | undefined => pointsOf.get(device)?.find((p) => p.name === point)?.unit;
+  // a stream's output point has the unit of the device point of the same name, or of the point a window aggregates
+  const outputUnit = (device: string, point: string): string | undefined => {
+    const own = unitOf(device, point);
+    if (own !== undefined) return own;
+    const cut = point.lastIndexOf('_');
+    return cut > 0 && SAME_UNIT.includes(point.slice(cut + 1)) ? unitOf(device, point.slice(0, cut)) : undefined;
+  };
+  const status = new Map(agent.deviceStatus().map((d) => [d.id, d]));
+  const deployed = new Map(agent.streamStatus().map((s) => [s.name, s.deployed]));
+  const series = (data: TrendData, name: string, unit: string | undefined) => ({ name, unit: unit ?? null, ...data });
+
+  return {
+    now,
+    from,
+    span_ms: span,
+    step_ms: options.stepMs,
+    qualities: QUALITY_CODES,
+    devices: agent.trends.readDevices(from, now).map(({ id, points }) => ({
+      id,
+      online: status.get(id)?.online ?? null,
+      points: points.map(({ name, data }) => series(data, name, unitOf(id, name))),
+    })),
+    streams: agent.trends.readStreams(from, now).map(({ name, devices }) => ({
+      name,
+      deployed: deployed.get(name) ?? false,
+      devices: devices.map(({ id, points }) => ({ id, points: points.map((p) => series(p.data, p.name, outputUnit(id, p.name))) })),
+    })),
+    outbox: history.read(from, now),
+    events: agent.events().filter((e) => e.ts >= now - span),
+    series: agent.trends.seriesCount,
+    untracked: agent.trends.untracked,
+  };
+}
+
+/** Each stream as source → steps → sinks, with its counts; the page draws it. */
+function graphBody(agent: ManagedAgent) {
+  const status = new Map(agent.streamStatus().map((s) => [s.name, s]));
+  const upstreams = new Map(agent.outboxStatus().upstreams.map((u) => [u.name, u]));
+  return agent.config.streams.map((stream) => {
+    const s = status.get(stream.name);
+    const counters = Object.entries(s?.counters ?? {});
+    return {
+      name: stream.name,
+      deployed: s?.deployed ?? false,
+      from: stream.from,
+      readings_in: s?.readings_in ?? 0,
+      readings_out: s?.readings_out ?? 0,
+      errors: s?.errors ?? 0,
+      steps: stream.steps.map((step, index) => {
+        const [operator, params] = Object.entries(step)[0];
+        const prefix = `${index + 1}.${operator}.`;
+        return {
+          operator,
+          params,
+          counters: Object.fromEntries(counters.filter(([key]) => key.startsWith(prefix)).map(([key, n]) => [key.slice(prefix.length), n])),
+        };
+      }),
+      sinks: stream.to.map((sink) => {
+        if (typeof sink === 'string') {
+          const u = upstreams.get(sink);
+          return { upstream: sink, connected: u ? u.connected && !u.retrying : false, depth: u?.depth ?? 0 };
+        }
+        const { device, point, value, on } = sink.action;
+        return { action: { device, point, value, on: on ?? 'raise' } };
+      }),
+    };
+  });
+}
