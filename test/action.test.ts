@@ -8,7 +8,7 @@ const reading = (ts: number, edge?: 'raise' | 'clear'): Reading => ({ device: 'm
 function sink(on: 'raise' | 'clear' | 'both' | undefined, write: (point: string, value: unknown) => Promise<void>, minInterval = 0) {
   const events: Reading[] = [];
   let now = 0;
-  const action = new ActionSink({ device: 'plc', point: 'trip', value: true, on, min_interval: minInterval }, write, (e) => events.push(e), testLog, () => now);
+  const action = new ActionSink({ device: 'plc', point: 'trip', value: true, on, min_interval: minInterval }, write, (e) => events.push(e), testLog, () => now, () => now);
   return { action, events, setNow: (t: number) => (now = t) };
 }
 

@@ -143,6 +143,8 @@ describe('agent: simulator → stream → outbox → MQTT and file', () => {
     const actions = subscriber.records.filter((r) => r.event?.code === 'ACTION');
     expect(actions).toHaveLength(1);
     expect(actions[0]).toMatchObject({ stream: 'trip', device: 'sim', event: { code: 'ACTION', severity: 'info', state: 'raised', point: 'breaker', value: false, ok: true } });
+    // stamped by the wall clock (it was the monotonic clock's ms since the process started: 1970)
+    expect(Math.abs(actions[0].ts - Date.now())).toBeLessThan(60_000);
   });
 
   it('reloads a good config, and rejects a bad one while the running config stays', async () => {

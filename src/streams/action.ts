@@ -21,6 +21,8 @@ export class ActionSink {
     private readonly log: Logger,
     /** min_interval is a span, not a date: monotonic, so a step of the wall clock back cannot mute the action for as long. */
     private readonly now: () => number = () => performance.now(),
+    /** The ACTION event's time: the wall clock live, the data's in a replay (never the monotonic clock). */
+    private readonly stamp: () => number = Date.now,
   ) {}
 
   handle(reading: Reading): void {
@@ -34,7 +36,7 @@ export class ActionSink {
     const target = `${device}.${point}`;
     this.write(point, value).then(
       (outcome) => {
-        const event = actionEvent(reading, this.config, 'info', describeWrite(value, target, outcome), undefined, now);
+        const event = actionEvent(reading, this.config, 'info', describeWrite(value, target, outcome), undefined, this.stamp());
         if (outcome) {
           event.event!.written = outcome.written;
           if (outcome.readBack !== undefined) event.event!.read_back = outcome.readBack;
@@ -43,7 +45,7 @@ export class ActionSink {
       },
       (err: Error) => {
         this.log.error({ device, point, err: err.message }, `action: writing ${JSON.stringify(value)} to ${target} failed: ${err.message}`);
-        this.report(actionEvent(reading, this.config, 'major', `writing ${JSON.stringify(value)} to ${target} failed: ${err.message}`, err.message, now));
+        this.report(actionEvent(reading, this.config, 'major', `writing ${JSON.stringify(value)} to ${target} failed: ${err.message}`, err.message, this.stamp()));
       },
     );
   }

@@ -29,7 +29,7 @@ export function wireStream(config: StreamConfig, built: BuiltStream, sinks: Stre
   };
   const report = sinks.actionEvents === false ? () => {} : toUpstreams;
   const actions = config.to.flatMap((sink) =>
-    typeof sink === 'string' ? [] : [new ActionSink(sink.action, (point, value) => sinks.write(sink.action.device, point, value, config.name), report, sinks.log, sinks.now)],
+    typeof sink === 'string' ? [] : [new ActionSink(sink.action, (point, value) => sinks.write(sink.action.device, point, value, config.name), report, sinks.log, sinks.now, sinks.now)],
   );
   return new Stream(
     config,
