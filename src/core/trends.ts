@@ -28,14 +28,18 @@ export interface TrendData {
 
 /**
  * A ring of fixed size for one point: slot i holds the step `step % slots === i`, with the
- * step number beside it so that a slot left over from a lap ago is told from a current one.
- * Memory is fixed when the ring is made (13 bytes a slot) and never grows with time.
+ * step number beside it so that a slot left over from a lap ago is told from a current one,
+ * and the second it was last written (a window's record comes a minute after its time: the
+ * page asks for what was written since it last asked, whatever its time). Memory is fixed when
+ * the ring is made (17 bytes a slot) and never grows with time.
  */
 export class TrendRing {
   /** The step (ts / stepMs, floored) each slot holds; 0: never written. */
-  private readonly steps: Uint32Array;
-  private readonly values: Float64Array;
-  private readonly qualities: Uint8Array;
+  readonly steps: Uint32Array;
+  /** When each slot was last written, in epoch seconds. */
+  readonly written: Uint32Array;
+  readonly values: Float64Array;
+  readonly qualities: Uint8Array;
 
   constructor(
     readonly slots: number,
@@ -44,44 +48,58 @@ export class TrendRing {
     // steps are kept as 32-bit numbers: whole seconds at least (good until 2106)
     if (stepMs < 1000) throw new RangeError(`a trend step of ${stepMs} ms: at least 1000`);
     this.steps = new Uint32Array(slots);
+    this.written = new Uint32Array(slots);
     this.values = new Float64Array(slots);
     this.qualities = new Uint8Array(slots);
   }
 
   /** Bytes held by the ring's arrays. */
   get bytes(): number {
-    return this.steps.byteLength + this.values.byteLength + this.qualities.byteLength;
+    return this.steps.byteLength + this.written.byteLength + this.values.byteLength + this.qualities.byteLength;
   }
 
-  /** Allocation-free: a few stores into the typed arrays. `value` NaN: no value (a gap). */
-  put(ts: number, value: number, quality: number): void {
+  /** `value` NaN: no value (a gap). `now`: the wall clock (ms). */
+  put(ts: number, value: number, quality: number, now = Date.now()): void {
     const step = Math.floor(ts / this.stepMs);
-    const slot = step % this.slots;
-    if (this.steps[slot] !== step) {
-      this.steps[slot] = step;
-      this.values[slot] = value;
-      this.qualities[slot] = quality;
-      return;
-    }
-    // the same step again: the latest value, the most notable quality
-    if (!Number.isNaN(value)) this.values[slot] = value;
-    if (quality > this.qualities[slot]) this.qualities[slot] = quality;
+    writeSlot(this, step, step % this.slots, Math.floor(now / 1000), value, quality);
   }
 
-  /** The slots from `from` (ms) to `to` (ms), oldest first, appended to `into`. */
-  read(from: number, to: number, into: TrendData): TrendData {
+  /**
+   * The slots whose time is from `from` to `to` (ms), oldest first, appended to `into`; with
+   * `writtenSince` (ms), only those written at that second or later.
+   */
+  read(from: number, to: number, into: TrendData, writtenSince?: number): TrendData {
     const first = Math.max(Math.floor(from / this.stepMs), Math.floor(to / this.stepMs) - this.slots + 1);
     const last = Math.floor(to / this.stepMs);
+    const since = writtenSince === undefined ? 0 : Math.floor(writtenSince / 1000);
     for (let step = first; step <= last; step++) {
       const slot = step % this.slots;
-      if (this.steps[slot] !== step) continue;
+      if (this.steps[slot] !== step || this.written[slot] < since) continue;
       const value = this.values[slot];
+      const quality = this.qualities[slot];
       into.t.push(step * this.stepMs);
-      into.v.push(Number.isNaN(value) ? null : value);
-      into.q.push(this.qualities[slot]);
+      // a step with a bad reading in it is a gap, whatever came after in the same step
+      into.v.push(Number.isNaN(value) || quality === CODE.bad ? null : value);
+      into.q.push(quality);
     }
     return into;
   }
+}
+
+/**
+ * A few stores into a ring's typed arrays, nothing allocated: a new step takes the slot, the
+ * same step again keeps the latest value and the most notable quality.
+ */
+function writeSlot(ring: TrendRing, step: number, slot: number, second: number, value: number, quality: number): void {
+  ring.written[slot] = second;
+  if (ring.steps[slot] !== step) {
+    ring.steps[slot] = step;
+    ring.values[slot] = value;
+    ring.qualities[slot] = quality;
+    return;
+  }
+  if (!Number.isNaN(value)) ring.values[slot] = value;
+  if (quality > ring.qualities[slot]) ring.qualities[slot] = quality;
 }
 
 /** The rings of the points of one source (a device, or one device's records out of a stream). */
@@ -112,7 +130,7 @@ export class Trends {
 
   /** Bytes one point's ring holds (fixed, whatever the time it runs). */
   get bytesPerSeries(): number {
-    return this.slots * (4 + 8 + 1);
+    return this.slots * (4 + 4 + 8 + 1);
   }
 
   get seriesCount(): number {
@@ -138,7 +156,10 @@ export class Trends {
   }
 
   private put(rings: Rings, reading: Reading): void {
-    const { values, quality, ts } = reading;
+    const { values, quality } = reading;
+    const step = Math.floor(reading.ts / this.options.stepMs);
+    const slot = step % this.slots;
+    const second = Math.floor(Date.now() / 1000);
     for (const name in values) {
       const raw = values[name];
       let value: number;
@@ -157,19 +178,28 @@ export class Trends {
       }
       const given = quality && Object.hasOwn(quality, name) ? quality[name] : undefined;
       const code = given === undefined ? 1 : CODE[given] ?? 1;
-      // a bad value is no value: drawn as a gap
-      ring.put(ts, code === CODE.bad ? NaN : value, code);
+      // writeSlot written out: a call that takes the step (beyond a small integer) and the
+      // value (a double) would box them, an allocation per point per reading
+      ring.written[slot] = second;
+      if (ring.steps[slot] !== step) {
+        ring.steps[slot] = step;
+        ring.values[slot] = value;
+        ring.qualities[slot] = code;
+      } else {
+        if (!Number.isNaN(value)) ring.values[slot] = value;
+        if (code > ring.qualities[slot]) ring.qualities[slot] = code;
+      }
     }
   }
 
-  /** Devices with their points' slots from `from` to `to` (ms). */
-  readDevices(from: number, to: number): { id: string; points: { name: string; data: TrendData }[] }[] {
-    return [...this.devices].map(([id, rings]) => ({ id, points: readRings(rings, from, to) }));
+  /** Devices with their points' slots from `from` to `to` (ms); with `writtenSince`, those written since then only. */
+  readDevices(from: number, to: number, writtenSince?: number): { id: string; points: { name: string; data: TrendData }[] }[] {
+    return [...this.devices].map(([id, rings]) => ({ id, points: readRings(rings, from, to, writtenSince) }));
   }
 
-  /** Streams with the points of each device they sent, from `from` to `to` (ms). */
-  readStreams(from: number, to: number): { name: string; devices: { id: string; points: { name: string; data: TrendData }[] }[] }[] {
-    return [...this.streams].map(([name, devices]) => ({ name, devices: [...devices].map(([id, rings]) => ({ id, points: readRings(rings, from, to) })) }));
+  /** Streams with the points of each device they sent (see readDevices). */
+  readStreams(from: number, to: number, writtenSince?: number): { name: string; devices: { id: string; points: { name: string; data: TrendData }[] }[] }[] {
+    return [...this.streams].map(([name, devices]) => ({ name, devices: [...devices].map(([id, rings]) => ({ id, points: readRings(rings, from, to, writtenSince) })) }));
   }
 
   /** Forgets the streams not in `running` (renamed or removed by a config change), and their rings. */
@@ -191,8 +221,8 @@ export class Trends {
   }
 }
 
-function readRings(rings: Rings, from: number, to: number): { name: string; data: TrendData }[] {
-  return [...rings].map(([name, ring]) => ({ name, data: ring.read(from, to, { t: [], v: [], q: [] }) }));
+function readRings(rings: Rings, from: number, to: number, writtenSince?: number): { name: string; data: TrendData }[] {
+  return [...rings].map(([name, ring]) => ({ name, data: ring.read(from, to, { t: [], v: [], q: [] }, writtenSince) }));
 }
 
 /**
@@ -213,10 +243,10 @@ export class OutboxHistory {
       const ring = () => new TrendRing(this.slots, this.options.stepMs);
       this.upstreams.set(upstream, (rings = { depth: ring(), sent: ring(), dropped: ring(), dead: ring() }));
     }
-    rings.depth.put(now, depth, 1);
-    rings.sent.put(now, sent, 1);
-    rings.dropped.put(now, dropped, 1);
-    rings.dead.put(now, dead, 1);
+    rings.depth.put(now, depth, 1, now);
+    rings.sent.put(now, sent, 1, now);
+    rings.dropped.put(now, dropped, 1, now);
+    rings.dead.put(now, dead, 1, now);
   }
 
   /** Forgets upstreams no longer configured. */
@@ -224,16 +254,17 @@ export class OutboxHistory {
     for (const name of this.upstreams.keys()) if (!names.has(name)) this.upstreams.delete(name);
   }
 
-  read(from: number, to: number): { name: string; t: number[]; depth: (number | null)[]; sent: (number | null)[]; dropped: (number | null)[]; dead: (number | null)[] }[] {
+  read(from: number, to: number, writtenSince?: number): { name: string; t: number[]; depth: (number | null)[]; sent: (number | null)[]; dropped: (number | null)[]; dead: (number | null)[] }[] {
     return [...this.upstreams].map(([name, rings]) => {
-      const depth = rings.depth.read(from, to, { t: [], v: [], q: [] });
+      const read = (ring: TrendRing) => ring.read(from, to, { t: [], v: [], q: [] }, writtenSince);
+      const depth = read(rings.depth);
       return {
         name,
         t: depth.t,
         depth: depth.v,
-        sent: rings.sent.read(from, to, { t: [], v: [], q: [] }).v,
-        dropped: rings.dropped.read(from, to, { t: [], v: [], q: [] }).v,
-        dead: rings.dead.read(from, to, { t: [], v: [], q: [] }).v,
+        sent: read(rings.sent).v,
+        dropped: read(rings.dropped).v,
+        dead: read(rings.dead).v,
       };
     });
   }

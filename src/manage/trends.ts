@@ -84,17 +84,18 @@ export function pageRoutes(agent: ManagedAgent, json: (res: ServerResponse, stat
 }
 
 /**
- * Everything the page plots, in one answer: `since` (ms) limits it to the slots from then on
- * (the page asks for what it lacks: the slot it saw last may have changed since), `minutes`
- * how far back it reaches at most (the span the agent keeps).
+ * Everything the page plots, in one answer: `minutes` how far back (at most the span the agent
+ * keeps), `since` (ms, the `now` of the previous answer) only the slots written since then,
+ * whatever their time (a window's record comes when the window closes): the page holds the rest.
  */
 function trendsBody(agent: ManagedAgent, history: OutboxHistory, query: URLSearchParams) {
   const { options } = agent.trends;
   const now = Date.now();
   const minutes = Number(query.get('minutes') ?? options.spanMs / 60_000);
   const span = Math.min(options.spanMs, Number.isFinite(minutes) && minutes > 0 ? minutes * 60_000 : options.spanMs);
-  const since = Number(query.get('since'));
-  const from = Math.max(now - span, Number.isFinite(since) ? since : 0);
+  const sinceParam = query.get('since');
+  const since = sinceParam === null || !Number.isFinite(Number(sinceParam)) ? undefined : Number(sinceParam);
+  const from = now - span;
 
   const config = agent.config;
   const pointsOf = new Map<string, PointConfig[]>();
@@ -114,20 +115,21 @@ function trendsBody(agent: ManagedAgent, history: OutboxHistory, query: URLSearc
   return {
     now,
     from,
+    since: since ?? null,
     span_ms: span,
     step_ms: options.stepMs,
     qualities: QUALITY_CODES,
-    devices: agent.trends.readDevices(from, now).map(({ id, points }) => ({
+    devices: agent.trends.readDevices(from, now, since).map(({ id, points }) => ({
       id,
       online: status.get(id)?.online ?? null,
       points: points.map(({ name, data }) => series(data, name, unitOf(id, name))),
     })),
-    streams: agent.trends.readStreams(from, now).map(({ name, devices }) => ({
+    streams: agent.trends.readStreams(from, now, since).map(({ name, devices }) => ({
       name,
       deployed: deployed.get(name) ?? false,
       devices: devices.map(({ id, points }) => ({ id, points: points.map((p) => series(p.data, p.name, outputUnit(id, p.name))) })),
     })),
-    outbox: history.read(from, now),
+    outbox: history.read(from, now, since),
     events: agent.events().filter((e) => e.ts >= now - span),
     series: agent.trends.seriesCount,
     untracked: agent.trends.untracked,
