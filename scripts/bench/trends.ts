@@ -1,9 +1,9 @@
 // Trend rings (src/core/trends.ts), what they cost the agent:
 // - memory per point: the heap and ArrayBuffer bytes held by 2,000 series, divided by 2,000;
 //   then two hours of readings at 10 a second on each of 100 points, to show it does not grow;
-// - the per-reading path: Trends.append beside LatestValues.update on the same readings
-//   (4 points each, made once and reused), interleaved rounds, ns per reading, and the
-//   garbage collections seen while appending (none: nothing is allocated per reading).
+// - the per-reading path: LatestValues.update alone and with the trends it hands each point
+//   to (the agent's path), on the same kind of readings (4 points each, made once and reused),
+//   interleaved rounds, ns per reading, and the collections seen on each (the trends add none).
 import { PerformanceObserver } from 'node:perf_hooks';
 import { LatestValues } from '../../src/core/latest.js';
 import type { Reading } from '../../src/core/reading.js';
@@ -26,11 +26,20 @@ const perSeries = (held() - before) / SERIES;
 console.log(`memory: ${many.seriesCount} series, ${Math.round(perSeries)} bytes per point held (${many.bytesPerSeries} in its ring's arrays, ${many.options.spanMs / 60_000} min at ${many.options.stepMs} ms)`);
 
 const trends = new Trends();
-const latest = new LatestValues();
 const T0 = Date.now();
-const readings: Reading[] = Array.from({ length: 25 }, (_, d) => ({ device: `m${d}`, ts: T0, values: { p: 1.5, q: 2, on: true, e: 1000 }, quality: d % 5 === 0 ? { p: 'estimated' } : undefined }));
+// as connectors make them: a values object without prototype, doubles, a boolean, an estimated one now and then
+const makeReadings = (): Reading[] =>
+  Array.from({ length: 25 }, (_, d) => {
+    const values: Reading['values'] = Object.create(null);
+    values.p = 1.5 + d;
+    values.q = 2.25;
+    values.on = true;
+    values.e = 1000.5;
+    return { device: `m${d}`, ts: T0, values, quality: d % 5 === 0 ? { p: 'estimated' } : undefined };
+  });
+const readings = makeReadings();
 const hours = (h: number) => {
-  const steps = h * 3_600_000 / 100;
+  const steps = (h * 3_600_000) / 100;
   for (let s = 0; s < steps; s++) {
     const r = readings[s % readings.length];
     r.ts = T0 + s * 100;
@@ -42,34 +51,39 @@ const start = held();
 hours(2);
 console.log(`two hours of data time at 10 readings/s on ${trends.seriesCount} points: held ${held() - start} bytes more (of ${start})`);
 
+// the path of a reading: LatestValues.update alone (as before), and with the trends it hands each point to
+const alone = new LatestValues();
+const withTrends = new LatestValues(undefined, undefined, new Trends());
+const readingsAlone = makeReadings();
+const readingsWith = makeReadings();
 let collections = 0;
 new PerformanceObserver((list) => (collections += list.getEntries().length)).observe({ entryTypes: ['gc'] });
 const N = 2_000_000;
-const time = (run: (r: Reading) => void) => {
+const time = (latest: LatestValues, rs: Reading[]) => {
   const t = process.hrtime.bigint();
   for (let i = 0; i < N; i++) {
-    const r = readings[i % readings.length];
+    const r = rs[i % rs.length];
     r.ts = T0 + 7_200_000 + i * 10;
-    run(r);
+    latest.update(r);
   }
   return Number(process.hrtime.bigint() - t) / N;
 };
-const results: { trends: number[]; latest: number[] } = { trends: [], latest: [] };
+const results: { alone: number[]; with: number[] } = { alone: [], with: [] };
 for (let round = 0; round < 7; round++) {
-  results.trends.push(time((r) => trends.append(r)));
-  results.latest.push(time((r) => latest.update(r)));
+  results.alone.push(time(alone, readingsAlone));
+  results.with.push(time(withTrends, readingsWith));
 }
-// the observer reports a collection a little later: appends alone, then a pause to hear of them all
+// the observer reports a collection a little later: one path at a time, then a pause to hear of them all
 const flush = () => new Promise((r) => setTimeout(r, 200));
-const count = async (run: (r: Reading) => void) => {
+const count = async (latest: LatestValues, rs: Reading[]) => {
   await flush();
   const seen = collections;
-  for (let round = 0; round < 7; round++) time(run);
+  for (let round = 0; round < 7; round++) time(latest, rs);
   await flush();
   return collections - seen;
 };
-const trendCollections = await count((r) => trends.append(r));
-const latestCollections = await count((r) => latest.update(r));
+const collectionsAlone = await count(alone, readingsAlone);
+const collectionsWith = await count(withTrends, readingsWith);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-console.log(`per reading of 4 points, median of 7 rounds of ${N}: Trends.append ${median(results.trends).toFixed(1)} ns, LatestValues.update ${median(results.latest).toFixed(1)} ns (ratio ${(median(results.trends) / median(results.latest)).toFixed(2)})`);
-console.log(`garbage collections during ${7 * N} readings: Trends.append ${trendCollections}, LatestValues.update ${latestCollections}`);
+console.log(`per reading of 4 points, median of 7 interleaved rounds of ${N}: LatestValues.update ${median(results.alone).toFixed(1)} ns, with the trends ${median(results.with).toFixed(1)} ns (ratio ${(median(results.with) / median(results.alone)).toFixed(2)})`);
+console.log(`young-generation collections during ${7 * N} readings: LatestValues.update ${collectionsAlone}, with the trends ${collectionsWith}`);

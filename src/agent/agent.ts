@@ -46,9 +46,10 @@ const PRUNE_MS = 3_600_000;
  */
 export class Agent implements ManagedAgent {
   private store!: Store;
-  readonly latest = new LatestValues();
   /** The last 15 minutes of every point and stream output, for the status page (bounded rings). */
   readonly trends = new Trends();
+  /** Hands each point to the trends as it goes over a reading: the reading is gone over once. */
+  readonly latest = new LatestValues(undefined, undefined, this.trends);
   private readonly parts: Parts = { upstreams: new Map(), devices: new Map(), streams: new Map() };
   private readonly router = new Router(
     () => this.store.outbox,
@@ -321,7 +322,6 @@ export class Agent implements ManagedAgent {
         deliver: (device, received) => {
           const reading = this.clockGuard.admit(received);
           this.latest.update(reading);
-          this.trends.append(reading);
           this.router.deliver(device, reading);
         },
         report: (device, event) => this.router.report(device, event),

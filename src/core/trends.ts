@@ -1,4 +1,4 @@
-import type { Quality, Reading } from './reading.js';
+import type { Quality, Reading, Value } from './reading.js';
 
 /**
  * Quality as stored in a trend slot: 0 marks a slot that holds nothing. Ordered by how much a
@@ -103,7 +103,7 @@ function writeSlot(ring: TrendRing, step: number, slot: number, second: number, 
 }
 
 /** The rings of the points of one source (a device, or one device's records out of a stream). */
-type Rings = Map<string, TrendRing>;
+export type Rings = Map<string, TrendRing>;
 
 /**
  * The recent history of every point, for the status page: device readings as they enter the
@@ -137,12 +137,16 @@ export class Trends {
     return this.series;
   }
 
-  /** A device's reading, as it enters the agent. */
+  /**
+   * A device's reading, as it enters the agent. The agent does not call this: LatestValues.update
+   * goes over the reading's points already and hands each one here (`begin`, then `point`), so
+   * that the reading is gone over once.
+   */
   append(reading: Reading): void {
-    if (reading.untimely) return;
-    let rings = this.devices.get(reading.device);
-    if (!rings) this.devices.set(reading.device, (rings = new Map()));
-    this.put(rings, reading);
+    const rings = this.begin(reading);
+    if (!rings) return;
+    const { values, quality } = reading;
+    for (const name in values) this.point(rings, name, values[name], (quality && Object.hasOwn(quality, name) ? quality[name] : undefined) ?? 'good');
   }
 
   /** A record a stream sends upstream (events are on the timeline, not trended). */
@@ -152,43 +156,66 @@ export class Trends {
     if (!devices) this.streams.set(stream, (devices = new Map()));
     let rings = devices.get(reading.device);
     if (!rings) devices.set(reading.device, (rings = new Map()));
-    this.put(rings, reading);
+    this.at(reading.ts, Date.now());
+    const { values, quality } = reading;
+    for (const name in values) this.point(rings, name, values[name], (quality && Object.hasOwn(quality, name) ? quality[name] : undefined) ?? 'good');
   }
 
-  private put(rings: Rings, reading: Reading): void {
-    const { values, quality } = reading;
-    const step = Math.floor(reading.ts / this.options.stepMs);
-    const slot = step % this.slots;
-    const second = Math.floor(Date.now() / 1000);
-    for (const name in values) {
-      const raw = values[name];
-      let value: number;
-      if (typeof raw === 'number') value = raw;
-      else if (typeof raw === 'boolean') value = raw ? 1 : 0;
-      else if (raw === null) value = NaN;
-      else continue; // a text is not plotted
-      let ring = rings.get(name);
-      if (!ring) {
-        if (this.series >= this.options.maxSeries) {
-          this.untracked++;
-          continue;
-        }
-        rings.set(name, (ring = new TrendRing(this.slots, this.options.stepMs)));
-        this.series++;
+  /**
+   * Starts a device's reading: its time's step and slot are worked out once for all its
+   * points; the device's rings, or undefined when its time is not believed (not plotted).
+   * `now`: the wall clock, when the caller has read it already (a Date.now() more per reading
+   * is a boxed number more).
+   */
+  begin(reading: Reading, now = Date.now()): Rings | undefined {
+    if (reading.untimely) return undefined;
+    let rings = this.devices.get(reading.device);
+    if (!rings) this.devices.set(reading.device, (rings = new Map()));
+    this.at(reading.ts, now);
+    return rings;
+  }
+
+  /** Where the points of a reading at `ts` go (fields, not arguments: a number beyond a small integer passed on would be boxed). */
+  private step = 0;
+  private slot = 0;
+  private second = 0;
+  private at(ts: number, now: number): void {
+    this.step = Math.floor(ts / this.options.stepMs);
+    this.slot = this.step % this.slots;
+    this.second = Math.floor(now / 1000);
+  }
+
+  /**
+   * One point of the reading `begin` started: a map lookup and a few stores into typed arrays,
+   * nothing allocated once the point has been seen.
+   */
+  point(rings: Rings, name: string, raw: Value | null, quality: Quality): void {
+    let value: number;
+    if (typeof raw === 'number') value = raw;
+    else if (typeof raw === 'boolean') value = raw ? 1 : 0;
+    else if (raw === null) value = NaN;
+    else return; // a text is not plotted
+    let ring = rings.get(name);
+    if (!ring) {
+      if (this.series >= this.options.maxSeries) {
+        this.untracked++;
+        return;
       }
-      const given = quality && Object.hasOwn(quality, name) ? quality[name] : undefined;
-      const code = given === undefined ? 1 : CODE[given] ?? 1;
-      // writeSlot written out: a call that takes the step (beyond a small integer) and the
-      // value (a double) would box them, an allocation per point per reading
-      ring.written[slot] = second;
-      if (ring.steps[slot] !== step) {
-        ring.steps[slot] = step;
-        ring.values[slot] = value;
-        ring.qualities[slot] = code;
-      } else {
-        if (!Number.isNaN(value)) ring.values[slot] = value;
-        if (code > ring.qualities[slot]) ring.qualities[slot] = code;
-      }
+      rings.set(name, (ring = new TrendRing(this.slots, this.options.stepMs)));
+      this.series++;
+    }
+    const code = CODE[quality] ?? CODE.good;
+    const { step, slot } = this;
+    // writeSlot written out: a call that takes the step (beyond a small integer) and the value
+    // (a double) would box them
+    ring.written[slot] = this.second;
+    if (ring.steps[slot] !== step) {
+      ring.steps[slot] = step;
+      ring.values[slot] = value;
+      ring.qualities[slot] = code;
+    } else {
+      if (!Number.isNaN(value)) ring.values[slot] = value;
+      if (code > ring.qualities[slot]) ring.qualities[slot] = code;
     }
   }
 
