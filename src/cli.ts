@@ -7,7 +7,7 @@ import { readEd25519Key, signedPush } from './manage/signing.js';
 import pino from 'pino';
 import type { Agent } from './agent/agent.js';
 import { ConfigError, formatIssue } from './core/config-error.js';
-import { loadConfigFile } from './config/load.js';
+import { loadConfigFile, missingFiles } from './config/load.js';
 import { validateConfig } from './streams/build.js';
 import { replay, ReplayInputError } from './replay.js';
 import { notifySystemd, startWatchdog } from './service/systemd.js';
@@ -80,6 +80,9 @@ function validate(file: string): number {
   try {
     const loaded = loadConfigFile(file);
     validateConfig(loaded);
+    // the files it names (keys, certificates, trust_dir) are there: this is the gateway checking its own config
+    const missing = missingFiles(loaded);
+    if (missing.length > 0) throw new ConfigError(missing);
     const { devices, streams, upstream } = loaded.config;
     console.log(`${file}: ok (${devices.length} devices, ${streams.length} streams, ${upstream.length} upstreams)`);
     return 0;

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { Agent } from './agent/agent.js';
+import { releaseConfigValidator } from './config/load.js';
 import { startManagement, type Management } from './manage/index.js';
 
 /**
@@ -11,6 +12,8 @@ export async function startAgent(file: string, log: Logger, env: NodeJS.ProcessE
   return Agent.start(file, log, env, {
     async applied(agent, config, strict) {
       management = await startManagement(agent, config, management, strict, log);
+      // the config is read: a running agent need not hold the compiled schema (see load.ts)
+      releaseConfigValidator();
     },
     async stopping() {
       await management?.close();

@@ -164,9 +164,12 @@ describe('management API', () => {
   }
 
   it('lists streams, devices with latest values, the outbox and the config version; deploys and undeploys a stream', async () => {
-    const { agent, url } = await withApi();
+    // deploying and undeploying change something: they need the token, on loopback too
+    const token = 'a-token-of-24-characters';
+    const { agent, url } = await withApi(`, http_token: ${token}`);
     await until(() => agent.streamsByName.get('a')!.stream.readingsIn > 5, 5000, 'readings');
-    const get = async (path: string) => (await fetch(url + path)).json();
+    const headers = { authorization: `Bearer ${token}` };
+    const get = async (path: string) => (await fetch(url + path, { headers })).json();
 
     const streams = await get('/api/streams');
     expect(streams.map((s: { name: string }) => s.name)).toEqual(['a', 'b']);
@@ -183,18 +186,18 @@ describe('management API', () => {
     expect(outbox.upstreams[0].sent).toBeGreaterThan(0);
     expect(await get('/api/config')).toMatchObject({ agent: 'gw-1', version: 1 });
 
-    const undeploy = await fetch(`${url}/api/streams/a/undeploy`, { method: 'POST' });
+    const undeploy = await fetch(`${url}/api/streams/a/undeploy`, { method: 'POST', headers });
     expect(await undeploy.json()).toEqual({ name: 'a', deployed: false });
     const stopped = agent.streamsByName.get('a')!.stream.readingsIn;
     await new Promise((r) => setTimeout(r, 300));
     expect(agent.streamsByName.get('a')!.stream.readingsIn).toBe(stopped);
     expect((await get('/api/streams'))[0].deployed).toBe(false);
-    await fetch(`${url}/api/streams/a/deploy`, { method: 'POST' });
+    await fetch(`${url}/api/streams/a/deploy`, { method: 'POST', headers });
     await until(() => agent.streamsByName.get('a')!.stream.readingsIn > stopped + 5, 5000, 'stream a deployed again');
 
-    expect((await fetch(`${url}/api/nothing`)).status).toBe(404);
-    expect((await fetch(`${url}/api/streams/a/deploy`)).status).toBe(405);
-    const missing = await fetch(`${url}/api/streams/nope/deploy`, { method: 'POST' });
+    expect((await fetch(`${url}/api/nothing`, { headers })).status).toBe(404);
+    expect((await fetch(`${url}/api/streams/a/deploy`, { headers })).status).toBe(405);
+    const missing = await fetch(`${url}/api/streams/nope/deploy`, { method: 'POST', headers });
     expect(missing.status).toBe(404);
     expect((await missing.json()).error).toMatch(/no stream "nope" \(streams: a, b\)/);
   });

@@ -383,3 +383,14 @@ describe('docs/operators.md worked examples: event attributes', () => {
     expect(out.map((o) => o.event?.severity)).toEqual(['info', 'minor']);
   });
 });
+
+describe('docs/operators.md worked examples: rounding', () => {
+  it('window, energy and episode results to round: N decimal places (0.1 + 0.2 is 0.3)', () => {
+    const devices = '  - { id: r, protocol: simulator, points: [{ name: v }] }';
+    const rows = ['10:00 r v 0.1', '10:05 r v 0.2', '10:16 r v 0'];
+    const plain = run(devices, '  - { name: s, from: { device: r }, steps: [{ window: { size: 15m, functions: { v: [sum] } } }], to: [out] }', rows);
+    expect(plain[0].values).toEqual({ v_sum: 0.30000000000000004 });
+    const rounded = run(devices, '  - { name: s, from: { device: r }, steps: [{ window: { size: 15m, functions: { v: [sum, avg] }, round: 3 } }], to: [out] }', rows);
+    expect(rounded[0].values).toEqual({ v_sum: 0.3, v_avg: 0.15 });
+  });
+});

@@ -100,7 +100,7 @@ devices:
 streams:
   - { name: hot, from: { device: m }, steps: [{ debounce: { when: "x > 0.5", for: 1s, clear_for: 1s } }, { event: { code: HOT } }], to: [file] }
   - { name: stuck, from: { device: m }, steps: [{ sequence: { steps: ["x > 0.5", "x < 0.5"], within: 2s, emit: timeout } }, { event: { code: STUCK } }], to: [file] }
-  - { name: silent, from: { device: m }, steps: [{ filter: "x > 0.5" }, { absence: { for: 1s } }, { event: { code: SILENT } }], to: [file] }
+  - { name: silent, from: { device: m }, steps: [{ filter: "x > 0.5" }, { absence: { for: 2500ms } }, { event: { code: SILENT } }], to: [file] }
   - { name: runs, from: { device: m }, steps: [{ episode: { when: "x > 0.5", functions: { x: [count] } } }], to: [file] }
 upstream: [{ name: file, type: file, path: out.jsonl }]
 `,
@@ -141,7 +141,8 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
       ['STUCK', 'raised', o + 2],
       ['STUCK', 'cleared', o + 4],
       ['HOT', 'cleared', o + 5],
-      ['SILENT', 'raised', o + 5],
+      // 2.5 s after the spell's last reading: longer than the restart's gap, which is silence too
+      ['SILENT', 'raised', o + 6.5],
     ]);
     // SILENT clears at the next spell's first reading: once at 8 s, and (outside the window) at 16 s
     expected.splice(5, 0, ['SILENT', 'cleared', 8]);

@@ -21,7 +21,7 @@ import {
   type RunningStream,
 } from './reconcile.js';
 import { Router } from './router.js';
-import { describeDevice, describeOutbox, describeStream } from './status.js';
+import { describeDevice, describeInstances, describeOutbox, describeStream } from './status.js';
 import { closeStore, openStoreWhenPossible, storeKey, type Store } from './store.js';
 import { watchConfigFile } from './watch.js';
 
@@ -155,6 +155,10 @@ export class Agent implements ManagedAgent {
     return parseConfig(text, this.loaded.file, this.env);
   }
 
+  validate(loaded: LoadedConfig): void {
+    validateConfig(loaded);
+  }
+
   /** Applies the config file (see `apply`); `text` is its content when the caller read it already. */
   async reload(text?: string): Promise<ConfigChange> {
     const { file } = this.loaded;
@@ -231,6 +235,11 @@ export class Agent implements ManagedAgent {
 
   streamStatus() {
     return [...this.parts.streams.values()].map(describeStream);
+  }
+
+  streamInstances(name: string) {
+    const running = this.parts.streams.get(name);
+    return running && describeInstances(running, this.store.state);
   }
 
   deviceStatus() {

@@ -1,4 +1,6 @@
-import type { DeviceStatus, OutboxStatus, StreamStatus } from '../manage/managed-agent.js';
+import type { DeviceStatus, OutboxStatus, StepInstance, StreamStatus } from '../manage/managed-agent.js';
+import { stateScope } from '../streams/build.js';
+import type { StateStore } from '../streams/state.js';
 import { noDrops, type Outbox } from '../outbox/outbox.js';
 import type { LatestValues } from '../core/latest.js';
 import type { RunningDevice, RunningStream, RunningUpstream } from './reconcile.js';
@@ -16,6 +18,24 @@ export function describeStream({ config, stream, deployed }: RunningStream): Str
     errors: stream.errors,
     counters: Object.fromEntries(stream.counters),
   };
+}
+
+/** Each step of a running stream: readings it took, its counters, its state keys, when it last worked. */
+export function describeInstances({ config, stream }: RunningStream, state: StateStore): StepInstance[] {
+  return config.steps.map((step, index) => {
+    const operator = Object.keys(step)[0];
+    const prefix = `${index + 1}.${operator}.`;
+    const counters: Record<string, number> = {};
+    for (const [name, n] of stream.counters) if (name.startsWith(prefix)) counters[name.slice(prefix.length)] = n;
+    return {
+      step: index + 1,
+      operator,
+      readings_in: stream.stepReadings[index],
+      counters,
+      state_keys: state.keyCount(stateScope(config, index)),
+      last_active: stream.stepActiveAt[index] || null,
+    };
+  });
 }
 
 /**

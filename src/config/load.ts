@@ -1,12 +1,13 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
 import { ConfigError, formatPath, type ConfigIssue } from '../core/config-error.js';
 import { connectors } from '../connectors/index.js';
 import { upstreams, type UpstreamPlugin } from '../upstream/index.js';
-import { fillDefaults } from '../core/config-kit.js';
-import { configSchema } from './schema.js';
+import { fillDefaults, forEachPath } from '../core/config-kit.js';
+import { agentSchema, configSchema } from './schema.js';
+import { remoteConfigSchema } from './management.js';
 import type { AgentConfig } from './types.js';
 import { parseDuration, parseSize } from '../core/units.js';
 
@@ -30,22 +31,44 @@ export interface LoadedConfig {
   issueAt(path: ConfigPath, message: string): ConfigIssue;
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
-ajv.addKeyword({
-  keyword: 'duration',
-  type: 'string',
-  modifying: true,
-  errors: true,
-  validate: unitKeyword(parseDuration, 'must be a duration such as 250ms, 1s, 15m, 1h or 7d'),
-});
-ajv.addKeyword({
-  keyword: 'size',
-  type: 'string',
-  modifying: true,
-  errors: true,
-  validate: unitKeyword(parseSize, 'must be a size such as 512KB, 64MB or 1GB'),
-});
-const validateSchema = ajv.compile(configSchema);
+/**
+ * The config schema compiled by Ajv: one function of some 350 kB of generated source, about
+ * 1.3 MB of heap with its code. Compiled when a config is first read, and released by
+ * releaseConfigValidator() once the agent has applied a config: configs are read at start and
+ * on a reload or a push, so a running agent need not hold it; the next read compiles it again
+ * (about 0.1 s).
+ */
+let compiled: ValidateFunction | undefined;
+
+function schemaValidator(): ValidateFunction {
+  if (compiled) return compiled;
+  // No code optimization: its pass names each generated variable as a property of an empty object
+  // (err1, _errs2, data3 ...), about 1,500 names for this schema, and V8 keeps about that many
+  // transitions from the empty object's hidden class. Once full, objects built as `{}` plus
+  // properties, and 4-property literals first run then, get hidden classes of their own for good,
+  // and the stream steps' hot path went megamorphic (chain benchmark -26 %). Without it: 58 names.
+  const ajv = new Ajv({ allErrors: true, strict: false, verbose: true, code: { optimize: false } });
+  ajv.addKeyword({
+    keyword: 'duration',
+    type: 'string',
+    modifying: true,
+    errors: true,
+    validate: unitKeyword(parseDuration, 'must be a duration such as 250ms, 1s, 15m, 1h or 7d'),
+  });
+  ajv.addKeyword({
+    keyword: 'size',
+    type: 'string',
+    modifying: true,
+    errors: true,
+    validate: unitKeyword(parseSize, 'must be a size such as 512KB, 64MB or 1GB'),
+  });
+  return (compiled = ajv.compile(configSchema));
+}
+
+/** Lets the compiled config schema be collected; the next config read compiles it again. */
+export function releaseConfigValidator(): void {
+  compiled = undefined;
+}
 
 function unitKeyword(parse: (text: string) => number | undefined, message: string) {
   const check = (_schema: unknown, data: string, _parent: unknown, cxt?: { parentData: any; parentDataProperty: string | number }) => {
@@ -84,11 +107,17 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   }
 }
 
-function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
+type Position = (offset: number | undefined) => { line?: number; col?: number };
+
+function parseYaml(text: string): { doc: Document; position: Position } {
   const lineCounter = new LineCounter();
   // `<<: *defaults` is YAML 1.1, not 1.2: enabled here, as users expect it from other tools.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
-  const position = (offset: number | undefined): { line?: number; col?: number } => (offset === undefined ? {} : lineCounter.linePos(offset));
+  return { doc, position: (offset) => (offset === undefined ? {} : lineCounter.linePos(offset)) };
+}
+
+function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
+  const { doc, position } = parseYaml(text);
 
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -99,7 +128,21 @@ function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): Lo
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: 'the config must be a YAML mapping with an "agent" key' }]);
   }
 
+  // The Document (a node per key and value: about 4 MB for 100 devices × 50 points) places the
+  // issues found after the schema. It is held weakly, so that a running agent does not keep it;
+  // an issue reported after it was collected parses the same text again, to the same places.
+  let parsed = new WeakRef({ doc, position });
+  const located = () => {
+    let found = parsed.deref();
+    if (!found) {
+      found = parseYaml(text);
+      substitute(found.doc, env, file, found.position);
+      parsed = new WeakRef(found);
+    }
+    return found;
+  };
   const issueAt = (path: ConfigPath, message: string): ConfigIssue => {
+    const { doc, position } = located();
     const { node, alias } = nearestNode(doc, path);
     // the faulty value is in an anchor: say through which alias this path reaches it
     const via = alias ? ` (reached through the alias *${alias.source} at line ${position(alias.range?.[0]).line ?? '?'})` : '';
@@ -110,6 +153,7 @@ function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): Lo
   if (issues.length > 0) throw new ConfigError(issues);
 
   const data = resolvedTree(doc, file);
+  const validateSchema = schemaValidator();
   if (!validateSchema(data)) {
     throw new ConfigError(schemaIssues(validateSchema.errors ?? [], doc, issueAt, position));
   }
@@ -151,12 +195,7 @@ function firstLine(message: string): string {
 }
 
 /** Replaces ${NAME}, ${NAME:-default} and ${file:/path} in every string scalar of the document. */
-function substitute(
-  doc: Document,
-  env: NodeJS.ProcessEnv,
-  file: string,
-  position: (offset: number | undefined) => { line?: number; col?: number },
-): ConfigIssue[] {
+function substitute(doc: Document, env: NodeJS.ProcessEnv, file: string, position: Position): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const reference = /\$\{([^}]+)\}/g;
   visit(doc, {
@@ -165,7 +204,8 @@ function substitute(
       const original = node.value;
       const replaced = original.replace(reference, (_match, expr: string) => {
         if (expr.startsWith('file:')) {
-          const source = expr.slice(5);
+          // relative to the config file's folder, as every path in the config
+          const source = resolve(dirname(resolve(file)), expr.slice(5));
           try {
             return readFileSync(source, 'utf8').trim();
           } catch (err) {
@@ -345,19 +385,47 @@ function keyOffset(doc: Document, path: ConfigPath, key: string): number | undef
 
 /**
  * The schema has checked `raw`; this fills the defaults the schemas declare (each plugin's
- * from its own schema) and lets a plugin finish what depends on other keys or on the config
- * file's folder.
+ * from its own schema), makes every path key absolute from the config file's folder, and lets
+ * a plugin finish what depends on other keys.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function withDefaults(raw: Record<string, any>, configDir: string): AgentConfig {
   // the `x-` keys only held anchors
   const config = fillDefaults(configSchema, Object.fromEntries(Object.entries(raw).filter(([key]) => !key.startsWith('x-')))) as AgentConfig;
-  config.agent.data_dir = resolve(configDir, config.agent.data_dir);
   for (const device of config.devices) fillDefaults(connectors[device.protocol].schema, device);
-  for (const upstream of config.upstream) {
-    const plugin: UpstreamPlugin = upstreams[upstream.type];
-    fillDefaults(plugin.schema, upstream);
-    plugin.prepare?.(upstream, configDir);
-  }
+  for (const upstream of config.upstream) fillDefaults(upstreams[upstream.type].schema, upstream);
+  forEachPathKey(config, (_kind, holder, key) => {
+    (holder as Record<string | number, unknown>)[key] = resolve(configDir, (holder as Record<string | number, string>)[key]);
+  });
+  for (const upstream of config.upstream) (upstreams[upstream.type] as UpstreamPlugin).prepare?.(upstream, configDir);
   return config;
+}
+
+/** Every path key of a loaded config (see `filePath`), each section with its own or its plugin's schema. */
+function forEachPathKey(config: AgentConfig, visit: Parameters<typeof forEachPath>[3]): void {
+  forEachPath(agentSchema, config.agent, ['agent'], visit);
+  config.devices.forEach((device, i) => forEachPath(connectors[device.protocol].schema, device, ['devices', i], visit));
+  config.upstream.forEach((upstream, i) => forEachPath(upstreams[upstream.type].schema, upstream, ['upstream', i], visit));
+  if (config.remote_config) forEachPath(remoteConfigSchema, config.remote_config, ['remote_config'], visit);
+}
+
+/**
+ * The files and folders a config names that are not there, each at its line: `edge-agent
+ * validate` reports them (loading does not: a config is signed on a workstation without them).
+ */
+export function missingFiles(loaded: LoadedConfig): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  forEachPathKey(loaded.config, (kind, holder, key, path) => {
+    if (kind === 'made') return;
+    const file = (holder as Record<string | number, string>)[key];
+    let found: Stats | undefined;
+    try {
+      found = statSync(file);
+    } catch {
+      found = undefined;
+    }
+    if (!found) issues.push(loaded.issueAt(path, `${kind === 'dir' ? 'no folder' : 'no file'} ${file}`));
+    else if (kind === 'dir' ? !found.isDirectory() : !found.isFile()) issues.push(loaded.issueAt(path, `${file} is not a ${kind === 'dir' ? 'folder' : 'file'}`));
+  });
+  return issues;
 }

@@ -1,12 +1,12 @@
 /** The management side's keys: `remote_config:` and the rule on agent.http / agent.http_token. */
 import type { ConfigIssue } from '../core/config-error.js';
-import { duration, object, size, text, tls, Type, withDefault, type IssueAt, type Static } from '../core/config-kit.js';
+import { duration, filePath, object, size, text, tls, Type, withDefault, type IssueAt, type Static } from '../core/config-kit.js';
 import { parseHostPort } from '../core/units.js';
 
 export const remoteConfigSchema = object({
   broker: text,
   topic: text,
-  public_key: text,
+  public_key: filePath('file'),
   username: Type.Optional(text),
   password: Type.Optional(Type.String()),
   tls: Type.Optional(tls),

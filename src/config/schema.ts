@@ -12,12 +12,12 @@ import { remoteConfigSchema } from './management.js';
 import { outboxSchema } from '../outbox/config.js';
 import { operators } from '../operators/index.js';
 import { upstreams } from '../upstream/index.js';
-import { anyValue, duration, name, object, oneOf, text, Type, withDefault, type Static } from '../core/config-kit.js';
+import { anyValue, duration, filePath, name, object, oneOf, text, Type, withDefault, type Static } from '../core/config-kit.js';
 
 export const agentSchema = object({
   id: name,
   /** relative to the config file's folder */
-  data_dir: withDefault(text, '/var/lib/edge-agent'),
+  data_dir: withDefault(filePath('made'), '/var/lib/edge-agent'),
   log_level: withDefault(oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), 'info'),
   /** host:port of the management API, metrics and status page, or `off`. */
   http: withDefault(Type.String({ pattern: '^(off|([^:]+|\\[[0-9a-fA-F:]+\\]):[0-9]{1,5})$' }), '127.0.0.1:8080'),
@@ -132,3 +132,46 @@ export type StreamConfig = Static<typeof streamSchema>;
 export type ActionSinkConfig = Static<typeof actionSchema>;
 export type SinkConfig = StreamConfig['to'][number];
 export type StepConfig = Record<string, unknown>;
+
+/** One parameter of an app: its key, whether it must be given, its default, its JSON Schema. */
+export interface AppParameter {
+  name: string;
+  required: boolean;
+  default?: unknown;
+  schema: object;
+}
+
+/** A source (device protocol, timer), step (operator) or sink (upstream type, action) with its parameters. */
+export interface App {
+  type: 'source' | 'step' | 'sink';
+  name: string;
+  parameters: AppParameter[];
+  /** The whole JSON Schema, for a step written as a bare value (`filter: "x > 1"`) too. */
+  schema: object;
+}
+
+/**
+ * Every source, step and sink type with its parameters, from the schemas the config is checked
+ * against (the registries), as a data flow server lists its apps.
+ */
+export function appCatalog(): App[] {
+  const app = (type: App['type'], name: string, schema: TSchema): App => {
+    const required = new Set<string>((schema.required as string[] | undefined) ?? []);
+    const properties = (schema.properties ?? {}) as Record<string, TSchema>;
+    const parameters = Object.entries(properties).map(([key, sub]) => ({
+      name: key,
+      required: required.has(key),
+      ...('default' in sub ? { default: sub.default } : {}),
+      schema: sub,
+    }));
+    return { type, name, parameters, schema };
+  };
+  const timer = (streamSchema.properties.from.properties as Record<string, TSchema>).timer;
+  return [
+    ...Object.entries(schemasOf(connectors)).map(([protocol, schema]) => app('source', protocol, schema)),
+    app('source', 'timer', timer),
+    ...Object.entries(operators).map(([key, factory]) => app('step', key, (factory.schema ?? {}) as TSchema)),
+    ...Object.entries(schemasOf(upstreams)).map(([type, schema]) => app('sink', type, schema)),
+    app('sink', 'action', actionSchema),
+  ];
+}

@@ -45,6 +45,21 @@ export function withDefault<T extends TSchema>(schema: T, value: Static<T>): T {
   return { ...schema, default: value };
 }
 
+/**
+ * What a path key names: a file that must exist (`file`), a folder that must exist (`dir`), or
+ * a place the agent makes (`made`: data_dir, a file upstream's file).
+ */
+export type PathKind = 'file' | 'dir' | 'made';
+
+/**
+ * A file or folder in the YAML: relative to the config file's folder, not the working
+ * directory (the loader makes it absolute once, see `forEachPath`); `edge-agent validate`
+ * reports a `file` or `dir` that is not there, with its line.
+ */
+export function filePath(kind: PathKind) {
+  return Type.String({ minLength: 1, path: kind });
+}
+
 /** A mapping whose keys all have defaults: absent in the file, it is filled with them. */
 export function section<P extends TProperties>(properties: P): TObject<P> {
   return { ...object(properties), default: {} };
@@ -75,9 +90,9 @@ export function object<P extends TProperties>(properties: P, options: { minPrope
 }
 
 export const tls = object({
-  ca: Type.Optional(text),
-  cert: Type.Optional(text),
-  key: Type.Optional(text),
+  ca: Type.Optional(filePath('file')),
+  cert: Type.Optional(filePath('file')),
+  key: Type.Optional(filePath('file')),
   reject_unauthorized: Type.Optional(Type.Boolean()),
 });
 export type TlsConfig = Static<typeof tls>;
@@ -109,6 +124,33 @@ function fill(schema: TSchema, value: unknown): void {
     }
   } else if (s.items && Array.isArray(value)) {
     for (const item of value) fill(s.items, item);
+  }
+}
+
+/**
+ * Calls `visit` for every path key (`filePath`) present in `value`, down through mappings and
+ * lists, with its key path from `at`: the loader makes each absolute, `validate` checks each
+ * exists. Once per section or plugin after validation, never on the reading path.
+ */
+export function forEachPath(
+  schema: TSchema,
+  value: unknown,
+  at: readonly (string | number)[],
+  visit: (kind: PathKind, holder: Record<string, unknown> | unknown[], key: string | number, path: readonly (string | number)[]) => void,
+): void {
+  const s = schema as { properties?: Record<string, TSchema>; items?: TSchema };
+  if (s.properties && value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    const record = value as Record<string, unknown>;
+    for (const [key, sub] of Object.entries(s.properties)) {
+      if (record[key] === undefined) continue;
+      if (sub.path && typeof record[key] === 'string') visit(sub.path, record, key, [...at, key]);
+      else forEachPath(sub, record[key], [...at, key], visit);
+    }
+  } else if (s.items && Array.isArray(value)) {
+    value.forEach((item, i) => {
+      if (s.items!.path && typeof item === 'string') visit(s.items!.path, value, i, [...at, i]);
+      else forEachPath(s.items!, item, [...at, i], visit);
+    });
   }
 }
 

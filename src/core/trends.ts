@@ -122,10 +122,13 @@ export class Trends {
   private series = 0;
   /** Points not trended because `maxSeries` was reached. */
   untracked = 0;
+  /** The outbox per upstream over the same span (sampled by the management API while it runs). */
+  readonly outbox: OutboxHistory;
 
   constructor(options: Partial<TrendOptions> = {}) {
     this.options = { ...TREND_DEFAULTS, ...options };
     this.slots = Math.ceil(this.options.spanMs / this.options.stepMs) + 1;
+    this.outbox = new OutboxHistory(this.options);
   }
 
   /** Bytes one point's ring holds (fixed, whatever the time it runs). */

@@ -33,6 +33,21 @@ export interface StreamStatus {
   counters: Record<string, number>;
 }
 
+/** One step of a running stream, as a data flow server lists an app's instances. */
+export interface StepInstance {
+  /** 1-based, as in the counters' names. */
+  step: number;
+  operator: string;
+  /** Readings that reached the step since the stream started. */
+  readings_in: number;
+  /** What the step counted, by name (`dropped`, `missing`, ...). */
+  counters: Record<string, number>;
+  /** Keys of its state (per device, or per its `key` fields). */
+  state_keys: number;
+  /** When it last took a reading (epoch ms, to the second), null while none. */
+  last_active: number | null;
+}
+
 export interface DeviceStatus {
   id: string;
   protocol: string;
@@ -87,6 +102,8 @@ export interface ManagedAgent {
   readonly file: string;
   readonly text: string;
   streamStatus(): StreamStatus[];
+  /** Each step of a running stream; undefined when there is no such stream. */
+  streamInstances(name: string): StepInstance[] | undefined;
   deviceStatus(): DeviceStatus[];
   outboxStatus(): OutboxStatus;
   configStatus(): ConfigStatus;
@@ -97,6 +114,8 @@ export interface ManagedAgent {
   readonly trends: Trends;
   /** A config text as if it were the config file; throws ConfigError. */
   parse(text: string): LoadedConfig;
+  /** Checks what the schema cannot (streams, references), as `apply` does first; throws ConfigError. */
+  validate(loaded: LoadedConfig): void;
   /** Validates and applies a config (one apply at a time); throws ConfigError or RolledBack. */
   apply(loaded: LoadedConfig, source: string): Promise<ConfigChange>;
   /** Runs `step` in the apply queue: what it checks against the running config holds until it applies. */

@@ -1,6 +1,4 @@
-import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
-import { dirname } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { RolledBack, type ConfigChange, type ManagedAgent } from './managed-agent.js';
@@ -8,6 +6,7 @@ import { ConfigError } from '../core/config-error.js';
 import type { AgentConfig } from '../config/types.js';
 import { closeMqtt, connectMqtt } from '../mqtt/client.js';
 import { fillTemplate } from '../upstream/upstream.js';
+import { NotWritten, writeAndApply } from './config-file.js';
 import { AGENT_ID, readEd25519Key, verifyPush } from './signing.js';
 
 type RemoteConfig = NonNullable<AgentConfig['remote_config']>;
@@ -150,7 +149,6 @@ export class RemoteConfigClient {
     const refuse = (reason: string, pushed?: string | number): PushResult => ({ agent: agentId, status: 'rejected', version: running, pushed_version: pushed, reason, at: Date.now() });
     if (push.target !== undefined && push.target !== agentId) return refuse(`the push is for gateway ${push.target}, not for ${agentId}`);
 
-    const file = this.agent.file;
     let loaded;
     try {
       loaded = this.agent.parse(push.config);
@@ -168,18 +166,11 @@ export class RemoteConfigClient {
     if (again && running !== undefined && compareVersions(pushed, running) === 0 && push.config === this.agent.text) return undefined;
     if (running !== undefined && compareVersions(pushed, running) <= 0) return refuse(`version ${pushed} is not newer than the running version ${running}`, pushed);
 
-    const backup = `${file}.bak`;
     try {
-      writeAtomically(file, push.config, backup);
-    } catch (err) {
-      return refuse(`cannot write ${file} (the agent needs write access to its directory): ${(err as Error).message}`, pushed);
-    }
-    try {
-      const changed = await this.agent.applyInQueue(loaded, `a push (version ${pushed})`);
+      const changed = await writeAndApply(this.agent, loaded, `a push (version ${pushed})`);
       return { agent: pushedId, status: 'applied', version: pushed, changed, at: Date.now() };
     } catch (err) {
-      // the file goes back too, so that a restart runs what runs now
-      writeAtomically(file, this.agent.text);
+      if (err instanceof NotWritten) return refuse(err.message, pushed);
       if (err instanceof ConfigError) return refuse(`invalid config: ${err.message}`, pushed);
       if (err instanceof RolledBack) return { agent: agentId, status: 'rolled-back', version: running, pushed_version: pushed, reason: err.message, at: Date.now() };
       throw err;
@@ -209,24 +200,4 @@ export function compareVersions(a: string | number, b: string | number): number 
     if (diff !== 0) return Math.sign(diff);
   }
   return 0;
-}
-
-/** Writes `text` to a temporary file, syncs it and renames it over `file`; `backup` gets a copy of the old file first. */
-function writeAtomically(file: string, text: string, backup?: string): void {
-  if (backup && existsSync(file)) copyFileSync(file, backup);
-  const temporary = `${file}.tmp-${process.pid}`;
-  const fd = openSync(temporary, 'w', 0o640);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temporary, file);
-  const dir = openSync(dirname(file), 'r');
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
 }

@@ -2,23 +2,33 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { ServerResponse } from 'node:http';
-import { OutboxHistory, QUALITY_CODES, type TrendData } from '../core/trends.js';
+import { QUALITY_CODES, type TrendData } from '../core/trends.js';
 import type { ManagedAgent } from './managed-agent.js';
 
 /**
  * The status page's live parts: its chart library, the trends (one request per refresh) and
- * the stream graph. Kept apart from http.ts so that the API's other routes change beside it.
+ * the stream graph; http.ts routes to them.
  */
 
 /** The chart library, served by the agent itself from node_modules: the page needs no network but the gateway. */
-const LIBRARY: Record<string, { file: string; type: string }> = {
+export const LIBRARY: Record<string, { file: string; type: string }> = {
   '/lib/uPlot.iife.min.js': { file: 'uPlot.iife.min.js', type: 'text/javascript; charset=utf-8' },
   '/lib/uPlot.min.css': { file: 'uPlot.min.css', type: 'text/css; charset=utf-8' },
 };
+const libraryFiles = new Map<string, Buffer>();
 
-function libraryDir(): string {
-  const require = createRequire(import.meta.url);
-  return join(dirname(require.resolve('uplot/package.json')), 'dist');
+/** Serves a file of the chart library (no token: it is public code, as the page is); true when `path` is one. */
+export function serveLibrary(path: string, res: ServerResponse): boolean {
+  const entry = LIBRARY[path];
+  if (!entry) return false;
+  let body = libraryFiles.get(path);
+  if (!body) {
+    const dir = join(dirname(createRequire(import.meta.url).resolve('uplot/package.json')), 'dist');
+    libraryFiles.set(path, (body = readFileSync(join(dir, entry.file))));
+  }
+  res.writeHead(200, { 'content-type': entry.type, 'cache-control': 'max-age=3600' });
+  res.end(body);
+  return true;
 }
 
 /** Window functions whose result has the unit of the point they aggregate. */
@@ -26,23 +36,13 @@ const SAME_UNIT = ['avg', 'min', 'max', 'first', 'last', 'sum', 'delta'];
 
 type PointConfig = { name: string; unit?: string };
 
-export interface PageRoutes {
-  /** Serves the chart library (no token: it is public code, as the page is). True when it did. */
-  library(path: string, res: ServerResponse): boolean;
-  /** Serves /api/trends and /api/graph; true when `path` was one of them. */
-  api(path: string, query: URLSearchParams, res: ServerResponse): boolean;
-  /** Stops sampling the outbox. */
-  close(): void;
-}
-
 /**
- * Routes of the status page. The outbox is sampled once a step (1 s) into a bounded history
- * while the API runs, so that the page finds the last 15 minutes when it opens.
+ * Samples the outbox once a trend step (1 s) into the trends' outbox history while the API
+ * runs, so that the page finds the last 15 minutes when it opens. Returns the timer to clear.
  */
-export function pageRoutes(agent: ManagedAgent, json: (res: ServerResponse, status: number, body: unknown) => void): PageRoutes {
-  const trends = agent.trends;
-  const history = new OutboxHistory(trends.options);
-  const sampleOutbox = () => {
+export function sampleOutbox(agent: ManagedAgent): NodeJS.Timeout {
+  const history = agent.trends.outbox;
+  const sample = () => {
     const status = agent.outboxStatus();
     const now = Date.now();
     for (const u of status.upstreams) {
@@ -51,36 +51,10 @@ export function pageRoutes(agent: ManagedAgent, json: (res: ServerResponse, stat
     }
     history.keep(new Set(status.upstreams.map((u) => u.name)));
   };
-  sampleOutbox();
-  const sampler = setInterval(sampleOutbox, trends.options.stepMs);
-  sampler.unref();
-  const files = new Map<string, Buffer>();
-
-  return {
-    library(path, res) {
-      const entry = LIBRARY[path];
-      if (!entry) return false;
-      let body = files.get(path);
-      if (!body) files.set(path, (body = readFileSync(join(libraryDir(), entry.file))));
-      res.writeHead(200, { 'content-type': entry.type, 'cache-control': 'max-age=3600' });
-      res.end(body);
-      return true;
-    },
-    api(path, query, res) {
-      if (path === '/api/trends') {
-        json(res, 200, trendsBody(agent, history, query));
-        return true;
-      }
-      if (path === '/api/graph') {
-        json(res, 200, graphBody(agent));
-        return true;
-      }
-      return false;
-    },
-    close() {
-      clearInterval(sampler);
-    },
-  };
+  sample();
+  const timer = setInterval(sample, agent.trends.options.stepMs);
+  timer.unref();
+  return timer;
 }
 
 /**
@@ -88,7 +62,7 @@ export function pageRoutes(agent: ManagedAgent, json: (res: ServerResponse, stat
  * keeps), `since` (ms, the `now` of the previous answer) only the slots written since then,
  * whatever their time (a window's record comes when the window closes): the page holds the rest.
  */
-function trendsBody(agent: ManagedAgent, history: OutboxHistory, query: URLSearchParams) {
+export function trendsBody(agent: ManagedAgent, query: URLSearchParams) {
   const { options } = agent.trends;
   const now = Date.now();
   const minutes = Number(query.get('minutes') ?? options.spanMs / 60_000);
@@ -129,7 +103,7 @@ function trendsBody(agent: ManagedAgent, history: OutboxHistory, query: URLSearc
       deployed: deployed.get(name) ?? false,
       devices: devices.map(({ id, points }) => ({ id, points: points.map((p) => series(p.data, p.name, outputUnit(id, p.name))) })),
     })),
-    outbox: history.read(from, now, since),
+    outbox: agent.trends.outbox.read(from, now, since),
     events: agent.events().filter((e) => e.ts >= now - span),
     series: agent.trends.seriesCount,
     untracked: agent.trends.untracked,
@@ -137,7 +111,7 @@ function trendsBody(agent: ManagedAgent, history: OutboxHistory, query: URLSearc
 }
 
 /** Each stream as source → steps → sinks, with its counts; the page draws it. */
-function graphBody(agent: ManagedAgent) {
+export function graphBody(agent: ManagedAgent) {
   const status = new Map(agent.streamStatus().map((s) => [s.name, s]));
   const upstreams = new Map(agent.outboxStatus().upstreams.map((u) => [u.name, u]));
   return agent.config.streams.map((stream) => {

@@ -57,6 +57,10 @@ export function connectMqtt(options: MqttClientOptions): MqttClient {
     connectTimeout,
     // set from the backoff before each attempt (below); this value is not used
     reconnectPeriod: RECONNECT_BASE,
+    // mqtt-packet would otherwise fill a cache of 65,536 two-byte Buffers (one per 16-bit number,
+    // 6.5 MB of heap) at the first packet it writes; a number is a 2-byte allocation without it.
+    // The cache is global to mqtt-packet: every client must say so, or the first one fills it.
+    writeCache: false,
     ...options.extra,
     ...tlsOptions(options.tls),
   });

@@ -1,7 +1,7 @@
 import { duration, keyFields, name, object, oneOf, Type, withDefault, type Static } from '../core/config-kit.js';
 import type { Emit } from '../core/reading.js';
 import { check, operator } from './operator.js';
-import { hasPoint, keyFunction, numberOf } from './values.js';
+import { hasPoint, keyFunction, numberOf, rounder, roundDigits } from './values.js';
 import { checkWindow, Windows } from './window-bounds.js';
 
 /** The operator's keys, their loaded type and their defaults. */
@@ -16,6 +16,8 @@ export const schema = object({
   /** default 15m, 1d for meter-reading */
   max_gap: Type.Optional(duration()),
   key: Type.Optional(keyFields),
+  /** decimal places of the kWh (default: as computed) */
+  round: roundDigits,
 });
 type Params = Static<typeof schema>;
 
@@ -87,6 +89,7 @@ export const energy = operator(schema, (params, context) => {
   const { method, point, output } = params;
   const { scale } = params;
   // a meter's counter may be read rarely (a monthly read is a read): its gaps default to a day
+  const round = rounder(params.round);
   const maxGap = params.max_gap ?? (method === 'meter-reading' ? DAY : 900_000);
   const maxSpread = Math.min(maxGap, MAX_SPREAD_WINDOWS * params.window);
   const maxFuture = context.maxFuture ?? HOUR;
@@ -158,7 +161,7 @@ export const energy = operator(schema, (params, context) => {
     } else if (w.covered === 0 && kwh === 0) return;
     const partial = w.partial || (method !== 'average-power' && w.covered < 0.9 * (w.end - w.start));
     const quality = partial ? 'partial' : w.estimated ? 'estimated' : undefined;
-    emit({ device, ts: w.start, values: { [output]: kwh }, quality: quality ? { [output]: quality } : undefined });
+    emit({ device, ts: w.start, values: { [output]: round(kwh) }, quality: quality ? { [output]: quality } : undefined });
   }
 
   function close(key: string, keyState: KeyState, time: number, emit: Emit) {

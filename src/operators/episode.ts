@@ -2,7 +2,7 @@ import { keyFields, object, text, Type, type Static } from '../core/config-kit.j
 import type { Emit, Quality, Reading } from '../core/reading.js';
 import { operator } from './operator.js';
 import { stepExpression } from './expression.js';
-import { anyGoodValue, hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
+import { anyGoodValue, hasPoint, keyFunction, numberOf, ownEntry, rounder, roundDigits, setOwn } from './values.js';
 import { addValue, result, windowFunctions, type PointAcc } from './window.js';
 
 /** The operator's keys, their loaded type and their defaults. */
@@ -10,6 +10,8 @@ export const schema = object({
   when: text,
   functions: windowFunctions,
   key: Type.Optional(keyFields),
+  /** decimal places of the results (default: as computed) */
+  round: roundDigits,
 });
 type Params = Static<typeof schema>;
 
@@ -42,6 +44,7 @@ interface Episode {
 export const episode = operator(schema, (params, context) => {
   const when = stepExpression(params.when, context, 'when');
   const functions = Object.entries(params.functions);
+  const round = rounder(params.round);
   const keyOf = keyFunction(params.key);
   const { state, latest } = context;
   const maxFuture = context.maxFuture ?? 3_600_000;
@@ -51,8 +54,8 @@ export const episode = operator(schema, (params, context) => {
   function close(open: Episode, end: number, emit: Emit, partial = false) {
     const values: Reading['values'] = { duration_s: Math.max(0, end - open.start) / 1000 };
     for (const [point, fns] of functions) {
-      const p = ownValue(open.points, point);
-      if (p) for (const fn of fns) setOwn(values, `${point}_${fn}`, result(p, fn));
+      const p = ownEntry(open.points, point);
+      if (p) for (const fn of fns) setOwn(values, `${point}_${fn}`, round(result(p, fn)));
     }
     let quality: Record<string, Quality> | undefined;
     if (partial) {

@@ -1,3 +1,4 @@
+import { Type } from '../core/config-kit.js';
 import type { Quality, Reading, Value } from '../core/reading.js';
 
 /*
@@ -31,6 +32,19 @@ export function pointQuality(reading: Reading, point: string): Quality | undefin
   return typeof q === 'string' ? (q as Quality) : undefined;
 }
 
+/** `round: N` on a step that computes values: decimal places of its results (0 to 15). */
+export const roundDigits = Type.Optional(Type.Integer({ minimum: 0, maximum: 15 }));
+
+/**
+ * Rounds to `digits` decimal places (none: as computed), so that a sum of floats reaches the
+ * user as 12.593, not 12.592999999999998. Non-finite values pass as they are.
+ */
+export function rounder(digits: number | undefined): (v: number) => number {
+  if (digits === undefined) return (v) => v;
+  const scale = 10 ** digits;
+  return (v) => (Number.isFinite(v) ? Math.round(v * scale) / scale : v);
+}
+
 /** A value that is there: not null, not NaN or infinite, not of bad quality. */
 export function goodValue(reading: Reading, point: string): boolean {
   const value = pointValue(reading, point);
@@ -44,9 +58,15 @@ export function anyGoodValue(reading: Reading): boolean {
   return false;
 }
 
-/** `dictionary[key]` when it is the dictionary's own, else undefined. */
-export function ownValue<T>(dictionary: Record<string, T>, key: string): T | undefined {
-  return Object.hasOwn(dictionary, key) ? dictionary[key] : undefined;
+/**
+ * `dictionary[key]` when it is an object of the dictionary's own, else undefined: a plain read,
+ * for a dictionary whose entries are objects. What Object.prototype offers in their place is a
+ * function or, for `__proto__`, Object.prototype itself: neither is taken for an entry. A plain
+ * read stays on V8's inline caches where Object.hasOwn is a call (this is per reading in window).
+ */
+export function ownEntry<T extends object>(dictionary: Record<string, T | undefined>, key: string): T | undefined {
+  const v: unknown = dictionary[key];
+  return typeof v === 'object' && v !== null && v !== Object.prototype ? (v as T) : undefined;
 }
 
 /** `dictionary[key] = value` as an own property, `__proto__` included. */
@@ -87,7 +107,14 @@ export function keyFunction(fields: string[] | undefined, point?: string): (read
       return key;
     };
   }
-  const part = (r: Reading, field: string) => (field === 'device' ? r.device : String(pointValue(r, field) ?? ''));
+  const part = (r: Reading, field: string) => {
+    if (field === 'device') return r.device;
+    // A read of its own rather than pointValue's: that one also serves every step's measured
+    // points, and a load that sees many names goes through V8's global lookup cache, per reading.
+    const v: unknown = r.values[field];
+    if (typeof v === 'string') return v;
+    return isValue(v) && v !== null ? String(v) : '';
+  };
   // One level of Maps per field, so that no string is built to look a key up.
   type Level = Map<string, Level | string>;
   const root: Level = new Map();

@@ -1,7 +1,7 @@
 import { duration, keyFields, object, Type, type Static } from '../core/config-kit.js';
 import type { Emit, Quality, Reading } from '../core/reading.js';
 import { check, operator } from './operator.js';
-import { hasPoint, keyFunction, numberOf, ownValue, setOwn } from './values.js';
+import { hasPoint, keyFunction, numberOf, ownEntry, rounder, roundDigits, setOwn } from './values.js';
 import { checkWindow, Windows } from './window-bounds.js';
 
 export type Fn = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'first' | 'last' | 'delta' | 'integral';
@@ -21,6 +21,8 @@ export const schema = object({
   lateness: duration('0s'),
   key: Type.Optional(keyFields),
   functions: windowFunctions,
+  /** decimal places of the results (default: as computed) */
+  round: roundDigits,
 });
 type Params = Static<typeof schema>;
 
@@ -43,7 +45,8 @@ interface WindowAcc {
   firstTs: number;
   lastTs: number;
   readings: number;
-  points: Record<string, PointAcc>;
+  /** By point; a point without a value yet is absent (saved state) or undefined. */
+  points: Record<string, PointAcc | undefined>;
 }
 
 interface KeyState {
@@ -82,9 +85,26 @@ export const window = operator(schema, (params, context) => {
   const problem = checkWindow(params.size, every);
   check(!problem, context, problem ?? '', 'size');
   const { lateness } = params;
+  const round = rounder(params.round);
   const windows = new Windows(params.size, every, context.timezone);
   const functions = Object.entries(params.functions);
   const points = functions.map(([point]) => point);
+  /** The result names, `<point>_<fn>`, built once rather than per window. */
+  const outputs = functions.map(([point, fns]) => ({ point, names: fns.map((fn) => [fn, `${point}_${fn}`] as const) }));
+  // Each window's points are spread from this template, which holds every point: this step's
+  // windows then share one hidden class (see threshold.ts, newKeyState, for why `{}` plus
+  // properties may not), and the per-reading read of a window's point stays on V8's fast path.
+  const noPoints: Record<string, PointAcc | undefined> = {};
+  for (const point of points) setOwn(noPoints, point, undefined);
+  // Likewise the results of a window that saw every point, and their qualities when partial.
+  const allResults: Reading['values'] = {};
+  const allPartial: Record<string, Quality> = {};
+  for (const { names } of outputs) {
+    for (const [, name] of names) {
+      allResults[name] = 0;
+      allPartial[name] = 'partial';
+    }
+  }
   const keyOf = keyFunction(params.key);
   const { state } = context;
   // open windows must close and be emitted, however long their key stays silent
@@ -97,13 +117,14 @@ export const window = operator(schema, (params, context) => {
 
   function emitWindow(acc: WindowAcc, device: string, emit: Emit, forcePartial: boolean) {
     if (acc.readings === 0) return;
-    const values: Reading['values'] = {};
+    const complete = points.every((point) => ownEntry(acc.points, point));
+    const values: Reading['values'] = complete ? { ...allResults } : {};
     let any = false;
-    for (const [point, fns] of functions) {
-      const p = ownValue(acc.points, point);
+    for (const { point, names } of outputs) {
+      const p = ownEntry(acc.points, point);
       if (!p) continue;
-      for (const fn of fns) {
-        values[`${point}_${fn}`] = result(p, fn);
+      for (const [fn, name] of names) {
+        values[name] = round(result(p, fn));
         any = true;
       }
     }
@@ -112,7 +133,8 @@ export const window = operator(schema, (params, context) => {
     const step = acc.readings > 1 ? span / (acc.readings - 1) : 0;
     const partial = forcePartial || (span + step) / (acc.end - acc.start) < 0.9;
     let quality: Record<string, Quality> | undefined;
-    if (partial) {
+    if (partial && complete) quality = { ...allPartial };
+    else if (partial) {
       quality = {};
       for (const name in values) quality[name] = 'partial';
     }
@@ -138,7 +160,6 @@ export const window = operator(schema, (params, context) => {
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
       if (!keyState) keyState = { device: reading.device, watermark: -Infinity, open: [] };
-      keys.add(key);
       const { ts } = reading;
       if (ts < keyState.watermark && keyState.watermark > context.now() + maxFuture + lateness + params.size) {
         context.count('clock_back');
@@ -159,9 +180,11 @@ export const window = operator(schema, (params, context) => {
         let acc: WindowAcc | undefined;
         for (const open of keyState.open) if (open.start === start) acc = open;
         if (!acc) {
-          acc = { start, end, firstTs: ts, lastTs: ts, readings: 0, points: {} };
+          acc = { start, end, firstTs: ts, lastTs: ts, readings: 0, points: { ...noPoints } };
           keyState.open.push(acc);
           keyState.open.sort((a, b) => a.start - b.start);
+          // the clock closes what is open (tick drops a key once nothing is)
+          keys.add(key);
         }
         for (const point of points) {
           const v = numberOf(reading, point);
@@ -208,8 +231,8 @@ export const window = operator(schema, (params, context) => {
   };
 });
 
-export function addValue(acc: { points: Record<string, PointAcc> }, point: string, v: number, ts: number) {
-  const p = ownValue(acc.points, point);
+export function addValue(acc: { points: Record<string, PointAcc | undefined> }, point: string, v: number, ts: number) {
+  const p = ownEntry(acc.points, point);
   if (!p) {
     setOwn(acc.points, point, { n: 1, sum: v, min: v, max: v, first: v, last: v, lastTs: ts, integral: 0 });
     return;

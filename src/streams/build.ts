@@ -48,6 +48,8 @@ export function buildStreams(
     stream.steps.forEach((step, index) => {
       const [operator, params] = Object.entries(step)[0];
       const path = ['streams', s, 'steps', index];
+      // built once per name: a step may count per reading (change's `unchanged`)
+      const counterNames = new Map<string, string>();
       try {
         steps.push(
           registry[operator](params, {
@@ -60,7 +62,8 @@ export function buildStreams(
             timezone: loaded.config.agent.timezone,
             maxFuture: loaded.config.agent.max_future,
             count: (name, n = 1) => {
-              const counter = `${index + 1}.${operator}.${name}`;
+              let counter = counterNames.get(name);
+              if (counter === undefined) counterNames.set(name, (counter = `${index + 1}.${operator}.${name}`));
               counters.set(counter, (counters.get(counter) ?? 0) + n);
             },
             issue: (message, key) =>

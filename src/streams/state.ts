@@ -20,6 +20,8 @@ interface Entry {
   value: unknown;
   /** When SQLite last recorded the key as used (0: not saved yet). */
   seen: number;
+  /** In the scope's `dirty` set: a flag read per `set`, where a Set lookup would hash the key. */
+  dirty: boolean;
 }
 
 /** Rows looked at per pruning transaction, so that a large table does not stall the event loop. */
@@ -42,6 +44,7 @@ export class StateStore {
   private readonly upsert: Statement;
   private readonly remove: Statement;
   private readonly removeScope: Statement;
+  private readonly countScope: Statement;
   /** @internal */ readonly selectPage: Statement;
   private readonly selectStale: Statement;
   private readonly pruneBatch: (cutoff: number, afterScope: string, afterKey: string) => { last?: [string, string]; pruned: number; kept: number };
@@ -75,6 +78,7 @@ export class StateStore {
     this.upsert = db.prepare('INSERT INTO state (scope, key, value, seen) VALUES (?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, seen = excluded.seen');
     this.remove = db.prepare('DELETE FROM state WHERE scope = ? AND key = ?');
     this.removeScope = db.prepare('DELETE FROM state WHERE scope = ?');
+    this.countScope = db.prepare('SELECT COUNT(*) FROM state WHERE scope = ?').pluck();
     this.selectPage = db.prepare('SELECT key, value FROM state WHERE scope = ? AND key > ? ORDER BY key LIMIT 500');
     this.selectStale = db.prepare('SELECT scope, key, value FROM state WHERE seen < ? AND (scope, key) > (?, ?) ORDER BY scope, key LIMIT ?');
     this.pruneBatch = db.transaction((cutoff: number, afterScope: string, afterKey: string) => {
@@ -91,7 +95,7 @@ export class StateStore {
           continue;
         }
         this.remove.run(row.scope, row.key);
-        scope?.cache.delete(row.key);
+        scope?.forget(row.key);
         pruned++;
       }
       const last = rows.at(-1);
@@ -110,10 +114,22 @@ export class StateStore {
   clearScope(name: string): void {
     const scope = this.scopes.get(name);
     if (scope) {
-      scope.cache.clear();
-      scope.dirty.clear();
+      scope.forgetAll();
     }
     this.removeScope.run(name);
+  }
+
+  /** Keys a step holds, saved or not yet (for the API's instances; one COUNT over the step's rows). */
+  keyCount(name: string): number {
+    let n = this.countScope.get(name) as number;
+    const scope = this.scopes.get(name);
+    for (const key of scope?.dirty ?? []) {
+      const entry = scope!.cache.get(key)!;
+      // new and unsaved: not in SQLite yet; deleted and unsaved: still there
+      if (entry.value !== NONE && entry.seen === 0) n++;
+      else if (entry.value === NONE && entry.seen > 0) n--;
+    }
+    return n;
   }
 
   /** Keys changed since the last save. */
@@ -129,8 +145,10 @@ export class StateStore {
     for (const scope of this.scopes.values()) {
       for (const key of scope.dirty) {
         const entry = scope.cache.get(key)!;
-        if (entry.value === NONE) this.remove.run(scope.name, key);
-        else {
+        if (entry.value === NONE) {
+          this.remove.run(scope.name, key);
+          entry.seen = 0; // no longer in SQLite
+        } else {
           this.upsert.run(scope.name, key, JSON.stringify(entry.value), now);
           entry.seen = now;
         }
@@ -140,7 +158,7 @@ export class StateStore {
 
   saved(): void {
     for (const scope of this.scopes.values()) {
-      scope.dirty.clear();
+      scope.clean();
       scope.evict(scope.cache.size - this.options.cacheKeys);
     }
   }
@@ -184,6 +202,13 @@ export class ScopedState implements StepState {
    * counter's baseline): a key for which it answers true is never pruned, however old.
    */
   retain?: (value: unknown) => boolean;
+  /**
+   * The entry of the key read or written last: a step gets its key's state and sets it again
+   * for each reading, and the second Map lookup is then a string comparison. Cleared whenever an
+   * entry leaves the cache.
+   */
+  private lastKey: string | undefined;
+  private lastEntry: Entry | undefined;
 
   constructor(
     readonly name: string,
@@ -192,16 +217,16 @@ export class ScopedState implements StepState {
   ) {}
 
   get<T>(key: string): T | undefined {
-    let entry = this.cache.get(key);
+    let entry = this.cached(key);
     if (!entry) {
       const row = this.store.selectOne.get(this.name, key) as { value: string; seen: number } | undefined;
-      entry = row ? { value: JSON.parse(row.value), seen: row.seen } : { value: NONE, seen: 0 };
+      entry = row ? { value: JSON.parse(row.value), seen: row.seen, dirty: false } : { value: NONE, seen: 0, dirty: false };
       this.remember(key, entry);
-    } else if (entry.value !== NONE && entry.seen > 0 && this.store.now() - entry.seen > this.store.touchAfter && !this.dirty.has(key)) {
+    } else if (entry.value !== NONE && entry.seen > 0 && !entry.dirty && this.store.now() - entry.seen > this.store.touchAfter) {
       // used, but not written for a while: record the use with the next commit
       this.cache.delete(key);
       this.cache.set(key, entry);
-      this.markDirty(key);
+      this.markDirty(key, entry);
     }
     return entry.value === NONE ? undefined : (entry.value as T);
   }
@@ -209,17 +234,17 @@ export class ScopedState implements StepState {
   /** Stores a value (or marks a mutated one); saved with the next group commit. */
   set(key: string, value: unknown): void {
     // steps mostly mutate their state object and set it again: only mark it
-    const entry = this.cache.get(key);
+    let entry = this.cached(key);
     if (entry) entry.value = value;
-    else this.remember(key, { value, seen: 0 });
-    this.markDirty(key);
+    else this.remember(key, (entry = { value, seen: 0, dirty: false }));
+    this.markDirty(key, entry);
   }
 
   delete(key: string): void {
-    const entry = this.cache.get(key);
+    let entry = this.cached(key);
     if (entry) entry.value = NONE;
-    else this.remember(key, { value: NONE, seen: 0 });
-    this.markDirty(key);
+    else this.remember(key, (entry = { value: NONE, seen: 0, dirty: false }));
+    this.markDirty(key, entry);
   }
 
   /** Every key of the step and its value, read from SQLite page by page (for a step's start). */
@@ -237,25 +262,57 @@ export class ScopedState implements StepState {
   /** @internal Drops up to `count` of the oldest keys that hold nothing unsaved. */
   evict(count: number): void {
     if (count <= 0) return;
-    for (const key of this.cache.keys()) {
+    for (const [key, entry] of this.cache) {
       if (count <= 0) break;
-      if (this.dirty.has(key)) continue;
-      this.cache.delete(key);
+      if (entry.dirty) continue;
+      this.forget(key);
       count--;
     }
   }
 
+  /** @internal Takes a key out of the cache (not out of SQLite). */
+  forget(key: string): void {
+    this.cache.delete(key);
+    if (key === this.lastKey) this.lastKey = this.lastEntry = undefined;
+  }
+
+  /** @internal Empties the cache, unsaved changes included. */
+  forgetAll(): void {
+    this.cache.clear();
+    this.dirty.clear();
+    this.lastKey = this.lastEntry = undefined;
+  }
+
+  /** @internal The changed keys were saved. */
+  clean(): void {
+    for (const key of this.dirty) this.cache.get(key)!.dirty = false;
+    this.dirty.clear();
+  }
+
+  private cached(key: string): Entry | undefined {
+    if (key === this.lastKey) return this.lastEntry;
+    const entry = this.cache.get(key);
+    if (entry) {
+      this.lastKey = key;
+      this.lastEntry = entry;
+    }
+    return entry;
+  }
+
   private remember(key: string, entry: Entry): void {
     this.cache.set(key, entry);
+    this.lastKey = key;
+    this.lastEntry = entry;
     // keep the cache near its cap between commits; what is left over goes at `saved()`
     if (this.cache.size > this.store.options.cacheKeys) {
-      const oldest = this.cache.keys().next().value!;
-      if (oldest !== key && !this.dirty.has(oldest)) this.cache.delete(oldest);
+      const [oldest, old] = this.cache.entries().next().value!;
+      if (oldest !== key && !old.dirty) this.forget(oldest);
     }
   }
 
-  private markDirty(key: string): void {
-    if (!this.dirty.has(key)) {
+  private markDirty(key: string, entry: Entry): void {
+    if (!entry.dirty) {
+      entry.dirty = true;
       this.dirty.add(key);
       this.changed();
     }

@@ -21,6 +21,14 @@ export class Stream {
   /** Readings (and ticks) a step threw on: dropped, counted, logged once per spell. */
   errors = 0;
   private failing = false;
+  /** Readings that reached each step (for the API's instances). */
+  readonly stepReadings: number[];
+  /**
+   * When each step last took a reading, to the second: set at the tick after its count moved,
+   * so that the path of a reading reads no clock. 0 while it took none.
+   */
+  readonly stepActiveAt: number[];
+  private readonly stepSeen: number[];
 
   constructor(
     readonly config: StreamConfig,
@@ -42,12 +50,18 @@ export class Stream {
       this.readingsOut++;
       deliver(reading);
     };
+    const counts = (this.stepReadings = steps.map(() => 0));
+    this.stepActiveAt = steps.map(() => 0);
+    this.stepSeen = steps.map(() => 0);
     for (let i = steps.length - 1; i >= 0; i--) {
       const step = steps[i];
       const emit = next;
       if (step.tick) this.tickers.push({ step, next: emit });
       if (step.flush) this.flushers.unshift({ step, next: emit });
-      next = (reading) => step.process(reading, emit);
+      next = (reading) => {
+        counts[i]++;
+        step.process(reading, emit);
+      };
     }
     this.head = next;
     this.numeric = new Set(steps.flatMap((step) => step.numeric ?? []));
@@ -67,6 +81,12 @@ export class Stream {
   }
 
   tick(now: number): void {
+    for (let i = 0; i < this.stepReadings.length; i++) {
+      if (this.stepReadings[i] !== this.stepSeen[i]) {
+        this.stepSeen[i] = this.stepReadings[i];
+        this.stepActiveAt[i] = now;
+      }
+    }
     for (const { step, next } of this.tickers) {
       if (!this.log) {
         step.tick!(now, next);

@@ -2,7 +2,7 @@ import type { TObject } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { ConfigIssue } from '../core/config-error.js';
 import type { IssueAt } from '../core/config-kit.js';
-import { fileUpstreamSchema, prepareFileUpstream } from './file/config.js';
+import { fileUpstreamSchema } from './file/config.js';
 import { checkKafkaUpstream, kafkaUpstreamSchema, prepareKafkaUpstream } from './kafka/config.js';
 import { checkMqttUpstream, mqttUpstreamSchema } from './mqtt/config.js';
 import { sparkplugUpstreamSchema } from './sparkplug/config.js';
@@ -24,7 +24,7 @@ export const upstreams = {
   mqtt: { schema: mqttUpstreamSchema, check: checkMqttUpstream, create: async (config, agentId, log, context) => new (await import('./mqtt/mqtt.js')).MqttUpstream(config, agentId, log, context) },
   sparkplug: { schema: sparkplugUpstreamSchema, create: async (config, agentId, log, context) => new (await import('./sparkplug/sparkplug.js')).SparkplugUpstream(config, agentId, log, context) },
   kafka: { schema: kafkaUpstreamSchema, prepare: prepareKafkaUpstream, check: checkKafkaUpstream, create: async (config, agentId, log) => new (await import('./kafka/kafka.js')).KafkaUpstream(config, agentId, log) },
-  file: { schema: fileUpstreamSchema, prepare: prepareFileUpstream, create: async (config) => new (await import('./file/file.js')).FileUpstream(config) },
+  file: { schema: fileUpstreamSchema, create: async (config) => new (await import('./file/file.js')).FileUpstream(config) },
 } satisfies Record<string, UpstreamPlugin>;
 
 export async function createUpstream(config: { name: string; type: keyof typeof upstreams }, agentId: string, log: Logger, context: UpstreamContext): Promise<Upstream> {

@@ -40,8 +40,9 @@ export class AgentProcess {
     );
   }
 
-  static start(config: string, env: NodeJS.ProcessEnv = {}): AgentProcess {
-    return new AgentProcess(spawn(process.execPath, [...CLI, 'run', '--config', config], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+  /** `nodeArgs`: node's own flags, before the CLI (V8 flags NODE_OPTIONS does not accept). */
+  static start(config: string, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): AgentProcess {
+    return new AgentProcess(spawn(process.execPath, [...nodeArgs, ...CLI, 'run', '--config', config], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
   async waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<void> {

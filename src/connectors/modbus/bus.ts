@@ -83,10 +83,18 @@ class CheckedRtuPort extends RTUBufferedPort {
       this.discard(reason);
     } else if (this.guard > 0) {
       // kept in the buffer: a second frame arriving meanwhile makes check() discard both
-      this.held ??= setTimeout(() => {
-        this.held = undefined;
-        if (this.expecting && this._buffer.length === length) this.pass(length);
-      }, this.guard);
+      if (!this.held) {
+        const timer: NodeJS.Timeout = setTimeout(() => {
+          // decided after the event loop's poll phase: bytes of a second frame that reached the
+          // process while it was busy are read first (a timer due beside them would run before)
+          setImmediate(() => {
+            if (this.held !== timer) return; // released meanwhile (a new request, a discard)
+            this.held = undefined;
+            if (this.expecting && this._buffer.length === length) this.pass(length);
+          });
+        }, this.guard);
+        this.held = timer;
+      }
     } else this.pass(length);
   }
 
@@ -144,7 +152,9 @@ class CheckedRtuPort extends RTUBufferedPort {
  * answers a queued request at least this soon after its late reply (its turnaround time).
  */
 function guardTime(timeout: number): number {
-  return Math.min(timeout, Math.max(50, timeout / 4));
+  // the slave answers the request queued behind a late reply at once, but a busy gateway (or
+  // slave) may take tens of ms to show it: half the timeout, only for a request after a timeout
+  return Math.min(timeout, Math.max(100, timeout / 2));
 }
 
 /**

@@ -1,5 +1,5 @@
 /** The keys of an OPC UA device: its schema, its loaded type and its defaults in one place. */
-import { duration, name, object, oneOf, text, Type, withDefault, unit, writable, type Static } from '../../core/config-kit.js';
+import { duration, filePath, name, object, oneOf, text, Type, withDefault, unit, writable, type Static } from '../../core/config-kit.js';
 
 export const opcuaPoint = object({
   name,
@@ -27,10 +27,10 @@ export const opcuaSchema = object({
   ),
   user: Type.Optional(text),
   password: Type.Optional(Type.String()),
-  certificate: Type.Optional(text),
-  private_key: Type.Optional(text),
+  certificate: Type.Optional(filePath('file')),
+  private_key: Type.Optional(filePath('file')),
   /** a folder of server certificates to trust */
-  trust_dir: Type.Optional(text),
+  trust_dir: Type.Optional(filePath('dir')),
   trust_on_first_use: withDefault(Type.Boolean(), false),
   poll: duration('1s'),
   timeout: Type.Optional(duration()),

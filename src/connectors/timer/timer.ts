@@ -1,4 +1,5 @@
-import { CronExpressionParser } from 'cron-parser';
+import { createRequire } from 'node:module';
+import type { CronExpressionParser } from 'cron-parser';
 import { schedule, type Clock } from '../../core/schedule.js';
 import { parseTime } from '../../core/time.js';
 
@@ -9,13 +10,18 @@ export interface TimerConfig {
   at?: string | Date;
 }
 
+// cron-parser and its luxon (about 1.6 MB resident, 1 MB of heap) are loaded the first time a
+// cron is read, not at start: most configs have no cron. require() keeps TimerSchedule
+// synchronous (the config check builds one); the package is CommonJS.
+let cronParser: typeof CronExpressionParser | undefined;
+const cron = () => (cronParser ??= (createRequire(import.meta.url)('cron-parser') as typeof import('cron-parser')).CronExpressionParser);
+
 /**
  * The timer source's schedule, one of: `cron` (five fields, or six with seconds first, in the
  * agent's timezone), `every` (aligned to the epoch, so `every: 15m` ticks at :00 :15 :30 :45),
  * `fixed_delay` (that long after the previous tick, or after the start: not aligned), `at` (one
  * tick at that time, in the agent's timezone when it has no offset; a time already past never
- * fires). Ticks missed while the agent was down
- * are not replayed: the next one is after now.
+ * fires). Ticks missed while the agent was down are not replayed: the next one is after now.
  */
 export class TimerSchedule {
   private readonly at: number | undefined;
@@ -42,7 +48,7 @@ export class TimerSchedule {
     if (this.timer.every !== undefined) return (Math.floor(ts / this.timer.every) + 1) * this.timer.every;
     if (this.timer.fixed_delay !== undefined) return ts + this.timer.fixed_delay;
     if (this.at !== undefined) return ts < this.at ? this.at : Infinity;
-    return CronExpressionParser.parse(this.timer.cron!, { currentDate: ts, tz: this.timezone }).next().getTime();
+    return cron().parse(this.timer.cron!, { currentDate: ts, tz: this.timezone }).next().getTime();
   }
 
   /** The first tick of a run that starts at `start`: one due at `start` itself counts. */
