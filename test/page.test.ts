@@ -192,7 +192,9 @@ upstream:
 
   it('puts a burst of events and actions on the timeline, at their time on the trends, each opening its record', async () => {
     const port = await freePort();
-    const { agent } = await startAgent(`agent: { id: gw-page, data_dir: $DIR/data, log_level: error, http: "127.0.0.1:${port}" }
+    // undeploying over the API needs a token; the page takes it from its address
+    const token = 'page-test-token-0123456789';
+    const { agent } = await startAgent(`agent: { id: gw-page, data_dir: $DIR/data, log_level: error, http: "127.0.0.1:${port}", http_token: ${token} }
 devices:
   - id: sim
     protocol: simulator
@@ -213,9 +215,10 @@ streams:
 upstream:
   - { name: out, type: file, path: $DIR/out.jsonl }
 `);
-    const page = await openPage(port, '?minutes=1');
+    const page = await openPage(port, `?minutes=1#token=${token}`);
     await until(() => agent.events().filter((e) => e.event?.state === 'cleared').length >= 2, 20_000, 'raised and cleared events');
-    expect((await fetch(`http://127.0.0.1:${port}/api/streams/idle/undeploy`, { method: 'POST' })).status).toBe(200);
+    const undeploy = await fetch(`http://127.0.0.1:${port}/api/streams/idle/undeploy`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(undeploy.status).toBe(200);
     await new Promise((r) => setTimeout(r, 2500));
     await page.screenshot({ path: join(SHOTS, 'status-page-events.png') });
     await page.waitForFunction(() => document.querySelectorAll('.marker.cleared').length >= 2 && document.querySelectorAll('.marker.action').length >= 1, undefined, { timeout: 10_000 });
