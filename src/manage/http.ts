@@ -172,7 +172,7 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
   let refused: (req: IncomingMessage) => string | undefined = () => 'starting';
 
   // the outbox over time, for the status page (see trends.ts)
-  const sampler = sampleOutbox(agent);
+  const sampler = sampleOutbox(agent, log);
 
   const server: Server = createServer(SERVER_OPTIONS, async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://agent');

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { ServerResponse } from 'node:http';
 import { QUALITY_CODES, type TrendData } from '../core/trends.js';
+import type { Logger } from 'pino';
 import type { ManagedAgent } from './managed-agent.js';
 
 /**
@@ -40,19 +41,27 @@ type PointConfig = { name: string; unit?: string };
  * Samples the outbox once a trend step (1 s) into the trends' outbox history while the API
  * runs, so that the page finds the last 15 minutes when it opens. Returns the timer to clear.
  */
-export function sampleOutbox(agent: ManagedAgent): NodeJS.Timeout {
-  const history = agent.trends.outbox;
+export function sampleOutbox(agent: ManagedAgent, log: Logger): NodeJS.Timeout {
+  let failing = false;
   const sample = () => {
-    const status = agent.outboxStatus();
-    const now = Date.now();
-    for (const u of status.upstreams) {
-      const dropped = Object.values(u.drops).reduce((a, b) => a + b, 0);
-      history.sample(now, u.name, u.depth, u.sent, dropped, u.dead_lettered);
+    try {
+      const history = agent.trends.outbox;
+      const status = agent.outboxStatus();
+      const now = Date.now();
+      for (const u of status.upstreams) {
+        const dropped = Object.values(u.drops).reduce((a, b) => a + b, 0);
+        history.sample(now, u.name, u.depth, u.sent, dropped, u.dead_lettered);
+      }
+      history.keep(new Set(status.upstreams.map((u) => u.name)));
+      failing = false;
+    } catch (err) {
+      // a chart's history is never worth the agent: logged once per spell
+      if (!failing) log.warn({ err: (err as Error).message }, `status page: sampling the outbox failed: ${(err as Error).message}`);
+      failing = true;
     }
-    history.keep(new Set(status.upstreams.map((u) => u.name)));
   };
-  sample();
-  const timer = setInterval(sample, agent.trends.options.stepMs);
+  // the first sample a step after start: the agent's parts are in place by then
+  const timer = setInterval(sample, agent.trends?.options.stepMs ?? 1000);
   timer.unref();
   return timer;
 }
