@@ -246,6 +246,10 @@ upstream:
     await page.locator('.marker.action').first().click();
     expect(JSON.parse((await page.locator('#record').textContent())!)).toMatchObject({ device: 'sim', event: { code: 'ACTION', point: 'breaker', value: false } });
 
+    // the breaker the action opened: 0 since, its lowest value, drawn inside the frame, not on it
+    const breaker = (await chartData(page, 'device:sim:breaker'))!;
+    expect(breaker.ys[breaker.ys.length - 1]).toBe(0);
+    expect((await pixelsAt(page, 'device:sim:breaker', breaker.xs[breaker.xs.length - 2])).line).toBeGreaterThan(0);
     // the undeployed stream is greyed out in the graph, the deployed one is not
     await page.waitForSelector('.graph[data-stream="idle"].undeployed', { timeout: 10_000 });
     const opacity = (stream: string) => page.locator(`.graph[data-stream="${stream}"]`).evaluate((g) => Number(getComputedStyle(g).opacity));
