@@ -9,6 +9,7 @@ import type { Outbox } from '../outbox/outbox.js';
 import { validateConfig } from '../streams/build.js';
 import { ClockGuard, ClockSync } from '../core/clock.js';
 import { LatestValues } from '../core/latest.js';
+import { Trends } from '../core/trends.js';
 import type { Reading } from '../core/reading.js';
 import {
   reconcileDevices,
@@ -45,7 +46,10 @@ const PRUNE_MS = 3_600_000;
  */
 export class Agent implements ManagedAgent {
   private store!: Store;
-  readonly latest = new LatestValues();
+  /** The last 15 minutes of every point and stream output, for the status page (bounded rings). */
+  readonly trends = new Trends();
+  /** Hands each point to the trends as it goes over a reading: the reading is gone over once. */
+  readonly latest = new LatestValues(undefined, undefined, this.trends);
   private readonly parts: Parts = { upstreams: new Map(), devices: new Map(), streams: new Map() };
   private readonly router = new Router(
     () => this.store.outbox,
@@ -338,13 +342,21 @@ export class Agent implements ManagedAgent {
     this.timezone = config.agent.timezone;
     this.latest.limit(config.agent.max_latest_devices, this.log);
     const router = this.router;
+    const trends = this.trends;
     await reconcileStreams(this.parts, loaded, state, { now: Date.now, latest: this.latest }, this.clockGuard, {
-      send: (upstreams, stream, reading) => router.send(upstreams, stream, reading),
+      send: (upstreams, stream, reading) => {
+        router.send(upstreams, stream, reading);
+        trends.appendOutput(stream, reading);
+      },
       write: (device, point, value) => router.write(device, point, value),
       log: this.log,
       containErrors: true,
     }, change);
     this.router.route(this.parts.streams.values());
+    // the trends of what was removed go with it (a template device's ids stay, bounded by the series cap)
+    const configured = new Set(config.devices.map((d) => d.id));
+    this.trends.keepDevices((id) => configured.has(id) || !change.devices.includes(id));
+    this.trends.keepStreams(new Set(this.parts.streams.keys()));
 
     const orphans = outbox.orphans(config.upstream.map((u) => u.name));
     if (orphans.length) this.log.warn({ upstreams: orphans }, `the outbox holds records for upstreams no longer configured (${orphans.join(', ')}); they are kept`);

@@ -77,6 +77,8 @@ export const port = Type.Integer({ minimum: 1, maximum: 65535 });
 export const keyFields = Type.Array(Type.String());
 export const anyValue = Type.Unsafe<Value>({ type: ['number', 'boolean', 'string'] });
 export const writable = Type.Optional(Type.Boolean());
+/** A point's unit (`kW`, `°C`), shown beside its value and on its trend; nothing else reads it. */
+export const unit = Type.Optional(Type.String({ minLength: 1, maxLength: 32 }));
 
 /** A mapping of exactly these keys; keys with a default are not required in the file. */
 export function object<P extends TProperties>(properties: P, options: { minProperties?: number } = {}): TObject<P> {

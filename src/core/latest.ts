@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Quality, Reading, Value } from './reading.js';
+import type { Trends } from './trends.js';
 
 /** What a device last reported for a point, bad values included (for the API and status page). */
 export interface Sample {
@@ -59,6 +60,8 @@ export class LatestValues {
   constructor(
     private maxDevices = MAX_LATEST_DEVICES,
     private log?: Logger,
+    /** Given each point of each reading in the same pass (the status page's trends), when set. */
+    private readonly trends?: Trends,
   ) {}
 
   /** Sets the cap (agent.max_latest_devices) and where to log that it was reached. */
@@ -80,9 +83,11 @@ export class LatestValues {
       device.moved = now;
     }
     const { values, samples } = device;
+    const trend = this.trends?.begin(reading, now);
     for (const name in reading.values) {
       const value = reading.values[name];
       const quality = (reading.quality && Object.hasOwn(reading.quality, name) ? reading.quality[name] : undefined) ?? 'good';
+      if (trend) this.trends!.point(trend, name, value, quality);
       // updated in place: no allocation per reading once a point has been seen
       const sample = samples.get(name);
       if (sample) {

@@ -9,6 +9,7 @@ import type { Registry } from 'prom-client';
 import { isLoopback } from '../config/management.js';
 import { OPENAPI } from './openapi.js';
 import { createStream, deleteStream, noStream, replaceStream, streamDetail, streamInstances, type Reply } from './streams-api.js';
+import { graphBody, LIBRARY, sampleOutbox, serveLibrary, trendsBody } from './trends.js';
 
 const STATUS_PAGE = new URL('../../static/status.html', import.meta.url);
 
@@ -51,6 +52,8 @@ interface Request {
   params: Record<string, string>;
   /** The request body as text (at most MAX_BODY bytes). */
   body(): Promise<string>;
+  /** The query string's parameters. */
+  query: URLSearchParams;
 }
 
 interface Route {
@@ -77,6 +80,9 @@ const API_ROUTES: Route[] = [
   { method: 'GET', path: '/api/outbox', handle: ({ agent }) => ok(agent.outboxStatus()) },
   { method: 'GET', path: '/api/config', handle: ({ agent }) => ok(agent.configStatus()) },
   { method: 'GET', path: '/api/events', handle: ({ agent }) => ok(agent.events()) },
+  // the status page's trends and stream graph (trends.ts)
+  { method: 'GET', path: '/api/trends', handle: ({ agent, query }) => ok(trendsBody(agent, query)) },
+  { method: 'GET', path: '/api/graph', handle: ({ agent }) => ok(graphBody(agent)) },
   { method: 'GET', path: '/api/openapi.json', handle: () => ok(OPENAPI) },
 ];
 
@@ -85,6 +91,7 @@ export const ROUTES: readonly { method: string; path: string }[] = [
   { method: 'GET', path: '/' },
   { method: 'GET', path: '/index.html' },
   { method: 'GET', path: '/metrics' },
+  ...Object.keys(LIBRARY).map((path) => ({ method: 'GET', path })),
   ...API_ROUTES.map(({ method, path }) => ({ method, path })),
 ];
 
@@ -164,6 +171,9 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
   // set once listening: the port may have been chosen by the system
   let refused: (req: IncomingMessage) => string | undefined = () => 'starting';
 
+  // the outbox over time, for the status page (see trends.ts)
+  const sampler = sampleOutbox(agent, log);
+
   const server: Server = createServer(SERVER_OPTIONS, async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://agent');
     const path = url.pathname;
@@ -174,6 +184,7 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
         return void res.end(page);
       }
+      if (req.method === 'GET' && serveLibrary(path, res)) return;
       if (!authorized(req)) {
         res.setHeader('www-authenticate', 'Bearer');
         return json(res, 401, { error: 'this API needs "Authorization: Bearer <agent.http_token>"' });
@@ -202,7 +213,7 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
         if (text === undefined) throw new TooLarge(`the body is larger than ${MAX_BODY} bytes`);
         return text;
       };
-      const reply = await found.route.handle({ agent, params, body });
+      const reply = await found.route.handle({ agent, params, body, query: url.searchParams });
       return json(res, reply.status, reply.body);
     } catch (err) {
       if (err instanceof TooLarge) return json(res, 413, { error: err.message });
@@ -214,9 +225,10 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
   limitConnections(server);
   const address = parseHostPort(hostPort);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new Error(`${err.message} (another program has the port): change agent.http, or run with --http ADDR`, { cause: err }) : err),
-    );
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      clearInterval(sampler);
+      reject(err.code === 'EADDRINUSE' ? new Error(`${err.message} (another program has the port): change agent.http, or run with --http ADDR`, { cause: err }) : err);
+    });
     server.listen(address.port, address.host, () => resolve());
   });
   // after start, a failed accept (out of file descriptors) is logged, once until a request is served again
@@ -234,6 +246,7 @@ export async function startHttp(agent: ManagedAgent, hostPort: string, token: st
     port,
     close: () =>
       new Promise<void>((resolve) => {
+        clearInterval(sampler);
         server.close(() => resolve());
         server.closeAllConnections();
       }),

@@ -2,6 +2,7 @@ import type { LoadedConfig } from '../config/load.js';
 import type { AgentConfig, StreamConfig } from '../config/types.js';
 import type { Reading } from '../core/reading.js';
 import type { Sample } from '../core/latest.js';
+import type { Trends } from '../core/trends.js';
 
 /** What an apply restarted, added or removed, by name. */
 export interface ConfigChange {
@@ -109,6 +110,8 @@ export interface ManagedAgent {
   clockStatus(): ClockStatus;
   /** Events that went upstream lately, newest last. */
   events(): readonly Reading[];
+  /** The recent history of each point and stream output (the status page's trends). */
+  readonly trends: Trends;
   /** A config text as if it were the config file; throws ConfigError. */
   parse(text: string): LoadedConfig;
   /** Checks what the schema cannot (streams, references), as `apply` does first; throws ConfigError. */

@@ -32,6 +32,8 @@ export const OPENAPI = {
   paths: {
     '/': { get: { summary: 'the status page', security: [], responses: { '200': { description: 'HTML', content: { 'text/html': {} } } } } },
     '/index.html': { get: { summary: 'the status page', security: [], responses: { '200': { description: 'HTML', content: { 'text/html': {} } } } } },
+    '/lib/uPlot.iife.min.js': { get: { summary: "the status page's chart library (uPlot, from node_modules)", security: [], responses: { '200': { description: 'JavaScript', content: { 'text/javascript': {} } } } } },
+    '/lib/uPlot.min.css': { get: { summary: "the chart library's style sheet", security: [], responses: { '200': { description: 'CSS', content: { 'text/css': {} } } } } },
     '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'the text exposition format', content: { 'text/plain': {} } }, '401': error } } },
     '/api/streams': {
       get: { summary: 'every stream with its state and counters', responses: { '200': json({ type: 'array', items: ref('StreamStatus') }, 'the streams') } },
@@ -74,6 +76,17 @@ export const OPENAPI = {
     '/api/outbox': { get: { summary: 'the outbox per upstream', responses: { '200': json({ type: 'object' }, 'the outbox') } } },
     '/api/config': { get: { summary: 'the running config: agent id, version, file, when applied', responses: { '200': json({ type: 'object' }, 'the config') } } },
     '/api/events': { get: { summary: 'the last events sent upstream, oldest first', responses: { '200': json({ type: 'array', items: { type: 'object' } }, 'the events') } } },
+    '/api/trends': {
+      get: {
+        summary: 'what the status page plots, in one answer: each point and stream output over the span, the outbox per upstream, the events',
+        parameters: [
+          { name: 'minutes', in: 'query', required: false, schema: { type: 'number', exclusiveMinimum: 0 }, description: 'how far back (at most the 15 minutes kept)' },
+          { name: 'since', in: 'query', required: false, schema: { type: 'number' }, description: "the previous answer's `now` (ms): only the slots written since then, whatever their time" },
+        ],
+        responses: { '200': json({ type: 'object' }, 'the trends') },
+      },
+    },
+    '/api/graph': { get: { summary: 'each stream as source, steps and sinks (actions with their `on` edge), with its counts', responses: { '200': json({ type: 'array', items: { type: 'object' } }, 'the streams') } } },
     '/api/openapi.json': { get: { summary: 'this description', responses: { '200': json({ type: 'object' }, 'OpenAPI 3.1') } } },
   },
   components: {

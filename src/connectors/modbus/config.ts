@@ -1,5 +1,5 @@
 /** The keys of a Modbus TCP or RTU device: its schema, its loaded type and its defaults in one place. */
-import { duration, name, object, oneOf, port, text, Type, withDefault, writable, type Static } from '../../core/config-kit.js';
+import { duration, name, object, oneOf, port, text, Type, withDefault, unit, writable, type Static } from '../../core/config-kit.js';
 
 export const modbusPoint = object({
   name,
@@ -15,6 +15,7 @@ export const modbusPoint = object({
   /** the device's poll when absent */
   poll: Type.Optional(duration()),
   writable,
+  unit,
 });
 
 const common = {

@@ -1,5 +1,5 @@
 /** The keys of an MQTT device (sensors publishing to a broker): schema, loaded type and defaults in one place. */
-import { name, object, oneOf, text, tls, Type, withDefault, writable, type Static } from '../../core/config-kit.js';
+import { name, object, oneOf, text, tls, Type, withDefault, unit, writable, type Static } from '../../core/config-kit.js';
 
 export const mqttPoint = object({
   name,
@@ -11,6 +11,7 @@ export const mqttPoint = object({
   qos: withDefault(oneOf([0, 1, 2]), 0),
   command_topic: Type.Optional(text),
   writable,
+  unit,
 });
 
 export const mqttDeviceSchema = object({

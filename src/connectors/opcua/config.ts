@@ -1,5 +1,5 @@
 /** The keys of an OPC UA device: its schema, its loaded type and its defaults in one place. */
-import { duration, filePath, name, object, oneOf, text, Type, withDefault, writable, type Static } from '../../core/config-kit.js';
+import { duration, filePath, name, object, oneOf, text, Type, withDefault, unit, writable, type Static } from '../../core/config-kit.js';
 
 export const opcuaPoint = object({
   name,
@@ -11,6 +11,7 @@ export const opcuaPoint = object({
   /** no update for this long marks the point stale (default: the device's, else 3 × its sampling and the publishing interval, at least 5 s) */
   stale_after: Type.Optional(duration()),
   writable,
+  unit,
 });
 
 export const opcuaSchema = object({

@@ -1,5 +1,5 @@
 /** The keys of the simulator: its schema, its loaded type and its defaults in one place. */
-import { anyValue, duration, name, object, oneOf, Type, withDefault, writable, type Static } from '../../core/config-kit.js';
+import { anyValue, duration, name, object, oneOf, Type, withDefault, unit, writable, type Static } from '../../core/config-kit.js';
 
 export const simulatorPoint = object({
   name,
@@ -15,6 +15,7 @@ export const simulatorPoint = object({
   step: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
   value: withDefault(anyValue, 0),
   writable,
+  unit,
 });
 
 export const simulatorSchema = object({
