@@ -206,6 +206,8 @@ describe('management API', () => {
     // stream b's filter drops everything: a per-operator drop count
     const { agent, url } = await withApi('', '{ filter: "q < 0" }');
     await until(() => agent.streamsByName.get('b')!.stream.readingsIn > 5, 5000, 'readings');
+    // a group commit and a send happen after the readings: the counter is read once one has
+    await until(() => agent.forwarders.some((f) => f.sent > 0), 10_000, 'a record sent');
     const text = await (await fetch(`${url}/metrics`)).text();
     const value = (line: RegExp) => Number(text.split('\n').find((l) => line.test(l))?.split(' ').pop());
     expect(value(/^edge_stream_readings_in_total\{stream="a"\}/)).toBeGreaterThan(5);
