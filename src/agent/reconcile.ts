@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Parts, RunningDevice, RunningStream, RunningUpstream } from './parts.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { AgentConfig, DeviceConfig, StreamConfig, UpstreamConfig } from '../config/types.js';
 import type { Connector } from '../connectors/connector.js';
@@ -18,30 +19,7 @@ import type { ConfigChange } from '../manage/managed-agent.js';
 import type { LatestValues } from '../core/latest.js';
 import { describeDevice } from './status.js';
 
-export interface RunningUpstream {
-  config: UpstreamConfig;
-  upstream: Upstream;
-  forwarder: Forwarder;
-}
-
-export interface RunningDevice {
-  config: DeviceConfig;
-  connector: Connector;
-}
-
-export interface RunningStream {
-  config: StreamConfig;
-  stream: Stream;
-  deployed: boolean;
-  stopTimer?: () => void;
-}
-
-/** The running parts of an agent, by name; each is replaced only when its own config changes. */
-export interface Parts {
-  upstreams: Map<string, RunningUpstream>;
-  devices: Map<string, RunningDevice>;
-  streams: Map<string, RunningStream>;
-}
+export type { Parts, RunningDevice, RunningStream, RunningUpstream } from './parts.js';
 
 /**
  * Stops and forgets each running part whose config is gone or differs from the wanted one

@@ -3,7 +3,7 @@ import { stateScope } from '../streams/build.js';
 import type { StateStore } from '../streams/state.js';
 import { noDrops, type Outbox } from '../outbox/outbox.js';
 import type { LatestValues } from '../core/latest.js';
-import type { RunningDevice, RunningStream, RunningUpstream } from './reconcile.js';
+import type { RunningDevice, RunningStream, RunningUpstream } from './parts.js';
 
 /** The status of the running parts as the API, metrics and status page show it. */
 export function describeStream({ config, stream, deployed }: RunningStream): StreamStatus {

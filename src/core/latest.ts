@@ -9,6 +9,15 @@ export interface Sample {
   ts: number;
 }
 
+/** A device's state as the API shows it and MQTT's `device_state` publishes it. */
+export interface DeviceState {
+  id: string;
+  protocol: string;
+  online: boolean;
+  read_errors: number | undefined;
+  points: Record<string, Sample & { last_good: { value: Sample['value']; ts: number } | null }>;
+}
+
 interface DeviceLatest {
   /** The latest usable value of each point, with its ts. */
   values: Map<string, { value: Value | null; ts: number }>;

@@ -1,7 +1,7 @@
 import type { LoadedConfig } from '../config/load.js';
 import type { AgentConfig, StreamConfig } from '../config/types.js';
 import type { Reading } from '../core/reading.js';
-import type { Sample } from '../core/latest.js';
+import type { DeviceState } from '../core/latest.js';
 import type { Trends } from '../core/trends.js';
 
 /** What an apply restarted, added or removed, by name. */
@@ -48,13 +48,8 @@ export interface StepInstance {
   last_active: number | null;
 }
 
-export interface DeviceStatus {
-  id: string;
-  protocol: string;
-  online: boolean;
-  read_errors: number | undefined;
-  points: Record<string, Sample & { last_good: { value: Sample['value']; ts: number } | null }>;
-}
+/** A device's state (see core/latest.ts). */
+export type DeviceStatus = DeviceState;
 
 export interface UpstreamStatus {
   name: string;

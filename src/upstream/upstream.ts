@@ -3,7 +3,7 @@ import type { DeviceBase, WriteOutcome } from '../connectors/connector.js';
 import type { ConfigIssue } from '../core/config-error.js';
 import type { IssueAt } from '../core/config-kit.js';
 import type { Reading, Value } from '../core/reading.js';
-import type { DeviceStatus } from '../manage/managed-agent.js';
+import type { DeviceState } from '../core/latest.js';
 import type { OutboxRow } from '../outbox/outbox.js';
 
 /**
@@ -22,7 +22,7 @@ export interface UpstreamContext {
   /** An event record for this upstream, through the outbox (stream `commands`). */
   report(event: Reading): void;
   /** A device's state as /api/devices shows it (online, each point's sample and last good value). */
-  deviceState?(id: string): DeviceStatus | undefined;
+  deviceState?(id: string): DeviceState | undefined;
 }
 
 /** Where records go after the outbox: an MQTT broker, Kafka, a file. */
