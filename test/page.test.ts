@@ -137,6 +137,10 @@ describe('status page in Chromium', () => {
     ]);
     expect(await page.locator('.graph[data-stream="overload"] .node.action').evaluateAll((nodes) => nodes.map((n) => (n as HTMLElement).dataset.on))).toEqual(['raise', 'clear']);
     expect(await page.locator('.graph[data-stream="meter"] .edge').first().textContent()).toMatch(/^\d+ in$/);
+    // the arrow between threshold and energy counts the readings that reached energy
+    const arrows = await page.locator('.graph[data-stream="meter"] .edge').allTextContents();
+    expect(arrows).toHaveLength(3);
+    expect(Number(arrows[1])).toBeGreaterThan(0);
     // outbox health: a chart per upstream, the broker's records sent
     await page.waitForFunction(() => /[1-9]\d* sent\/s|[0-9.]+ sent\/s/.test(document.querySelector('[data-upstream="local-broker"] .title')?.textContent ?? ''));
     expect(await page.locator('#outbox-charts [data-upstream]').evaluateAll((nodes) => nodes.map((n) => (n as HTMLElement).dataset.upstream))).toEqual(['local-broker', 'local-file']);

@@ -126,6 +126,7 @@ export function graphBody(agent: ManagedAgent) {
   return agent.config.streams.map((stream) => {
     const s = status.get(stream.name);
     const counters = Object.entries(s?.counters ?? {});
+    const instances = agent.streamInstances(stream.name);
     return {
       name: stream.name,
       deployed: s?.deployed ?? false,
@@ -139,6 +140,8 @@ export function graphBody(agent: ManagedAgent) {
         return {
           operator,
           params,
+          /** readings that reached this step: the count on the arrow into it */
+          readings_in: instances?.[index]?.readings_in ?? 0,
           counters: Object.fromEntries(counters.filter(([key]) => key.startsWith(prefix)).map(([key, n]) => [key.slice(prefix.length), n])),
         };
       }),
