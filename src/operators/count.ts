@@ -1,8 +1,8 @@
 import { duration, keyFields, object, text, Type, type Static } from '../core/config-kit.js';
 import type { Emit, Reading } from '../core/reading.js';
 import { check, operator } from './operator.js';
-import { stepExpression } from './expression.js';
-import { anyGoodValue, keyFunction } from './values.js';
+import { stepExpression, verdict } from './expression.js';
+import { keyFunction } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
@@ -39,7 +39,7 @@ export const count = operator(schema, (params, context) => {
   const when = stepExpression(params.when, context, 'when');
   check(params.within > 0, context, 'within must be more than 0', 'within');
   const keyOf = keyFunction(params.key);
-  const { state, latest } = context;
+  const { state } = context;
   const { within, at_least: atLeast } = params;
   const maxFuture = context.maxFuture ?? 3_600_000;
   /** Keys raised, for the clock to clear. */
@@ -61,11 +61,9 @@ export const count = operator(schema, (params, context) => {
 
   return {
     process(reading, emit) {
-      if (reading.untimely) return context.count('untimely');
-      if (!anyGoodValue(reading)) return context.count('missing');
+      const holds = verdict(when, reading, context);
+      if (holds === undefined) return;
       const key = keyOf(reading);
-      const holds = when.judge({ reading, latest });
-      if (holds === undefined) return context.count('missing');
       let keyState = state.get<KeyState>(key);
       if (!keyState) {
         if (!holds) return;

@@ -1,8 +1,8 @@
 import { duration, keyFields, object, text, Type, type Static } from '../core/config-kit.js';
 import type { Emit, Reading } from '../core/reading.js';
 import { operator } from './operator.js';
-import { stepExpression } from './expression.js';
-import { anyGoodValue, keyFunction } from './values.js';
+import { stepExpression, verdict } from './expression.js';
+import { keyFunction } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
@@ -42,7 +42,7 @@ interface KeyState {
 export const debounce = operator(schema, (params, context) => {
   const when = stepExpression(params.when, context, 'when');
   const keyOf = keyFunction(params.key);
-  const { state, latest } = context;
+  const { state } = context;
   const maxFuture = context.maxFuture ?? 3_600_000;
   /** Keys waiting for a delay to run out, for the clock. */
   const waiting = new Set<string>();
@@ -66,11 +66,8 @@ export const debounce = operator(schema, (params, context) => {
 
   return {
     process(reading, emit) {
-      if (reading.untimely) return context.count('untimely');
-      if (!anyGoodValue(reading)) return context.count('missing');
-      const holds = when.judge({ reading, latest });
-      // a reading that cannot say (a missing value) changes nothing: a broken sensor neither raises nor clears
-      if (holds === undefined) return context.count('missing');
+      const holds = verdict(when, reading, context);
+      if (holds === undefined) return;
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
       // the reading's time and values alone changing are not worth a write: they go with the next change

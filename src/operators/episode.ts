@@ -1,8 +1,8 @@
 import { keyFields, object, text, Type, type Static } from '../core/config-kit.js';
 import type { Emit, Quality, Reading } from '../core/reading.js';
 import { operator } from './operator.js';
-import { stepExpression } from './expression.js';
-import { anyGoodValue, hasPoint, keyFunction, numberOf, ownEntry, rounder, roundDigits, setOwn } from './values.js';
+import { stepExpression, verdict } from './expression.js';
+import { hasPoint, keyFunction, numberOf, ownEntry, rounder, roundDigits, setOwn } from './values.js';
 import { addValue, result, windowFunctions, type PointAcc } from './window.js';
 
 /** The operator's keys, their loaded type and their defaults. */
@@ -46,7 +46,7 @@ export const episode = operator(schema, (params, context) => {
   const functions = Object.entries(params.functions);
   const round = rounder(params.round);
   const keyOf = keyFunction(params.key);
-  const { state, latest } = context;
+  const { state } = context;
   const maxFuture = context.maxFuture ?? 3_600_000;
   // an open episode is owed to the user, however long it runs
   state.retain = (keyState) => (keyState as KeyState).open !== undefined;
@@ -78,10 +78,8 @@ export const episode = operator(schema, (params, context) => {
     },
 
     process(reading, emit) {
-      if (reading.untimely) return context.count('untimely');
-      if (!anyGoodValue(reading)) return context.count('missing');
-      const holds = when.judge({ reading, latest });
-      if (holds === undefined) return context.count('missing');
+      const holds = verdict(when, reading, context);
+      if (holds === undefined) return;
       const key = keyOf(reading);
       const keyState = state.get<KeyState>(key) ?? { lastTs: -Infinity };
       if (keyState.lastTs > context.now() + maxFuture) {

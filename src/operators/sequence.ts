@@ -2,8 +2,8 @@ import { duration, keyFields, object, oneOf, text, Type, withDefault, type Stati
 import type { Emit, Reading } from '../core/reading.js';
 import type { Expression } from '../expr/expression.js';
 import { operator } from './operator.js';
-import { stepExpression } from './expression.js';
-import { anyGoodValue, keyFunction } from './values.js';
+import { isNews, stepExpression } from './expression.js';
+import { keyFunction } from './values.js';
 
 /** The operator's keys, their loaded type and their defaults. */
 export const schema = object({
@@ -70,8 +70,7 @@ export const sequence = operator(schema, (params, context) => {
 
   return {
     process(reading, emit) {
-      if (reading.untimely) return context.count('untimely');
-      if (!anyGoodValue(reading)) return context.count('missing');
+      if (!isNews(reading, context)) return;
       const key = keyOf(reading);
       let keyState = state.get<KeyState>(key);
       // `last` alone changing is not worth a write: it is saved with the next change
