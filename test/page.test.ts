@@ -254,6 +254,13 @@ upstream:
     const breaker = (await chartData(page, 'device:sim:breaker'))!;
     expect(breaker.ys[breaker.ys.length - 1]).toBe(0);
     expect((await pixelsAt(page, 'device:sim:breaker', breaker.xs[breaker.xs.length - 2])).line).toBeGreaterThan(0);
+    // (the dots of a 1-minute view would show even a line on the frame: where 0 sits is checked too)
+    const zeroRow = await page.evaluate(() => {
+      const u = (window as any).edgeCharts.get('device:sim:breaker');
+      return { y: u.valToPos(0, 'y', true), top: u.bbox.top, bottom: u.bbox.top + u.bbox.height };
+    });
+    expect(zeroRow.y).toBeLessThan(zeroRow.bottom - 3);
+    expect(zeroRow.y).toBeGreaterThan(zeroRow.top + 3);
     // the undeployed stream is greyed out in the graph, the deployed one is not
     await page.waitForSelector('.graph[data-stream="idle"].undeployed', { timeout: 10_000 });
     const opacity = (stream: string) => page.locator(`.graph[data-stream="${stream}"]`).evaluate((g) => Number(getComputedStyle(g).opacity));
