@@ -1,4 +1,5 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -66,6 +67,25 @@ describe('the shared MQTT client (src/mqtt/client.ts)', () => {
     await new Promise((r) => setTimeout(r, 1500));
     expect(lines.filter((l) => /cannot reach|unreachable/.test(l))).toEqual([]);
     expect(server.connectedAt.length).toBe(1);
+  });
+});
+
+describe('the shared MQTT client on a plain mqtt:// URL (a TCP socket of its own, not MQTT.js connect())', () => {
+  it('takes the user name and password written in the URL, percent-encoded, before the options', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mqtt-auth-'));
+    execFileSync('mosquitto_passwd', ['-b', '-c', join(dir, 'passwd'), 'edge', 's3cret@:/']);
+    chmodSync(join(dir, 'passwd'), 0o644);
+    const broker = await Mosquitto.start({ dir, settings: ['allow_anonymous false', `password_file ${join(dir, 'passwd')}`] });
+    cleanup.push(() => broker.stop('SIGKILL'));
+    const { log, lines } = captureLog();
+    const url = `mqtt://edge:${encodeURIComponent('s3cret@:/')}@127.0.0.1:${broker.port}`;
+    const good = connectMqtt({ who: 'good', log, url, clientId: 'auth-good', username: 'other', password: 'wrong' });
+    cleanup.push(() => closeMqtt(good));
+    await until(() => good.connected, 10_000, 'connected with the credentials of the URL');
+    const bad = connectMqtt({ who: 'bad', log, url: `mqtt://edge:wrong@127.0.0.1:${broker.port}`, clientId: 'auth-bad' });
+    cleanup.push(() => closeMqtt(bad));
+    await until(() => lines.some((l) => /bad: cannot reach .*Not authorized/i.test(l)), 10_000, 'the refusal logged');
+    expect(bad.connected).toBe(false);
   });
 });
 

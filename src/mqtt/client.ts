@@ -1,4 +1,5 @@
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { createConnection } from 'node:net';
+import mqtt, { MqttClient, type IClientOptions } from 'mqtt';
 import type { Logger } from 'pino';
 import type { TlsConfig } from '../core/config-kit.js';
 import { Backoff } from '../core/backoff.js';
@@ -48,7 +49,7 @@ export function connectMqtt(options: MqttClientOptions): MqttClient {
   const connectTimeout = options.connectTimeout ?? 10_000;
   const backoff = options.backoff ?? new Backoff(RECONNECT_BASE, RECONNECT_MAX);
   const nextWait = () => Math.max(MIN_WAIT, backoff.next());
-  const client = mqtt.connect(url, {
+  const client = connectClient(url, {
     clientId: options.clientId,
     username: options.username,
     password: options.password,
@@ -92,6 +93,27 @@ export function connectMqtt(options: MqttClientOptions): MqttClient {
       log.warn(fields, `${who}: ${url} unreachable${options.whileDown ? `; ${options.whileDown}` : ''}; retrying with backoff (up to every ${backoff.max / 1000} s)`);
     });
   });
+  return client;
+}
+
+/**
+ * MQTT.js's connect() loads every transport it knows (WebSocket, SOCKS, TLS: 5 MB resident)
+ * whatever the URL. A plain mqtt:// broker, the usual one on a gateway, needs only a TCP socket:
+ * the client is built on one directly. Anything else (mqtts, ws, a client certificate, a SOCKS
+ * proxy) goes through connect() as before.
+ */
+function connectClient(url: string, options: IClientOptions): MqttClient {
+  const parsed = URL.canParse(url) ? new URL(url) : undefined;
+  const plain = parsed && (parsed.protocol === 'mqtt:' || parsed.protocol === 'tcp:') && !parsed.search && !options.cert && !options.key && !process.env.MQTTJS_SOCKS_PROXY;
+  if (!plain) return mqtt.connect(url, options);
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost';
+  const port = parsed.port ? Number(parsed.port) : 1883;
+  // as connect() does: credentials in the URL win over the options
+  const auth = parsed.username ? { username: decodeURIComponent(parsed.username), password: parsed.password ? decodeURIComponent(parsed.password) : options.password } : {};
+  // the client's options at each attempt, not these: a caller may point it elsewhere meanwhile
+  const client = new MqttClient((self) => createConnection({ host: self.options.host, port: self.options.port ?? port }), { ...options, ...auth, host, port, protocol: 'mqtt' });
+  // as connect() does: an error nobody listens to must not end the process
+  client.on('error', () => {});
   return client;
 }
 
