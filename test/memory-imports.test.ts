@@ -51,4 +51,18 @@ describe('memory: what the agent does not load', () => {
     `);
     expect(JSON.parse(out)).toEqual({ cacheNumbers: false });
   });
+
+  it('an mqtt:// client loads neither the WebSocket, SOCKS nor TLS transport; an mqtts:// one loads TLS', () => {
+    const out = inFreshNode(`
+      import { createRequire } from 'node:module';
+      const { connectMqtt } = await import(${built('mqtt/client.js')});
+      const log = { info() {}, warn() {}, error() {}, debug() {} };
+      const loaded = () => ['ws', 'socks', 'tls'].filter((t) => Object.keys(createRequire(import.meta.url).cache).some((f) => f.endsWith('/mqtt/build/lib/connect/' + t + '.js')));
+      connectMqtt({ who: 'test', log, url: 'mqtt://127.0.0.1:1', clientId: 'c' }).end(true);
+      const plain = loaded();
+      connectMqtt({ who: 'test', log, url: 'mqtts://127.0.0.1:1', clientId: 'c' }).end(true);
+      console.log(JSON.stringify({ plain, secure: loaded().includes('tls') }));
+    `);
+    expect(JSON.parse(out)).toEqual({ plain: [], secure: true });
+  });
 });
