@@ -261,6 +261,13 @@ upstream:
     });
     expect(zeroRow.y).toBeLessThan(zeroRow.bottom - 3);
     expect(zeroRow.y).toBeGreaterThan(zeroRow.top + 3);
+    // and whatever the view holds: only zeros (a loaded machine's first slot already 0), only ones, both
+    const ranges = await page.evaluate(() => [[0, 0], [1, 1], [0, 1], [-5, -5]].map(([min, max]) => (window as any).valueRange(min, max)));
+    for (const [i, [low, high]] of ranges.entries()) {
+      const [min, max] = [[0, 0], [1, 1], [0, 1], [-5, -5]][i];
+      expect(low, `${min}..${max}`).toBeLessThan(min);
+      expect(high, `${min}..${max}`).toBeGreaterThan(max);
+    }
     // the undeployed stream is greyed out in the graph, the deployed one is not
     await page.waitForSelector('.graph[data-stream="idle"].undeployed', { timeout: 10_000 });
     const opacity = (stream: string) => page.locator(`.graph[data-stream="${stream}"]`).evaluate((g) => Number(getComputedStyle(g).opacity));
