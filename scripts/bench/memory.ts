@@ -14,13 +14,16 @@
 // BENCH_CONFIGS=2 runs the second config only.
 // `--modules` instead prints what each dependency costs when loaded in the order the agent
 // loads them (resident and heap after a GC), each in a process of its own.
+// `--heap` adds, for the last run of each config, where the V8 heap's bytes are by module (a heap
+// snapshot taken at the same moment, summarized by heap-summary.ts).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TS_NODE_ARGS } from '../../test/support/cli.js';
+import { summarizeHeap } from './heap-summary.js';
 import { freePort, startMosquitto } from './mosquitto.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -29,7 +32,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const MB = 2 ** 20;
 
-const { values } = parseArgs({ options: { before: { type: 'string' }, modules: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { before: { type: 'string' }, modules: { type: 'boolean' }, heap: { type: 'boolean' } } });
 
 /** A checkout to run: its scripts/edge-agent starts its dist/cli.js. */
 interface Variant {
@@ -103,14 +106,40 @@ async function modbusServers(count: number): Promise<{ ports: number[]; stop: ()
   return { ports: ports!, stop: () => void child.kill('SIGKILL') };
 }
 
+/** The V8 flags a variant's launcher gives node (NODE_FLAGS' default). */
+function launcherFlags(variant: Variant): string {
+  return /^NODE_FLAGS="\$\{EDGE_AGENT_NODE_FLAGS-([^}]*)\}"/m.exec(readFileSync(join(variant.dir, 'scripts/edge-agent'), 'utf8'))?.[1] ?? '';
+}
+
+/** Waits for the heap snapshot node writes on SIGUSR2 in `dir` to be complete. */
+async function heapSnapshot(pid: number, dir: string): Promise<string> {
+  process.kill(pid, 'SIGUSR2');
+  let last = -1;
+  for (const end = Date.now() + 60_000; Date.now() < end; ) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const found = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot'));
+    if (!found) continue;
+    const size = statSync(join(dir, found)).size;
+    if (size === last && size > 0) return join(dir, found);
+    last = size;
+  }
+  throw new Error('no heap snapshot within 60 s');
+}
+
 /** One run: the agent started on `configText`, measured after SECONDS, stopped. */
-async function measure(variant: Variant, configText: (httpPort: number) => string, ready: RegExp) {
+async function measure(variant: Variant, configText: (httpPort: number) => string, ready: RegExp, heap = false) {
   const dir = mkdtempSync(join(tmpdir(), 'bench-memory-run-'));
   const file = join(dir, 'agent.yaml');
   writeFileSync(file, configText(await freePort()));
   if (process.env.BENCH_KEEP_CONFIG) writeFileSync(process.env.BENCH_KEEP_CONFIG, readFileSync(file));
   const child: ChildProcess = spawn(join(variant.dir, 'scripts/edge-agent'), ['run', '--config', file], {
-    env: { ...process.env, STATE_DIRECTORY: join(dir, 'data'), NODE_OPTIONS: '' },
+    cwd: dir,
+    env: {
+      ...process.env,
+      STATE_DIRECTORY: join(dir, 'data'),
+      NODE_OPTIONS: '',
+      ...(heap ? { EDGE_AGENT_NODE_FLAGS: `${launcherFlags(variant)} --heapsnapshot-signal=SIGUSR2` } : {}),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const started = Date.now();
@@ -124,7 +153,8 @@ async function measure(variant: Variant, configText: (httpPort: number) => strin
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${variant.label} exited (${child.exitCode ?? child.signalCode}): ${log.slice(-2000)}`);
     await new Promise((r) => setTimeout(r, started + SECONDS * 1000 - Date.now()));
     // scripts/edge-agent execs node: the child is the agent
-    return { ...status(child.pid!), where: whereResident(child.pid!) };
+    const measured = { ...status(child.pid!), where: whereResident(child.pid!) };
+    return { ...measured, heap: heap ? summarizeHeap(await heapSnapshot(child.pid!, dir)) : undefined };
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => (child.exitCode === null && child.signalCode === null ? child.once('exit', r) : r(null)));
@@ -164,8 +194,10 @@ upstream: [{ name: broker, type: mqtt, url: "${broker.url}", topic: "edge/{agent
   console.log(`memory: VmRSS ${SECONDS} s after start and VmHWM, median of ${ROUNDS}, node ${process.version}, launcher flags from each variant's scripts/edge-agent`);
   try {
     for (const config of configs.filter((_, i) => !process.env.BENCH_CONFIGS || process.env.BENCH_CONFIGS.split(',').includes(String(i + 1)))) {
-      const results = new Map<Variant, { rss: number; hwm: number; where: Record<string, number> }[]>(variants.map((v) => [v, []]));
-      for (let round = 0; round < ROUNDS; round++) for (const variant of variants) results.get(variant)!.push(await measure(variant, config.text, config.ready));
+      const results = new Map<Variant, { rss: number; hwm: number; where: Record<string, number>; heap?: string }[]>(variants.map((v) => [v, []]));
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const variant of variants) results.get(variant)!.push(await measure(variant, config.text, config.ready, values.heap && round === ROUNDS - 1));
+      }
       console.log(`\n${config.name}`);
       let first: number | undefined;
       for (const variant of variants) {
@@ -177,6 +209,10 @@ upstream: [{ name: broker, type: mqtt, url: "${broker.url}", topic: "edge/{agent
       for (const variant of variants) {
         const where = results.get(variant)!.at(-1)!.where;
         console.log(`  where the resident MB are, last run of ${variant.label}: ${Object.entries(where).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${mb(v)}`).join('; ')}`);
+      }
+      for (const variant of variants) {
+        const heap = results.get(variant)!.at(-1)!.heap;
+        if (heap) console.log(`  the V8 heap of the last run of ${variant.label}:\n${heap.replace(/^/gm, '  ')}`);
       }
     }
   } finally {
