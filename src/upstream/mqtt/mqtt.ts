@@ -22,6 +22,9 @@ const MAX_SUSPECTS = 10_000;
 /** Devices whose state is published at most (ids from a template device are bounded by its max_devices too). */
 const MAX_STATE_DEVICES = 10_000;
 
+/** Topics remembered by stream and device (see `topicOf`). */
+const MAX_TOPICS = 10_000;
+
 /** 0x97: the broker asks us to slow down, not to give up. */
 const QUOTA_EXCEEDED = 0x97;
 
@@ -102,14 +105,14 @@ export class MqttUpstream implements Upstream {
 
   async send(rows: OutboxRow[]): Promise<SendResult> {
     if (!this.client.connected) throw new Error(`not connected to ${this.config.url}`);
-    const { batch, topic } = this.config;
+    const { batch } = this.config;
     const messages: Promise<Refusal | undefined>[] = [];
     const sent: OutboxRow[][] = [];
     if (this.stateTopic !== undefined) for (const row of rows) this.watchState(row.device);
     if (this.perPoint) {
       // one message per value, the value alone as its payload (the Home Assistant / zigbee2mqtt layout)
       for (const row of rows) {
-        const base = fillTemplate(topic, this.agentId, row.stream, row.device);
+        const base = this.topicOf(row.stream, row.device);
         for (const [point, payload] of pointMessages(row.payload)) {
           messages.push(this.publish(base.replaceAll('{point}', point), payload));
           sent.push([row]);
@@ -117,13 +120,13 @@ export class MqttUpstream implements Upstream {
       }
     } else if (batch <= 1) {
       for (const row of rows) {
-        messages.push(this.publish(fillTemplate(topic, this.agentId, row.stream, row.device), row.payload));
+        messages.push(this.publish(this.topicOf(row.stream, row.device), row.payload));
         sent.push([row]);
       }
     } else {
       const byTopic = new Map<string, OutboxRow[]>();
       for (const row of rows) {
-        const name = fillTemplate(topic, this.agentId, row.stream, row.device);
+        const name = this.topicOf(row.stream, row.device);
         let group = byTopic.get(name);
         if (!group) byTopic.set(name, (group = []));
         group.push(row);
@@ -146,6 +149,23 @@ export class MqttUpstream implements Upstream {
       if (ids.length > 0) rejected.push({ ids, reason: refusal!.reason });
     });
     return { rejected };
+  }
+
+  /** Topics by stream and device, filled in once (bounded: past MAX_TOPICS, filled in each time). */
+  private readonly topics = new Map<string, Map<string, string>>();
+  private topicCount = 0;
+
+  private topicOf(stream: string, device: string): string {
+    let byDevice = this.topics.get(stream);
+    const known = byDevice?.get(device);
+    if (known !== undefined) return known;
+    const filled = fillTemplate(this.config.topic, this.agentId, stream, device);
+    if (this.topicCount < MAX_TOPICS) {
+      if (!byDevice) this.topics.set(stream, (byDevice = new Map()));
+      byDevice.set(device, filled);
+      this.topicCount++;
+    }
+    return filled;
   }
 
   /**
