@@ -22,6 +22,9 @@
 // the first publish to the last output), peak RSS (VmHWM) and CPU seconds (utime + stime) of the
 // process, medians of BENCH_ROUNDS (3) rounds, agent and Node-RED interleaved.
 //
+// BENCH_AGENT_ONLY=1 runs the agent alone (e.g. EDGE_AGENT_NODE_FLAGS="--optimize-for-size
+// --cpu-prof --cpu-prof-dir=DIR" to profile it: the launcher passes those flags to node).
+//
 // Node-RED 4 is installed from npm into ~/.cache/edge-agent-bench/node-red-4 (XDG_CACHE_HOME
 // honoured) the first time: a peer for the comparison, not a dependency of the project.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -367,8 +370,12 @@ function watch(child: ChildProcess, cleanup: () => void): Target {
     log: () => log,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await new Promise((r) => child.once('exit', r));
+        // SIGTERM first: a profile (EDGE_AGENT_NODE_FLAGS="--cpu-prof") is written on a clean exit
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
       }
       cleanup();
     },
@@ -380,7 +387,7 @@ async function startAgent(configText: (http: number, dataDir: string) => string)
   const file = join(dir, 'agent.yaml');
   writeFileSync(file, configText(await freePort(), join(dir, 'data')));
   const child = spawn(join(root, 'scripts/edge-agent'), ['run', '--config', file], {
-    env: { ...process.env, STATE_DIRECTORY: join(dir, 'data'), NODE_OPTIONS: '' },
+    env: { ...process.env, STATE_DIRECTORY: join(dir, 'data'), NODE_OPTIONS: process.env.BENCH_AGENT_NODE_OPTIONS ?? '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return watch(child, () => rmSync(dir, { recursive: true, force: true }));
@@ -561,12 +568,13 @@ try {
     for (let round = 0; round < ROUNDS; round++) {
       if (compare) {
         results.agent.push(await run('agent', workload, files.get(workload)!));
-        results.nodeRed.push(await run('node-red', workload, files.get(workload)!));
+        if (!process.env.BENCH_AGENT_ONLY) results.nodeRed.push(await run('node-red', workload, files.get(workload)!));
       }
       if (isA && WORKLOADS.includes('batch')) results.batch.push(await run('agent', workload, files.get(workload)!, true));
     }
     console.log(`\n${workload.name}: ${int(workload.messages.length)} messages, ${int(workload.expected)} outputs expected`);
-    if (compare) {
+    if (compare && results.nodeRed.length === 0) summary('agent', results.agent);
+    else if (compare) {
       const agent = summary('agent', results.agent);
       const red = summary('Node-RED', results.nodeRed);
       console.log(`  agent / Node-RED: outputs/s ${ratio(agent.rate, red.rate)}, peak RSS ${ratio(agent.hwm, red.hwm)}, CPU ${ratio(agent.cpu, red.cpu)}`);
