@@ -22,16 +22,19 @@
 // the first publish to the last output), peak RSS (VmHWM) and CPU seconds (utime + stime) of the
 // process, medians of BENCH_ROUNDS (3) rounds, agent and Node-RED interleaved.
 //
-// BENCH_AGENT_ONLY=1 runs the agent alone (e.g. EDGE_AGENT_NODE_FLAGS="--optimize-for-size
+// `--before COMMIT` also runs that commit's agent (extracted and built in a temporary folder),
+// interleaved, for before/after figures from one run.
+// BENCH_LOG=FILE appends every process's output there. BENCH_AGENT_ONLY=1 runs the agent alone (e.g. EDGE_AGENT_NODE_FLAGS="--optimize-for-size
 // --cpu-prof --cpu-prof-dir=DIR" to profile it: the launcher passes those flags to node).
 //
 // Node-RED 4 is installed from npm into ~/.cache/edge-agent-bench/node-red-4 (XDG_CACHE_HOME
 // honoured) the first time: a peer for the comparison, not a dependency of the project.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
 import { freePort, startMosquitto } from './mosquitto.js';
 
@@ -45,6 +48,7 @@ const TOPICS = 1000;
 const DEVICES = 100;
 const POINTS = 10;
 const MB = 2 ** 20;
+const { values: args } = parseArgs({ options: { before: { type: 'string' } } });
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
 // ---------------------------------------------------------------- Node-RED, cached
@@ -362,7 +366,10 @@ interface Target {
 
 function watch(child: ChildProcess, cleanup: () => void): Target {
   let log = '';
-  const keep = (chunk: Buffer) => (log = (log + chunk).slice(-200_000));
+  const keep = (chunk: Buffer) => {
+    log = (log + chunk).slice(-200_000);
+    if (process.env.BENCH_LOG) appendFileSync(process.env.BENCH_LOG, chunk);
+  };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
   return {
@@ -382,11 +389,25 @@ function watch(child: ChildProcess, cleanup: () => void): Target {
   };
 }
 
-async function startAgent(configText: (http: number, dataDir: string) => string): Promise<Target> {
+/** `--before COMMIT`: that commit of this repository in a temporary folder, built, sharing node_modules (as scripts/bench/memory does). */
+function checkout(commit: string): string {
+  const sha = execFileSync('git', ['-C', root, 'rev-parse', '--short', commit], { encoding: 'utf8' }).trim();
+  const dir = mkdtempSync(join(tmpdir(), `bench-e2e-${sha}-`));
+  execFileSync('sh', ['-c', `git -C "${root}" archive ${sha} | tar -x -C "${dir}"`]);
+  if (readFileSync(join(dir, 'package-lock.json'), 'utf8') !== readFileSync(join(root, 'package-lock.json'), 'utf8')) {
+    throw new Error(`${sha} has other dependencies (package-lock.json): compare it from a checkout of its own`);
+  }
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+  execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(dir, 'tsconfig.json')], { stdio: 'inherit' });
+  writeFileSync(join(dir, 'dist/.build-stamp'), '');
+  return dir;
+}
+
+async function startAgent(configText: (http: number, dataDir: string) => string, checkoutDir = root): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-e2e-agent-'));
   const file = join(dir, 'agent.yaml');
   writeFileSync(file, configText(await freePort(), join(dir, 'data')));
-  const child = spawn(join(root, 'scripts/edge-agent'), ['run', '--config', file], {
+  const child = spawn(join(checkoutDir, 'scripts/edge-agent'), ['run', '--config', file], {
     env: { ...process.env, STATE_DIRECTORY: join(dir, 'data'), NODE_OPTIONS: process.env.BENCH_AGENT_NODE_OPTIONS ?? '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -471,15 +492,15 @@ interface RunResult {
   cpu: number;
 }
 
-async function run(kind: 'agent' | 'node-red', workload: Workload, burstFile: string, batchTopic?: boolean): Promise<RunResult> {
+async function run(kind: 'agent' | 'before' | 'node-red', workload: Workload, burstFile: string, batchTopic?: boolean): Promise<RunResult> {
   const broker = await startMosquitto(['max_queued_messages 0', 'max_inflight_messages 0']);
   const counter = await subscriber(broker.url, 'out/#');
   const target =
-    kind === 'agent'
-      ? await startAgent((http, dataDir) => (batchTopic ? agentA(broker.url, http, dataDir, 'out/{stream}', 100) : workload.agentConfig(broker.url, http, dataDir)))
-      : await startNodeRed(workload.flow(broker.port));
+    kind === 'node-red'
+      ? await startNodeRed(workload.flow(broker.port))
+      : await startAgent((http, dataDir) => (batchTopic ? agentA(broker.url, http, dataDir, 'out/{stream}', 100) : workload.agentConfig(broker.url, http, dataDir)), kind === 'before' ? beforeDir : root);
   try {
-    const ready = kind === 'agent' ? [/agent bench running/, /MQTT broker: connected to/, /upstream out: connected to/] : [/Started flows/, /Connected to broker/];
+    const ready = kind !== 'node-red' ? [/agent bench running/, /MQTT broker: connected to/, /upstream out: connected to/] : [/Started flows/, /Connected to broker/];
     await until(() => ready.every((r) => r.test(target.log())) || target.child.exitCode !== null, 60_000, `${kind} ready`).catch((err: Error) => {
       throw new Error(`${err.message}: ${target.log().slice(-3000)}`);
     });
@@ -548,6 +569,7 @@ const describeGit = execFileSync('git', ['-C', root, 'describe', '--always', '--
 const redVersion = JSON.parse(readFileSync(join(dirname(nodeRed()), 'package.json'), 'utf8')).version as string;
 console.log(`e2e: edge-agent ${describeGit} (scripts/edge-agent run) against Node-RED ${redVersion}; node ${process.version}; ${MESSAGES.toLocaleString('en-US')} messages per run, medians of ${ROUNDS} rounds, counted until ${IDLE_MS / 1000} s without output`);
 
+const beforeDir = args.before === undefined ? root : checkout(args.before);
 const workloads: Workload[] = [];
 if (WORKLOADS.includes('a') || WORKLOADS.includes('batch')) workloads.push(workloadA());
 if (WORKLOADS.includes('b')) workloads.push(workloadB());
@@ -564,21 +586,24 @@ try {
   for (const workload of workloads) {
     const isA = workload.name.startsWith('(a)');
     const compare = !isA || WORKLOADS.includes('a');
-    const results = { agent: [] as RunResult[], nodeRed: [] as RunResult[], batch: [] as RunResult[] };
+    const results = { agent: [] as RunResult[], before: [] as RunResult[], nodeRed: [] as RunResult[], batch: [] as RunResult[] };
     for (let round = 0; round < ROUNDS; round++) {
       if (compare) {
+        if (args.before !== undefined) results.before.push(await run('before', workload, files.get(workload)!));
         results.agent.push(await run('agent', workload, files.get(workload)!));
         if (!process.env.BENCH_AGENT_ONLY) results.nodeRed.push(await run('node-red', workload, files.get(workload)!));
       }
       if (isA && WORKLOADS.includes('batch')) results.batch.push(await run('agent', workload, files.get(workload)!, true));
     }
     console.log(`\n${workload.name}: ${int(workload.messages.length)} messages, ${int(workload.expected)} outputs expected`);
+    const before = results.before.length > 0 ? summary(`agent before ${args.before}`, results.before) : undefined;
     if (compare && results.nodeRed.length === 0) summary('agent', results.agent);
     else if (compare) {
       const agent = summary('agent', results.agent);
       const red = summary('Node-RED', results.nodeRed);
       console.log(`  agent / Node-RED: outputs/s ${ratio(agent.rate, red.rate)}, peak RSS ${ratio(agent.hwm, red.hwm)}, CPU ${ratio(agent.cpu, red.cpu)}`);
-      const all = [...results.agent, ...results.nodeRed];
+      if (before) console.log(`  agent before ${args.before} / Node-RED: outputs/s ${ratio(before.rate, red.rate)}, peak RSS ${ratio(before.hwm, red.hwm)}, CPU ${ratio(before.cpu, red.cpu)}; agent / before: outputs/s ${ratio(agent.rate, before.rate)}, CPU ${ratio(agent.cpu, before.cpu)}`);
+      const all = [...results.before, ...results.agent, ...results.nodeRed];
       const same = all.every((r) => r.delivered === workload.expected);
       console.log(`  outputs: ${same ? `both delivered all ${int(workload.expected)} expected in every run` : `NOT THE SAME: expected ${int(workload.expected)}, agent ${results.agent.map((r) => r.delivered).join(', ')}, Node-RED ${results.nodeRed.map((r) => r.delivered).join(', ')}`}`);
     }
@@ -601,5 +626,6 @@ try {
   }
 } finally {
   rmSync(scratch, { recursive: true, force: true });
+  if (beforeDir !== root) rmSync(beforeDir, { recursive: true, force: true });
 }
 process.exit(0);
