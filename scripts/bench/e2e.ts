@@ -24,6 +24,7 @@
 //
 // `--before COMMIT` also runs that commit's agent (extracted and built in a temporary folder),
 // interleaved, for before/after figures from one run.
+// BENCH_OUTBOX="{ group_records: 5000 }" gives the agent's config that outbox section.
 // BENCH_LOG=FILE appends every process's output there. BENCH_AGENT_ONLY=1 runs the agent alone (e.g. EDGE_AGENT_NODE_FLAGS="--optimize-for-size
 // --cpu-prof --cpu-prof-dir=DIR" to profile it: the launcher passes those flags to node).
 //
@@ -126,7 +127,7 @@ function thresholdDeadband(keys: number[], vals: number[]): number {
 }
 
 const agentHeader = (broker: string, http: number, dataDir: string) =>
-  `agent: { id: bench, data_dir: "${dataDir}", http: "127.0.0.1:${http}", log_level: info }\n`;
+  `agent: { id: bench, data_dir: "${dataDir}", http: "127.0.0.1:${http}", log_level: info }\n${process.env.BENCH_OUTBOX ? `outbox: ${process.env.BENCH_OUTBOX}\n` : ''}`;
 
 /** The Node-RED nodes every flow shares: a tab, the broker, mqtt in, mqtt out. */
 function flowFrame(brokerPort: number, topic: string, datatype: 'utf8' | 'json', middle: Record<string, unknown>[]): unknown[] {
