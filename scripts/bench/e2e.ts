@@ -350,6 +350,23 @@ function procStats(pid: number): { hwm: number; cpu: number } {
   return { hwm, cpu };
 }
 
+/** Resident MB now by kind of mapping (/proc/PID/smaps): malloc's brk heap, other anonymous memory (V8's heap, malloc arenas, buffers), files. */
+function resident(pid: number): string {
+  const kinds: Record<string, number> = {};
+  let kind = '';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (mapping) {
+      const path = mapping[1];
+      kind = path === '[heap]' ? 'brk heap' : path.startsWith('/') ? 'files' : path.startsWith('[') ? 'stacks' : 'anonymous';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) kinds[kind] = (kinds[kind] ?? 0) + Number(rss[1]) / 1024;
+  }
+  return Object.entries(kinds).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ');
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until(check: () => boolean, ms: number, what: string): Promise<void> {
@@ -514,7 +531,7 @@ async function run(kind: 'agent' | 'before' | 'node-red', workload: Workload, bu
     await until(() => counter.last > 0 && performance.now() - counter.last > IDLE_MS, 30 * 60_000, 'end of outputs');
     const { hwm, cpu } = procStats(target.child.pid!);
     pub.kill('SIGKILL');
-    if (process.env.BENCH_VERBOSE) console.error(`${kind}: ${counter.records} records, ${((counter.last - started) / 1000).toFixed(1)} s, peak RSS ${(hwm / MB).toFixed(0)} MB, CPU ${cpu.toFixed(1)} s`);
+    if (process.env.BENCH_VERBOSE) console.error(`${kind}: ${counter.records} records, ${((counter.last - started) / 1000).toFixed(1)} s, peak RSS ${(hwm / MB).toFixed(0)} MB, CPU ${cpu.toFixed(1)} s; resident now: ${resident(target.child.pid!)}`);
     const seconds = (counter.last - started) / 1000;
     return { delivered: counter.records, rate: counter.records / seconds, taken: workload.messages.length / seconds, hwm, cpu };
   } finally {
