@@ -138,6 +138,30 @@ describe('MQTT sensors', () => {
     expect(warnings.at(-1)).toContain('more than 1000 topics');
   });
 
+  it('reads a topic matched by points of different filters the same at every message, and topics too long to remember as well', async () => {
+    const { readings } = await device({
+      id: 'plant-{1}',
+      points: [
+        { name: 'level', topic: 'plant/+/tank', json: 'level' },
+        { name: 'raw', topic: 'plant/#' },
+        { name: '__proto__', topic: 'plant/+/tank', json: 'proto' },
+      ],
+    });
+    const long = `plant/${'x'.repeat(300)}/tank`;
+    for (let i = 0; i < 3; i++) {
+      await publish('plant/a/tank', JSON.stringify({ level: i, proto: 10 + i }));
+      await publish('plant/b/other', String(i));
+      await publish(long, JSON.stringify({ level: i }));
+    }
+    await until(() => readings.length === 9, 5000, 'nine readings');
+    // the device id comes from the first point that matched: `plant/+/tank` gives `a`, `plant/#` gives `b/other`
+    const of = (device: string) => readings.filter((r) => r.device === device);
+    expect(of('plant-a').map((r) => ({ ...r.values }))).toEqual([0, 1, 2].map((i) => ({ level: i, raw: JSON.stringify({ level: i, proto: 10 + i }), ['__proto__']: 10 + i })));
+    expect(Object.hasOwn(of('plant-a')[0].values, '__proto__')).toBe(true);
+    expect(of('plant-b/other').map((r) => r.values)).toEqual([{ raw: 0 }, { raw: 1 }, { raw: 2 }]);
+    expect(of(`plant-${'x'.repeat(300)}`).map((r) => r.values.level)).toEqual([0, 1, 2]);
+  });
+
   it('starts from the retained value', async () => {
     await publish('retained/level', '42', true);
     const { readings } = await device({ points: [{ name: 'level', topic: 'retained/level' }] });

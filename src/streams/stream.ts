@@ -124,6 +124,19 @@ export class Stream {
 
 /** The reading cut down to the stream's points, or undefined when it carries none of them. */
 function project(reading: Reading, points: ReadonlySet<string>): Reading | undefined {
+  // Most streams that see a reading carry none of its points (a stream per point of an MQTT
+  // device): one own-key test per stream point says so
+  let found = 0;
+  let point = '';
+  for (const name of points) {
+    if (!Object.hasOwn(reading.values, name)) continue;
+    found++;
+    point = name;
+  }
+  if (found === 0) return undefined;
+  // A reading of that single value goes on as it is instead of as a copy: readings are never
+  // changed in place, and every stream that reads it may see the same one
+  if (found === 1 && singleKey(reading.values) && (reading.quality === undefined || (pointQuality(reading, point) !== undefined && singleKey(reading.quality)))) return reading;
   let values: Reading['values'] | undefined;
   let quality: Reading['quality'];
   for (const name of points) {
@@ -135,4 +148,11 @@ function project(reading: Reading, points: ReadonlySet<string>): Reading | undef
   }
   if (!values) return undefined;
   return { ...reading, values, quality };
+}
+
+/** Whether the object has exactly one own enumerable key. */
+function singleKey(object: object): boolean {
+  let n = 0;
+  for (const _ in object) if (++n > 1) return false;
+  return n === 1;
 }

@@ -7,11 +7,35 @@ import { Episodes } from '../../core/episodes.js';
 import { writablePoint, WriteError, type Connector, type ConnectorContext, type ConnectorFactory } from '../connector.js';
 import { DeviceStatus } from '../status.js';
 import { atPath, fillLevels, matchTopic, pathParts } from './topics.js';
+import { setOwn } from '../../operators/values.js';
 
 export const createMqttDevice: ConnectorFactory = async (device, context) => new MqttDevice(fillDefaults(mqttDeviceSchema, structuredClone(device)), context);
 
 /** Topics longer than this are remembered and logged by their start only (a topic may be 64 kB). */
 const MAX_TOPIC_SHOWN = 200;
+
+/**
+ * Topics whose matching points are remembered (see `routes`), and the longest remembered: past
+ * either a topic is matched afresh at each message, so a flood of topics costs no memory.
+ */
+const MAX_ROUTES = 10_000;
+const MAX_ROUTE_TOPIC = 256;
+
+/** A point compiled once: the filter's levels and the field paths. */
+interface CompiledPoint {
+  point: MqttPoint;
+  filter: string[];
+  json?: string[];
+  ts?: string[];
+}
+
+/** A point whose filter matches a topic, with the levels its wildcards took there. */
+interface Match {
+  compiled: CompiledPoint;
+  levels: string[];
+  /** The device id for these levels, once made (a template's; the device's own otherwise). */
+  device?: string;
+}
 
 /**
  * Sensors that publish to an MQTT broker (Zigbee2MQTT, Shelly, Tasmota, custom firmware).
@@ -37,7 +61,13 @@ class MqttDevice implements Connector {
   private readonly client: MqttClient;
   private readonly points: MqttPoint[];
   /** Per point, parsed once: the filter's levels and the field paths. */
-  private readonly compiled: { point: MqttPoint; filter: string[]; json?: string[]; ts?: string[] }[];
+  private readonly compiled: CompiledPoint[];
+  /**
+   * Topic → the points it matches, worked out at its first message: a device of many points
+   * otherwise split the topic and matched it against every filter for each message. Bounded
+   * (MAX_ROUTES): a flood of distinct topics is matched afresh, not remembered.
+   */
+  private readonly routes = new Map<string, Match[]>();
   private readonly template: boolean;
   /** Device ids of a template by the wildcard levels that made them; at most `maxDevices`. */
   private readonly deviceIds = new Map<string, string>();
@@ -89,15 +119,29 @@ class MqttDevice implements Connector {
     if (this.client.connected) for (const [filter, qos] of filters) this.client.subscribe(filter, { qos });
   }
 
+  /** The points `topic` matches, in the config's order (remembered while there is room). */
+  private route(topic: string): Match[] {
+    const known = this.routes.get(topic);
+    if (known) return known;
+    const matches: Match[] = [];
+    for (const compiled of this.compiled) {
+      const levels = matchTopic(compiled.filter, topic);
+      if (levels) matches.push({ compiled, levels });
+    }
+    if (this.routes.size < MAX_ROUTES && topic.length <= MAX_ROUTE_TOPIC) this.routes.set(topic, matches);
+    return matches;
+  }
+
   private receive(topic: string, payload: Buffer): void {
     // One reading per message and device: every point whose filter matches the topic.
+    const matches = this.route(topic);
+    if (matches.length === 0) return;
     let parsed: unknown;
     let parseFailed = false;
     let reading: Reading | undefined;
     let rejected = false;
-    for (const { point, filter, json, ts: tsPath } of this.compiled) {
-      const levels = matchTopic(filter, topic);
-      if (!levels) continue;
+    for (const match of matches) {
+      const { point, json, ts: tsPath } = match.compiled;
       let value: unknown;
       let ts: number | undefined;
       if (point.json !== undefined || point.ts !== undefined) {
@@ -123,16 +167,23 @@ class MqttDevice implements Connector {
         continue;
       }
       if (!reading) {
-        const device = this.template ? this.deviceId(levels) : this.id;
-        // a new template device past max_devices: the message is dropped (counted in deviceId)
-        if (device === undefined) return;
-        reading = { device, ts: ts ?? Date.now(), values: Object.create(null) }; // `__proto__` is a point name too
+        let device = match.device;
+        if (device === undefined) {
+          device = this.template ? this.deviceId(match.levels) : this.id;
+          // a new template device past max_devices: the message is dropped (counted in deviceId)
+          if (device === undefined) return;
+          match.device = device;
+        }
+        // a plain object (own properties through setOwn: `__proto__` is a point name too) rather
+        // than Object.create(null), which V8 keeps as a slow dictionary: every step's reads and
+        // the record's JSON.stringify then go through its hidden class instead
+        reading = { device, ts: ts ?? Date.now(), values: {} };
       }
       if (typeof value === 'number' && !Number.isFinite(value)) {
         // 1e400 parses to Infinity: no value, and JSON upstream could not carry it anyway
-        reading.values[point.name] = null;
-        (reading.quality ??= {})[point.name] = 'bad';
-      } else reading.values[point.name] = value as Value | null;
+        setOwn(reading.values, point.name, null);
+        setOwn((reading.quality ??= {}), point.name, 'bad');
+      } else setOwn(reading.values, point.name, value as Value | null);
     }
     // a message read whole (every field there) ends the topic's episode; one missing a field does not
     if (!rejected && this.malformedCauses.size > 0) this.recovered(topic);

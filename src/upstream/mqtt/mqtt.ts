@@ -9,10 +9,12 @@ interface Refusal {
   reason: string;
 }
 
+/** A message of a send: `answered(index, …)` once the broker answered it, `reject` when it failed. */
 interface Outgoing {
   topic: string;
   payload: string;
-  resolve: (refusal: Refusal | undefined) => void;
+  index: number;
+  answered: (index: number, refusal: Refusal | undefined) => void;
   reject: (err: Error) => void;
 }
 
@@ -21,6 +23,9 @@ const MAX_SUSPECTS = 10_000;
 
 /** Devices whose state is published at most (ids from a template device are bounded by its max_devices too). */
 const MAX_STATE_DEVICES = 10_000;
+
+/** Topics remembered by stream and device (see `topicOf`). */
+const MAX_TOPICS = 10_000;
 
 /** 0x97: the broker asks us to slow down, not to give up. */
 const QUOTA_EXCEEDED = 0x97;
@@ -61,6 +66,8 @@ export class MqttUpstream implements Upstream {
     this.stateTopic = context?.deviceState ? deviceStateTemplate(config) : undefined;
     if (this.stateTopic !== undefined) this.stateTimer = setInterval(() => this.publishStates(), 1000).unref();
     this.perPoint = config.topic.includes('{point}');
+    // the same options for every message (MQTT.js copies them)
+    this.publishOptions = { qos: config.qos, retain: config.retain ?? false };
     const availability = availabilityTemplate(config);
     this.availability = availability === undefined ? undefined : fillTemplate(availability, agentId, '', '');
     // reconnects with backoff and jitter, and logs each outage once (src/mqtt/client.ts)
@@ -102,28 +109,33 @@ export class MqttUpstream implements Upstream {
 
   async send(rows: OutboxRow[]): Promise<SendResult> {
     if (!this.client.connected) throw new Error(`not connected to ${this.config.url}`);
-    const { batch, topic } = this.config;
-    const messages: Promise<Refusal | undefined>[] = [];
-    const sent: OutboxRow[][] = [];
+    const { batch } = this.config;
+    const topics: string[] = [];
+    const payloads: string[] = [];
+    /** The records of each message; with one message per record (batch 1, no {point}) they are `rows`. */
+    let sent: OutboxRow[][] | undefined;
     if (this.stateTopic !== undefined) for (const row of rows) this.watchState(row.device);
     if (this.perPoint) {
+      sent = [];
       // one message per value, the value alone as its payload (the Home Assistant / zigbee2mqtt layout)
       for (const row of rows) {
-        const base = fillTemplate(topic, this.agentId, row.stream, row.device);
+        const base = this.topicOf(row.stream, row.device);
         for (const [point, payload] of pointMessages(row.payload)) {
-          messages.push(this.publish(base.replaceAll('{point}', point), payload));
+          topics.push(base.replaceAll('{point}', point));
+          payloads.push(payload);
           sent.push([row]);
         }
       }
     } else if (batch <= 1) {
       for (const row of rows) {
-        messages.push(this.publish(fillTemplate(topic, this.agentId, row.stream, row.device), row.payload));
-        sent.push([row]);
+        topics.push(this.topicOf(row.stream, row.device));
+        payloads.push(row.payload);
       }
     } else {
+      sent = [];
       const byTopic = new Map<string, OutboxRow[]>();
       for (const row of rows) {
-        const name = fillTemplate(topic, this.agentId, row.stream, row.device);
+        const name = this.topicOf(row.stream, row.device);
         let group = byTopic.get(name);
         if (!group) byTopic.set(name, (group = []));
         group.push(row);
@@ -131,21 +143,50 @@ export class MqttUpstream implements Upstream {
       for (const [name, group] of byTopic) {
         for (let i = 0; i < group.length; i += batch) {
           const chunk = group.slice(i, i + batch);
-          messages.push(this.publish(name, `[${chunk.map((r) => r.payload).join(',')}]`));
+          topics.push(name);
+          payloads.push(`[${chunk.map((r) => r.payload).join(',')}]`);
           sent.push(chunk);
         }
       }
     }
-    const refusals = await Promise.all(messages);
+    // One promise for the send, not one per message: it resolves once every message is
+    // answered and rejects at the first that fails (what Promise.all over them did)
+    const refusals: (Refusal | undefined)[] = new Array(topics.length);
+    await new Promise<void>((resolve, reject) => {
+      let pending = topics.length;
+      if (pending === 0) return resolve();
+      const answered = (index: number, refusal: Refusal | undefined) => {
+        refusals[index] = refusal;
+        if (--pending === 0) resolve();
+      };
+      for (let i = 0; i < topics.length; i++) this.publish({ topic: topics[i], payload: payloads[i], index: i, answered, reject });
+    });
     const rejected: SendResult['rejected'] = [];
     const refused = new Set<number>();
     refusals.forEach((refusal, i) => {
       // a record of several messages (one per point) is refused once
-      const ids = refusal ? sent[i].map((r) => r.id).filter((id) => !refused.has(id)) : [];
+      const ids = refusal ? (sent ? sent[i] : [rows[i]]).map((r) => r.id).filter((id) => !refused.has(id)) : [];
       for (const id of ids) refused.add(id);
       if (ids.length > 0) rejected.push({ ids, reason: refusal!.reason });
     });
     return { rejected };
+  }
+
+  /** Topics by stream and device, filled in once (bounded: past MAX_TOPICS, filled in each time). */
+  private readonly topics = new Map<string, Map<string, string>>();
+  private topicCount = 0;
+
+  private topicOf(stream: string, device: string): string {
+    let byDevice = this.topics.get(stream);
+    const known = byDevice?.get(device);
+    if (known !== undefined) return known;
+    const filled = fillTemplate(this.config.topic, this.agentId, stream, device);
+    if (this.topicCount < MAX_TOPICS) {
+      if (!byDevice) this.topics.set(stream, (byDevice = new Map()));
+      byDevice.set(device, filled);
+      this.topicCount++;
+    }
+    return filled;
   }
 
   /**
@@ -162,21 +203,19 @@ export class MqttUpstream implements Upstream {
    * out alone, after every message before it is answered, so its answer cannot be lost.
    */
   private readonly suspects = new Set<string>();
-  /** Published and not yet answered, with their topic; failed at once when the connection closes. */
-  private readonly inFlight = new Map<(err: Error) => void, string>();
+  /** Published and not yet answered; failed at once when the connection closes. */
+  private readonly inFlight = new Set<Outgoing>();
   /** Messages held back, in order, while a suspect's message waits to go or is out alone. */
   private readonly held: Outgoing[] = [];
   private alone = false;
+  private readonly publishOptions: { qos: 0 | 1; retain: boolean };
 
-  /** Resolves when acknowledged, or with the refusal when the broker refused the message for good (MQTT 5). */
-  private publish(topic: string, payload: string): Promise<Refusal | undefined> {
-    const refused = this.refusedTopics.recall(topic);
-    if (refused) return Promise.resolve({ reason: refused });
-    return new Promise((resolve, reject) => {
-      const message = { topic, payload, resolve, reject };
-      if (this.held.length === 0 && this.mayGo(topic)) this.transmit(message);
-      else this.held.push(message);
-    });
+  /** `answered` when acknowledged, or with the refusal when the broker refused the message for good (MQTT 5); `reject` when it failed. */
+  private publish(message: Outgoing): void {
+    const refused = this.refusedTopics.recall(message.topic);
+    if (refused) return message.answered(message.index, { reason: refused });
+    if (this.held.length === 0 && this.mayGo(message.topic)) this.transmit(message);
+    else this.held.push(message);
   }
 
   private isSuspect(topic: string): boolean {
@@ -187,28 +226,25 @@ export class MqttUpstream implements Upstream {
     return !this.alone && (this.inFlight.size === 0 || !this.isSuspect(topic));
   }
 
-  private transmit({ topic, payload, resolve, reject }: Outgoing): void {
+  private transmit(message: Outgoing): void {
+    const { topic } = message;
     const suspect = this.isSuspect(topic);
     if (suspect) this.alone = true;
-    const fail = (err: Error) => {
-      this.inFlight.delete(fail);
-      reject(err);
-    };
-    this.inFlight.set(fail, topic);
-    this.client.publish(topic, payload, { qos: this.config.qos, retain: this.config.retain ?? false }, (err) => {
-      if (!this.inFlight.delete(fail)) return;
+    this.inFlight.add(message);
+    this.client.publish(topic, message.payload, this.publishOptions, (err) => {
+      if (!this.inFlight.delete(message)) return;
       if (suspect) this.alone = false;
       const code = (err as { code?: unknown } | undefined)?.code;
       if (err && typeof code === 'number' && code >= 0x80 && code !== QUOTA_EXCEEDED) {
         const reason = `${err.message} (reason code 0x${code.toString(16)}) on ${topic}`;
         this.refusedTopics.remember(topic, reason);
         this.suspects.delete(topic);
-        resolve({ reason });
-      } else if (err) reject(err);
+        message.answered(message.index, { reason });
+      } else if (err) message.reject(err);
       else {
         this.suspects.delete(topic);
         if (this.refusedTopics.forget(topic)) this.log.info({ upstream: this.name, topic }, `upstream ${this.name}: the broker takes messages on ${topic} again`);
-        resolve(undefined);
+        message.answered(message.index, undefined);
       }
       while (this.held.length > 0 && this.mayGo(this.held[0].topic)) this.transmit(this.held.shift()!);
     });
@@ -216,9 +252,10 @@ export class MqttUpstream implements Upstream {
 
   /** The connection closed: every message not answered fails (the outbox sends it again), and its topic becomes suspect. */
   private failPending(err: Error): void {
-    for (const [fail, topic] of [...this.inFlight]) {
-      if (this.suspects.size < MAX_SUSPECTS) this.suspects.add(topic);
-      fail(err);
+    for (const message of [...this.inFlight]) {
+      if (this.suspects.size < MAX_SUSPECTS) this.suspects.add(message.topic);
+      this.inFlight.delete(message);
+      message.reject(err);
     }
     for (const message of this.held.splice(0)) message.reject(err);
     this.alone = false;
