@@ -31,16 +31,14 @@
 // Node-RED 4 is installed from npm into ~/.cache/edge-agent-bench/node-red-4 (XDG_CACHE_HOME
 // honoured) the first time: a peer for the comparison, not a dependency of the project.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
+import { root, variant } from './checkout.js';
 import { freePort, startMosquitto } from './mosquitto.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '../..');
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 10_000);
@@ -418,20 +416,6 @@ function watch(child: ChildProcess, cleanup: () => void): Target {
   };
 }
 
-/** `--before COMMIT`: that commit of this repository in a temporary folder, built, sharing node_modules (as scripts/bench/memory does). */
-function checkout(commit: string): string {
-  const sha = execFileSync('git', ['-C', root, 'rev-parse', '--short', commit], { encoding: 'utf8' }).trim();
-  const dir = mkdtempSync(join(tmpdir(), `bench-e2e-${sha}-`));
-  execFileSync('sh', ['-c', `git -C "${root}" archive ${sha} | tar -x -C "${dir}"`]);
-  if (readFileSync(join(dir, 'package-lock.json'), 'utf8') !== readFileSync(join(root, 'package-lock.json'), 'utf8')) {
-    throw new Error(`${sha} has other dependencies (package-lock.json): compare it from a checkout of its own`);
-  }
-  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-  execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(dir, 'tsconfig.json')], { stdio: 'inherit' });
-  writeFileSync(join(dir, 'dist/.build-stamp'), '');
-  return dir;
-}
-
 async function startAgent(configText: (http: number, dataDir: string) => string, checkoutDir = root): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-e2e-agent-'));
   const file = join(dir, 'agent.yaml');
@@ -604,7 +588,8 @@ const describeGit = execFileSync('git', ['-C', root, 'describe', '--always', '--
 const redVersion = JSON.parse(readFileSync(join(dirname(nodeRed()), 'package.json'), 'utf8')).version as string;
 console.log(`e2e: edge-agent ${describeGit} (scripts/edge-agent run) against Node-RED ${redVersion}; node ${process.version}; ${MESSAGES.toLocaleString('en-US')} messages per run, medians of ${ROUNDS} rounds, counted until ${IDLE_MS / 1000} s without output`);
 
-const beforeDir = args.before === undefined ? root : checkout(args.before);
+const beforeVariant = args.before === undefined ? undefined : variant(args.before, 'bench-e2e');
+const beforeDir = beforeVariant?.dir ?? root;
 const workloads: Workload[] = [];
 if (WORKLOADS.includes('a') || WORKLOADS.includes('batch')) workloads.push(workloadA());
 if (WORKLOADS.includes('b')) workloads.push(workloadB());
@@ -662,6 +647,6 @@ try {
   }
 } finally {
   rmSync(scratch, { recursive: true, force: true });
-  if (beforeDir !== root) rmSync(beforeDir, { recursive: true, force: true });
+  if (beforeVariant?.temporary) rmSync(beforeVariant.dir, { recursive: true, force: true });
 }
 process.exit(0);

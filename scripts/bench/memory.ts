@@ -17,43 +17,22 @@
 // `--heap` adds, for the last run of each config, where the V8 heap's bytes are by module (a heap
 // snapshot taken at the same moment, summarized by heap-summary.ts).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TS_NODE_ARGS } from '../../test/support/cli.js';
+import { root, thisCheckout, variant, type Variant } from './checkout.js';
 import { summarizeHeap } from './heap-summary.js';
 import { freePort, startMosquitto } from './mosquitto.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '../..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const MB = 2 ** 20;
 
 const { values } = parseArgs({ options: { before: { type: 'string' }, modules: { type: 'boolean' }, heap: { type: 'boolean' } } });
-
-/** A checkout to run: its scripts/edge-agent starts its dist/cli.js. */
-interface Variant {
-  label: string;
-  dir: string;
-}
-
-/** `commit` of this repository in a temporary folder, built, sharing this checkout's node_modules. */
-function checkout(commit: string): Variant {
-  const sha = execFileSync('git', ['-C', root, 'rev-parse', '--short', commit], { encoding: 'utf8' }).trim();
-  const dir = mkdtempSync(join(tmpdir(), `bench-memory-${sha}-`));
-  execFileSync('sh', ['-c', `git -C "${root}" archive ${sha} | tar -x -C "${dir}"`]);
-  // scripts/setup would run `npm ci` into the shared node_modules if the lock file differed
-  if (readFileSync(join(dir, 'package-lock.json'), 'utf8') !== readFileSync(join(root, 'package-lock.json'), 'utf8')) {
-    throw new Error(`${sha} has other dependencies (package-lock.json): compare it from a checkout of its own`);
-  }
-  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-  execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(dir, 'tsconfig.json')], { stdio: 'inherit' });
-  writeFileSync(join(dir, 'dist/.build-stamp'), '');
-  return { label: `before ${sha}`, dir };
-}
 
 function status(pid: number): { rss: number; hwm: number } {
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -167,8 +146,8 @@ const mb = (bytes: number) => (bytes / MB).toFixed(1);
 
 async function agentRuns(): Promise<void> {
   const variants: Variant[] = [];
-  if (values.before) variants.push(checkout(values.before));
-  variants.push({ label: `this checkout (${execFileSync('git', ['-C', root, 'describe', '--always', '--dirty'], { encoding: 'utf8' }).trim()})`, dir: root });
+  if (values.before) variants.push(variant(values.before, 'bench-memory'));
+  variants.push(thisCheckout());
   const broker = await startMosquitto();
   const modbus = await modbusServers(100);
   const defaultConfig = readFileSync(join(root, 'config/agent.yaml'), 'utf8');
@@ -218,7 +197,7 @@ upstream: [{ name: broker, type: mqtt, url: "${broker.url}", topic: "edge/{agent
   } finally {
     broker.stop();
     modbus.stop();
-    for (const variant of variants) if (variant.dir !== root) rmSync(variant.dir, { recursive: true, force: true });
+    for (const variant of variants) if (variant.temporary) rmSync(variant.dir, { recursive: true, force: true });
   }
 }
 
