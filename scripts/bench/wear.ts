@@ -10,7 +10,8 @@
 //       the MQTT upstream: 100 records/s, the default outbox settings;
 //   (2) the same 100 devices read every 100 ms: 1,000 records/s;
 //   (3) the trickle with each value of BENCH_WAITS as outbox.group_wait (this checkout only):
-//       the curve users choose from.
+//       the curve users choose from (--curve-only: this alone).
+// BENCH_DEVICES (100) sets how many devices: 2 is a small gateway, a record or two per group.
 // `--before COMMIT` also runs that commit (extracted to a temporary folder, built there, its
 // own scripts/edge-agent), interleaved with this checkout, for before/after from one run.
 import { execFileSync, spawn } from 'node:child_process';
@@ -26,7 +27,9 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const WAITS = (process.env.BENCH_WAITS ?? '10ms,100ms,1s,5s,30s').split(',').filter(Boolean);
 const DATA_ROOT = process.env.BENCH_DATA_DIR ?? '/var/tmp';
-const { values } = parseArgs({ options: { before: { type: 'string' }, 'no-curve': { type: 'boolean' } } });
+/** Simulated devices of the trickle (each read once a second gives a record). */
+const DEVICES = Number(process.env.BENCH_DEVICES ?? 100);
+const { values } = parseArgs({ options: { before: { type: 'string' }, 'no-curve': { type: 'boolean' }, 'curve-only': { type: 'boolean' } } });
 
 /** Bytes the process caused to be written to storage so far, and the part truncated before it reached the disk. */
 function io(pid: number): { written: number; cancelled: number } {
@@ -45,7 +48,7 @@ const until = async (check: () => boolean, ms: number, what: string) => {
 };
 
 /** The agent's config: `devices` simulated meters read every `poll`, one stream to the broker. */
-function configText(broker: string, poll: string, groupWait: string | undefined, devices = 100): string {
+function configText(broker: string, poll: string, groupWait: string | undefined, devices = DEVICES): string {
   return `agent: { id: wear, data_dir: "\${STATE_DIRECTORY}", http: "off", log_level: warn }
 devices:
 ${Array.from({ length: devices }, (_, i) => `  - { id: sim-${i}, protocol: simulator, poll: ${poll}, points: [{ name: power_kw, signal: sine, min: 10, max: 90, period: 10m }, { name: voltage_v, signal: random, min: 225, max: 235 }, { name: energy_kwh, signal: counter, rate: 50 }] }`).join('\n')}
@@ -106,7 +109,7 @@ async function measure(variant: Variant, broker: string, config: string): Promis
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ratio = (w: Wear) => w.written / w.payload;
-const kb = (bytes: number) => `${(bytes / 1024).toFixed(0)} kB`;
+const kb = (bytes: number) => `${(bytes / 1024).toFixed(bytes < 10 * 1024 ? 2 : 0)} kB`;
 
 function line(label: string, runs: Wear[], reference?: number): string {
   const r = median(runs.map(ratio));
@@ -122,10 +125,10 @@ const broker = await startMosquitto();
 console.log(`wear: write_bytes of the agent per payload byte delivered, over ${SECONDS} s after a ${WARMUP} s warm-up, median of ${ROUNDS}; data_dir under ${DATA_ROOT} (${execFileSync('df', ['--output=fstype', DATA_ROOT], { encoding: 'utf8' }).split('\n')[1]?.trim()})`);
 try {
   const scenarios = [
-    { name: 'trickle: 100 devices read once a second (100 records/s), default outbox settings', poll: '1s' },
-    { name: '1,000 records/s: 100 devices read every 100 ms, default outbox settings', poll: '100ms' },
+    { name: `trickle: ${DEVICES} devices read once a second (${DEVICES} records/s), default outbox settings`, poll: '1s' },
+    { name: `${DEVICES * 10} records/s: ${DEVICES} devices read every 100 ms, default outbox settings`, poll: '100ms' },
   ];
-  for (const scenario of scenarios) {
+  for (const scenario of values['curve-only'] ? [] : scenarios) {
     const results = new Map<Variant, Wear[]>(variants.map((v) => [v, []]));
     for (let round = 0; round < ROUNDS; round++) for (const variant of variants) results.get(variant)!.push(await measure(variant, broker.url, configText(broker.url, scenario.poll, undefined)));
     console.log(`\n${scenario.name}`);
