@@ -231,20 +231,19 @@ upstream:
     expect(kinds).toContain('raised');
     expect(kinds).toContain('cleared');
     expect(kinds).toContain('action');
-    // a marker is drawn at its event's time on the trends' time axis
-    const raised = page.locator('.marker.raised').first();
-    const ts = Number(await raised.getAttribute('data-ts'));
-    const markerX = await raised.evaluate((b) => {
-      const r = b.getBoundingClientRect();
-      return r.left + r.width / 2;
-    });
-    const trendX = await page.evaluate((ts) => {
+    // a marker is drawn at its event's time on the trends' time axis. Read in one turn of the
+    // page: the view slides by a refresh every 2 s (37 px in a 1-minute view), and a loaded
+    // machine took one between two separate reads
+    const { ts, markerX, trendX } = await page.evaluate(() => {
+      const marker = document.querySelector('.marker.raised') as HTMLElement;
+      const ts = Number(marker.dataset.ts);
+      const r = marker.getBoundingClientRect();
       const u = (window as any).edgeCharts.get('device:sim:p');
-      return u.over.getBoundingClientRect().left + u.valToPos(ts / 1000, 'x');
-    }, ts);
+      return { ts, markerX: r.left + r.width / 2, trendX: u.over.getBoundingClientRect().left + u.valToPos(ts / 1000, 'x') };
+    });
     expect(Math.abs(markerX - trendX)).toBeLessThan(2);
     // a click shows its record
-    await raised.click();
+    await page.locator(`.marker.raised[data-ts="${ts}"]`).first().click();
     const record = JSON.parse((await page.locator('#record').textContent())!);
     expect(record).toMatchObject({ ts, device: 'sim', stream: 'alarm', event: { code: 'HIGH', state: 'raised', severity: 'major' } });
     await page.locator('.marker.action').first().click();
