@@ -67,12 +67,7 @@ export function replaceStream(agent: ManagedAgent, name: string, text: string): 
   const given = submitted.value.name;
   if (given === undefined) submitted.value.name = name;
   else if (given !== name) return Promise.resolve(invalid([{ ...submitted.at(['name']), path: 'name', message: `the stream is ${name} in the address, ${JSON.stringify(given)} in the body: a stream is renamed by creating the new one and deleting the old` }]));
-  return agent.oneAtATime(async () => {
-    const doc = configDocument(agent.text);
-    const streams = streamList(doc);
-    if ('status' in streams) return streams;
-    const index = indexOf(doc, name);
-    if (index < 0) return noStream(agent, name);
+  return editStream(agent, name, (doc, streams, index) => {
     streams.items[index] = doc.createNode(submitted.value) as Node;
     return change(agent, doc, `the API (stream ${name} replaced)`, submitted, index, 200, name);
   });
@@ -80,14 +75,21 @@ export function replaceStream(agent: ManagedAgent, name: string, text: string): 
 
 /** DELETE /api/streams/NAME: the stream stops and leaves the file; what it queued upstream stays and is delivered. */
 export function deleteStream(agent: ManagedAgent, name: string): Promise<Reply> {
+  return editStream(agent, name, (doc, streams, index) => {
+    streams.items.splice(index, 1);
+    return change(agent, doc, `the API (stream ${name} deleted)`, undefined, -1, 204, name);
+  });
+}
+
+/** Runs `edit` on the config's stream called `name`, one change at a time (404 when there is none). */
+function editStream(agent: ManagedAgent, name: string, edit: (doc: Document, streams: YAMLSeq, index: number) => Promise<Reply>): Promise<Reply> {
   return agent.oneAtATime(async () => {
     const doc = configDocument(agent.text);
     const streams = streamList(doc);
     if ('status' in streams) return streams;
     const index = indexOf(doc, name);
     if (index < 0) return noStream(agent, name);
-    streams.items.splice(index, 1);
-    return change(agent, doc, `the API (stream ${name} deleted)`, undefined, -1, 204, name);
+    return edit(doc, streams, index);
   });
 }
 
