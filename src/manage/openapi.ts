@@ -18,6 +18,15 @@ const changeResponses = {
   '403': error,
 };
 
+/** What a running stream reports, in its summary and in its detail alike. */
+const streamRun = {
+  deployed: { type: 'boolean' },
+  readings_in: { type: 'integer' },
+  readings_out: { type: 'integer' },
+  errors: { type: 'integer' },
+  counters: { type: 'object', additionalProperties: { type: 'integer' } },
+};
+
 export const OPENAPI = {
   openapi: '3.1.0',
   info: {
@@ -105,11 +114,7 @@ export const OPENAPI = {
           from: { type: 'object' },
           steps: { type: 'array', items: { type: 'string' } },
           to: { type: 'array', items: { type: 'string' } },
-          deployed: { type: 'boolean' },
-          readings_in: { type: 'integer' },
-          readings_out: { type: 'integer' },
-          errors: { type: 'integer' },
-          counters: { type: 'object', additionalProperties: { type: 'integer' } },
+          ...streamRun,
         },
       },
       StreamDetail: {
@@ -117,11 +122,7 @@ export const OPENAPI = {
         properties: {
           name: { type: 'string' },
           definition: ref('StreamDefinition'),
-          deployed: { type: 'boolean' },
-          readings_in: { type: 'integer' },
-          readings_out: { type: 'integer' },
-          errors: { type: 'integer' },
-          counters: { type: 'object', additionalProperties: { type: 'integer' } },
+          ...streamRun,
         },
       },
       Instances: {
