@@ -291,6 +291,43 @@ describe('edge-agent validate', () => {
   });
 });
 
+describe('texts that would exhaust the heap while parsed', () => {
+  const issuesOf = (text: string) => {
+    try {
+      parseConfig(text, 'big.yaml', {});
+    } catch (err) {
+      if (err instanceof ConfigError) return err.issues;
+      throw err;
+    }
+    throw new Error('accepted');
+  };
+
+  it('flow collections nested too deep: refused where the 65th opens, before yaml parses', () => {
+    const issues = issuesOf(`${BASE}x: ${'[a, '.repeat(10_000)}\n`);
+    const line = BASE.split('\n').length;
+    expect(issues).toEqual([{ file: 'big.yaml', line, col: 4 + 4 * 64, path: '', message: 'invalid YAML: [ and { nested more than 64 deep' }]);
+  });
+
+  it('a closing bracket that closes nothing: refused at its place', () => {
+    const issues = issuesOf(`${BASE}x: [1, 2]\ny: {a: 1}}${'}'.repeat(20_000)}\n`);
+    const line = BASE.split('\n').length + 1;
+    expect(issues).toEqual([{ file: 'big.yaml', line, col: 10, path: '', message: 'invalid YAML: this } closes no [ or {' }]);
+  });
+
+  it('brackets inside quotes, comments and block scalars are text', () => {
+    const text = `${BASE}x-text: "${']'.repeat(10_000)}"\n# ${'['.repeat(10_000)}\nx-block: |\n  ${'{'.repeat(10_000)}\n`;
+    expect(parseConfig(text, 'big.yaml', {}).config.agent.id).toBe('gw-1');
+  });
+
+  it('parsing stops at 100 YAML errors, the first 100 listed in file order', () => {
+    const issues = issuesOf(`${BASE}${Array.from({ length: 5_000 }, (_, i) => `x${i}: "never closed`).join('\n')}\n`);
+    expect(issues).toHaveLength(101);
+    expect(issues.at(-1)!.message).toBe('invalid YAML: stopped after 100 errors');
+    expect(issues.filter((i) => i.message === 'invalid YAML: Missing closing "quote')).not.toHaveLength(0);
+    expect(issues.every((i) => i.line !== undefined)).toBe(true);
+  });
+});
+
 describe('YAML anchors, aliases and merge keys', () => {
   /** 150 devices sharing one points list (whose durations are aliases too), and devices merged from a template. */
   function anchored(devices: number): string {

@@ -54,6 +54,12 @@ function badConfigs(dir: string): Record<string, string> {
     'bad YAML': good.replace('devices:', 'devices: [oops'),
     'a 20,000-term expression': anchoredConfig(dir, 3, `  - name: huge\n    from: { device: sim0 }\n    steps: [ { filter: "${Array(20_000).fill('p').join(' + ')} > 0" } ]\n    to: [out]`),
     'a 100,000-deep expression': anchoredConfig(dir, 3, `  - name: deep\n    from: { device: sim0 }\n    steps: [ { filter: "${'('.repeat(100_000)}p${')'.repeat(100_000)} > 0" } ]\n    to: [out]`),
+    // each of these made yaml use hundreds of MB of heap while parsing, and V8 abort the agent
+    // under the launcher's 128 MB (the local API takes configs of up to 256 kB)
+    'flow collections nested 200,000 deep': `${good}x-deep: ${'[a, '.repeat(200_000)}\n`,
+    '300,000 closing brackets': `${good}x-closing: ${']'.repeat(300_000)}\n`,
+    'a flood of YAML errors': `${good}${Array.from({ length: 100_000 }, (_, i) => `x${i}: "never closed`).join('\n')}\n`,
+    'too large for the heap': `${good}x-big:\n${Array.from({ length: 120_000 }, (_, i) => `  - { name: p${i}, area: holding, address: ${i} }`).join('\n')}\n`,
   };
 }
 
@@ -67,8 +73,9 @@ describe('a bad config at start', () => {
       cases[name] = file;
     }
     const results: Record<string, number | null> = {};
+    const { env, nodeArgs } = AgentProcess.launcherFlags();
     for (const [name, file] of Object.entries(cases)) {
-      const agent = AgentProcess.start(file);
+      const agent = AgentProcess.start(file, env, nodeArgs);
       await agent.exit();
       results[name] = agent.exitCode;
       expect(agent.log.join('\n'), name).not.toMatch(/RangeError|ReferenceError|at .*\.js:\d+/);
@@ -82,7 +89,8 @@ describe('a bad config written while the agent runs', () => {
     const dir = mkdtempSync(join(tmpdir(), 'crash-reload-'));
     const file = join(dir, 'agent.yaml');
     writeFileSync(file, anchoredConfig(dir, 3));
-    const agent = AgentProcess.start(file);
+    const { env, nodeArgs } = AgentProcess.launcherFlags();
+    const agent = AgentProcess.start(file, env, nodeArgs);
     await agent.waitForLog(/agent gw-crash running/, 30_000);
     const rejections = () => agent.log.filter((l) => /the running config stays/.test(l)).length;
     for (const [name, text] of Object.entries(badConfigs(dir))) {

@@ -60,10 +60,9 @@ upstream: [{ name: file, type: file, path: ${out} }]
 `,
     );
     // with the heap sizes and V8 flags scripts/edge-agent (what systemd runs) gives node
-    const launcher = readFileSync(new URL('../scripts/edge-agent', import.meta.url), 'utf8');
-    const NODE_OPTIONS = /^export NODE_OPTIONS="([^$"]+)/m.exec(launcher)![1];
-    const nodeFlags = /^NODE_FLAGS="\$\{EDGE_AGENT_NODE_FLAGS-([^}]*)\}"/m.exec(launcher)![1].split(' ').filter(Boolean);
-    const agent = AgentProcess.start(config, { NODE_OPTIONS }, nodeFlags);
+    const { env, nodeArgs: nodeFlags } = AgentProcess.launcherFlags();
+    const { NODE_OPTIONS } = env;
+    const agent = AgentProcess.start(config, env, nodeFlags);
     await agent.waitForLog(/agent gw running/, 20_000);
     const pid = agent.child.pid!;
     const publisher = await mqtt.connectAsync(broker.url, { clientId: 'flooder' });

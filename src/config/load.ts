@@ -1,7 +1,8 @@
 import { readFileSync, statSync, type Stats } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
+import { Composer, isAlias, isMap, isScalar, isSeq, Lexer, LineCounter, Parser, YAMLParseError, visit, type Alias, type Document, type Node, type Pair } from 'yaml';
 import { ConfigError, formatPath, type ConfigIssue } from '../core/config-error.js';
 import { connectors } from '../connectors/index.js';
 import { upstreams, type UpstreamPlugin } from '../upstream/index.js';
@@ -109,15 +110,116 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
 
 type Position = (offset: number | undefined) => { line?: number; col?: number };
 
-function parseYaml(text: string): { doc: Document; position: Position } {
+/**
+ * Heap that yaml needs per lexer token while it parses a text into a Document, with a margin:
+ * 125 to 170 bytes measured, for configs of 5,000 to 15,000 points and for garbage alike (under
+ * the launcher's heap flags). A text that needs more than the heap has left is refused with an
+ * error rather than parsed until V8 aborts the process: the heap limit (128 MB from the
+ * launcher) holds configs of about 600,000 tokens, some 15,000 points.
+ */
+const PARSE_HEAP_PER_TOKEN = 180;
+/** Below this size a text cannot exhaust the heap, however malformed: not scanned first. */
+const SCAN_ABOVE_BYTES = 16_384;
+/** Flow collections (`[` and `{`) nested deeper: refused (yaml needs about 1 kB of heap per level). */
+export const MAX_FLOW_DEPTH = 64;
+/** Parsing stops at this many YAML errors: each costs heap, and nobody reads the 101st. */
+export const MAX_YAML_ERRORS = 100;
+
+class TooManyYamlErrors extends Error {}
+type ErrorHook = (source: unknown, code: string, message: string, warning?: boolean) => void;
+
+/**
+ * Refuses, before parsing, a text that would exhaust the heap while yaml parses it: too many
+ * tokens for the heap left, flow collections nested too deep, or closing brackets that close
+ * nothing (each a parse error of its own; 256 kB of them needed 300 MB). A config pushed over
+ * the API or MQTT goes through here too, so such a text cannot stop a running agent.
+ */
+function checkParseable(text: string, file: string): void {
+  if (text.length <= SCAN_ABOVE_BYTES) return;
+  const at = (offset: number, message: string) => {
+    return new ConfigError([{ file, ...lineStarts(text).linePos(offset), path: '', message }]);
+  };
+  let tokens = 0;
+  let depth = 0;
+  let offset = 0;
+  for (const token of new Lexer().lex(text)) {
+    tokens++;
+    if (token === '[' || token === '{') {
+      if (++depth > MAX_FLOW_DEPTH) throw at(offset, `invalid YAML: [ and { nested more than ${MAX_FLOW_DEPTH} deep`);
+    } else if (token === ']' || token === '}') {
+      if (--depth < 0) throw at(offset, `invalid YAML: this ${token} closes no [ or {`);
+    }
+    // the lexer's control tokens (document start, scalar, flow end) stand for no text
+    if (token !== '\x02' && token !== '\x1f' && token !== '\x18') offset += token.length;
+  }
+  const heap = getHeapStatistics();
+  const need = tokens * PARSE_HEAP_PER_TOKEN;
+  const free = heap.heap_size_limit - heap.used_heap_size;
+  if (need > free) {
+    const mb = (bytes: number) => `${Math.ceil(bytes / 2 ** 20)} MB`;
+    throw new ConfigError([
+      {
+        file,
+        path: '',
+        message:
+          `the config is too large to parse in this process's heap: ${tokens} YAML tokens need about ${mb(need)}, ${mb(free)} are free ` +
+          `(heap limit ${mb(heap.heap_size_limit)}); give node a larger --max-old-space-size (NODE_OPTIONS, e.g. in a systemd drop-in) or split the devices across agents`,
+      },
+    ]);
+  }
+}
+
+/** A LineCounter filled with the text's line starts (to place an offset found by the lexer). */
+function lineStarts(text: string): LineCounter {
+  const counter = new LineCounter();
+  counter.addNewLine(0);
+  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) counter.addNewLine(i + 1);
+  return counter;
+}
+
+function parseYaml(text: string, file: string): { doc: Document; position: Position } {
   const lineCounter = new LineCounter();
   // `<<: *defaults` is YAML 1.1, not 1.2: enabled here, as users expect it from other tools.
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
-  return { doc, position: (offset) => (offset === undefined ? {} : lineCounter.linePos(offset)) };
+  const composer = new Composer({ merge: true });
+  // yaml keeps going to the end whatever the errors; its composer's error hook (not public in
+  // its types, stable across yaml 2.x) is wrapped to stop at MAX_YAML_ERRORS
+  const hooks = composer as unknown as { onError: ErrorHook; errors: YAMLParseError[] };
+  const report = hooks.onError;
+  let errors = 0;
+  hooks.onError = (source, code, message, warning) => {
+    report(source, code, message, warning);
+    if (!warning && ++errors >= MAX_YAML_ERRORS) throw new TooManyYamlErrors();
+  };
+  const position: Position = (offset) => (offset === undefined ? {} : lineCounter.linePos(offset));
+  let doc: Document | undefined;
+  // yaml's errors capture a stack trace each, which nobody reads and which made most of their heap
+  const stackTraceLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    for (const composed of composer.compose(new Parser(lineCounter.addNewLine).parse(text), true, text.length)) {
+      if (doc) {
+        doc.errors.push(new YAMLParseError(composed.range.slice(0, 2) as [number, number], 'MULTIPLE_DOCS', 'the file holds more than one YAML document (a second --- line)'));
+        break;
+      }
+      doc = composed;
+    }
+  } catch (err) {
+    if (!(err instanceof TooManyYamlErrors)) throw err;
+    // (yaml may catch the throw where it converts exceptions into errors, and report it once more)
+    const first = hooks.errors.slice(0, MAX_YAML_ERRORS);
+    const issues: ConfigIssue[] = first.map((e) => ({ file, ...position(e.pos[0]), path: '', message: `invalid YAML: ${firstLine(e.message)}` }));
+    issues.push({ file, ...position(first.at(-1)?.pos[0]), path: '', message: `invalid YAML: stopped after ${MAX_YAML_ERRORS} errors` });
+    throw new ConfigError(issues);
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+  }
+  // compose(…, true) yields a document at the latest at the end, even for an empty text
+  return { doc: doc!, position };
 }
 
 function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
-  const { doc, position } = parseYaml(text);
+  checkParseable(text, file);
+  const { doc, position } = parseYaml(text, file);
 
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -135,7 +237,7 @@ function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): Lo
   const located = () => {
     let found = parsed.deref();
     if (!found) {
-      found = parseYaml(text);
+      found = parseYaml(text, file);
       substitute(found.doc, env, file, found.position);
       parsed = new WeakRef(found);
     }

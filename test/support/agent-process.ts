@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { afterAll } from 'vitest';
@@ -38,6 +39,14 @@ export class AgentProcess {
         done();
       }),
     );
+  }
+
+  /** The heap sizes and V8 flags scripts/edge-agent (what systemd runs) gives node, for `start`. */
+  static launcherFlags(): { env: NodeJS.ProcessEnv; nodeArgs: string[] } {
+    const launcher = readFileSync(new URL('../../scripts/edge-agent', import.meta.url), 'utf8');
+    const NODE_OPTIONS = /^export NODE_OPTIONS="([^$"]+)/m.exec(launcher)![1];
+    const nodeArgs = /^NODE_FLAGS="\$\{EDGE_AGENT_NODE_FLAGS-([^}]*)\}"/m.exec(launcher)![1].split(' ').filter(Boolean);
+    return { env: { NODE_OPTIONS }, nodeArgs };
   }
 
   /** `nodeArgs`: node's own flags, before the CLI (V8 flags NODE_OPTIONS does not accept). */
