@@ -112,6 +112,40 @@ describe('a bad config written while the agent runs', () => {
   }, 180_000);
 });
 
+describe('a stream sent to the API that would exhaust the heap while parsed', () => {
+  it('is answered 400 with where it fails; the agent goes on and takes the next good one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'crash-api-'));
+    const port = await freePort();
+    const token = 'a-token-of-24-characters';
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(file, anchoredConfig(dir, 1).replace('http: "off"', `http: "127.0.0.1:${port}", http_token: ${token}`));
+    const { env, nodeArgs } = AgentProcess.launcherFlags();
+    const agent = AgentProcess.start(file, env, nodeArgs);
+    await agent.waitForLog(/agent gw-crash running/, 30_000);
+    const post = async (body: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}/api/streams`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/yaml' }, body });
+      return { status: res.status, error: ((await res.json()) as { error: string }).error };
+    };
+    // each under the API's 256 kB; each stopped the agent (V8 out of memory, SIGABRT)
+    const bodies: Record<string, [string, RegExp]> = {
+      'stray brackets': [']'.repeat(250_000), /^line 1, column 1: invalid JSON or YAML: this \] closes no \[ or \{/],
+      'deep nesting': ['[a, '.repeat(60_000), /^line 1, column 257: invalid JSON or YAML: \[ and \{ nested more than 64 deep/],
+      'errors on every line': [Array.from({ length: 12_000 }, (_, i) => `x${i}: "never closed`).join('\n'), /stopped after 100 errors/],
+    };
+    for (const [name, [body, error]] of Object.entries(bodies)) {
+      expect(body.length, name).toBeLessThan(256 * 1024);
+      const answer = await post(body);
+      expect(answer.status, name).toBe(400);
+      expect(answer.error, name).toMatch(error);
+      expect(agent.exitCode, name).toBeNull();
+    }
+    expect((await post('{ name: next, from: { device: sim0 }, to: [out] }')).status).toBe(201);
+    agent.kill('SIGTERM');
+    await agent.exit();
+    expect(agent.exitCode).toBe(0);
+  }, 120_000);
+});
+
 describe('point names that are Object property names', () => {
   let broker: Mosquitto;
   let publisher: mqtt.MqttClient;

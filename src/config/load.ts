@@ -108,7 +108,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   }
 }
 
-type Position = (offset: number | undefined) => { line?: number; col?: number };
+export type Position = (offset: number | undefined) => { line?: number; col?: number };
 
 /**
  * Heap that yaml needs per lexer token while it parses a text into a Document, with a margin:
@@ -162,7 +162,7 @@ function checkParseable(text: string, file: string): void {
         file,
         path: '',
         message:
-          `the config is too large to parse in this process's heap: ${tokens} YAML tokens need about ${mb(need)}, ${mb(free)} are free ` +
+          `too large to parse in this process's heap: ${tokens} YAML tokens need about ${mb(need)}, ${mb(free)} are free ` +
           `(heap limit ${mb(heap.heap_size_limit)}); give node a larger --max-old-space-size (NODE_OPTIONS, e.g. in a systemd drop-in) or split the devices across agents`,
       },
     ]);
@@ -177,7 +177,13 @@ function lineStarts(text: string): LineCounter {
   return counter;
 }
 
-function parseYaml(text: string, file: string): { doc: Document; position: Position } {
+/**
+ * A YAML text as a Document, and where an offset is in it; throws ConfigError for a text that
+ * would exhaust the heap (see checkParseable) and after MAX_YAML_ERRORS errors. Every YAML text
+ * the agent is given goes through here: a config file or push, and a stream sent to the API.
+ */
+export function parseYaml(text: string, file: string): { doc: Document; position: Position } {
+  checkParseable(text, file);
   const lineCounter = new LineCounter();
   // `<<: *defaults` is YAML 1.1, not 1.2: enabled here, as users expect it from other tools.
   const composer = new Composer({ merge: true });
@@ -218,7 +224,6 @@ function parseYaml(text: string, file: string): { doc: Document; position: Posit
 }
 
 function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
-  checkParseable(text, file);
   const { doc, position } = parseYaml(text, file);
 
   if (doc.errors.length > 0) {

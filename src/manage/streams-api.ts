@@ -5,9 +5,9 @@
  * atomically with a `.bak`, only what differs restarted), so that a restart runs what the API
  * left. Errors in a submitted stream are located in the submitted text.
  */
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type YAMLSeq } from 'yaml';
+import { isMap, isScalar, isSeq, parseDocument, type Document, type Node, type YAMLSeq } from 'yaml';
 import { ConfigError, type ConfigIssue } from '../core/config-error.js';
-import { MAX_ALIAS_COUNT } from '../config/load.js';
+import { MAX_ALIAS_COUNT, parseYaml } from '../config/load.js';
 import { NotWritten, writeAndApply } from './config-file.js';
 import { RolledBack, type ManagedAgent } from './managed-agent.js';
 
@@ -101,10 +101,16 @@ interface Submitted {
 
 /** A stream definition as JSON or YAML (JSON is YAML): a mapping, or a 400 that says where it is not. */
 function parseSubmitted(text: string): Submitted | Reply {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
+  let parsed: ReturnType<typeof parseYaml>;
+  try {
+    parsed = parseYaml(text, 'the request');
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return invalid(err.issues.map(({ line, col, message }) => ({ line, col, path: '', message: message.replace(/^invalid YAML/, 'invalid JSON or YAML') })));
+  }
+  const { doc, position } = parsed;
   if (doc.errors.length > 0) {
-    return invalid(doc.errors.map((e) => ({ ...lineCounter.linePos(e.pos[0]), path: '', message: `invalid JSON or YAML: ${e.message.split('\n')[0]}` })));
+    return invalid(doc.errors.map((e) => ({ ...position(e.pos[0]), path: '', message: `invalid JSON or YAML: ${e.message.split('\n')[0]}` })));
   }
   if (!isMap(doc.contents)) return invalid([{ line: 1, col: 1, path: '', message: 'a stream is a mapping: {"name": ..., "from": {...}, "steps": [...], "to": [...]}' }]);
   let value: Record<string, unknown>;
@@ -125,7 +131,7 @@ function parseSubmitted(text: string): Submitted | Reply {
     }
     // an unknown key is shown where the key is, as the loader does
     const start = (((key && keyNode) || node) as Node | undefined)?.range?.[0];
-    return start === undefined ? {} : lineCounter.linePos(start);
+    return position(start);
   };
   return { value, at };
 }
