@@ -15,22 +15,27 @@ import { createRequire } from 'node:module';
  * program that imported MQTT.js first), this does nothing: MQTT.js works as before.
  */
 const require = createRequire(import.meta.url);
-const fromMqtt = createRequire(require.resolve('mqtt'));
-const packetPath = fromMqtt.resolve('mqtt-packet');
-const fromPacket = createRequire(packetPath);
-const debugPath = fromPacket.resolve('debug');
 
-if (!require.cache[packetPath]) {
+function loadQuietly(): void {
+  const fromMqtt = createRequire(require.resolve('mqtt'));
+  const packetPath = fromMqtt.resolve('mqtt-packet');
+  if (require.cache[packetPath]) return;
+  const fromPacket = createRequire(packetPath);
   type CreateDebug = ((namespace: string) => unknown) & { enabled(namespace: string): boolean };
   const createDebug = fromPacket('debug') as CreateDebug;
-  const cached = require.cache[debugPath];
-  if (cached) {
-    const noop = () => {};
-    cached.exports = (namespace: string) => (createDebug.enabled(namespace) ? createDebug(namespace) : noop);
-    try {
-      fromMqtt('mqtt-packet');
-    } finally {
-      cached.exports = createDebug;
-    }
+  const cached = require.cache[fromPacket.resolve('debug')];
+  if (!cached) return;
+  const noop = () => {};
+  cached.exports = (namespace: string) => (createDebug.enabled(namespace) ? createDebug(namespace) : noop);
+  try {
+    fromMqtt('mqtt-packet');
+  } finally {
+    cached.exports = createDebug;
   }
+}
+
+try {
+  loadQuietly();
+} catch {
+  // a layout of node_modules this does not expect: MQTT.js loads mqtt-packet as it is
 }
