@@ -1,12 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import pino from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Backoff } from '../src/core/backoff.js';
-import { closeMqtt, connectMqtt } from '../src/mqtt/client.js';
+import { closeMqtt, connectMqtt, keepaliveTimer } from '../src/mqtt/client.js';
 import { AgentProcess } from './support/agent-process.js';
+import { TEST_BUILD } from './support/build.js';
 import { Mosquitto } from './support/mosquitto.js';
 import { until } from './support/ports.js';
 import { SilentServer } from './support/silent-server.js';
@@ -122,5 +123,81 @@ upstream:
     expect(agent.exitCode).toBe(0);
     expect(took).toBeLessThan(5000);
     expect(agent.log.some((l) => /"msg":"stopped"/.test(l))).toBe(true);
+  });
+});
+
+describe('the shared MQTT client\'s keepalive timer (keepaliveTimer)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('ticks `ms` after the last start, then every `ms`; a restart moves the next tick; a clear stops it', () => {
+    vi.useFakeTimers();
+    const timer = keepaliveTimer(() => Date.now());
+    const ticks: number[] = [];
+    const start = Date.now();
+    const tick = () => void ticks.push(Date.now() - start);
+    let id = timer.set(tick, 1000);
+    vi.advanceTimersByTime(2500);
+    expect(ticks).toEqual([1000, 2000]);
+    // what MQTT.js does at each acknowledgement: clear, then start again
+    timer.clear(id);
+    id = timer.set(tick, 1000);
+    vi.advanceTimersByTime(400);
+    timer.clear(id);
+    id = timer.set(tick, 1000);
+    vi.advanceTimersByTime(2000);
+    expect(ticks).toEqual([1000, 2000, 3900, 4900]);
+    // a shorter interval after a clear (a new connection's keepalive) is not held up by the old timer
+    timer.clear(id);
+    id = timer.set(tick, 100);
+    vi.advanceTimersByTime(250);
+    expect(ticks).toEqual([1000, 2000, 3900, 4900, 5000, 5100]);
+    // a stale id does not clear the running interval
+    timer.clear(id - 1);
+    vi.advanceTimersByTime(100);
+    expect(ticks.length).toBe(7);
+    timer.clear(id);
+    vi.advanceTimersByTime(5000);
+    expect(ticks.length).toBe(7);
+  });
+});
+
+describe('mqtt-packet loaded by the shared MQTT client (src/mqtt/quiet-packets.ts)', () => {
+  /** In a node of its own on the build: lines mqtt-packet logs through `debug` while it writes and reads a PUBLISH. */
+  function packetDebugLines(env: NodeJS.ProcessEnv): { lines: number; roundTrip: string; debugIntact: boolean } {
+    const out = execFileSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `
+        import { createRequire } from 'node:module';
+        await import(${JSON.stringify(resolve(TEST_BUILD, 'mqtt/client.js'))});
+        const fromMqtt = createRequire(createRequire(import.meta.url).resolve('mqtt'));
+        const packet = fromMqtt('mqtt-packet');
+        const createDebug = createRequire(fromMqtt.resolve('mqtt-packet'))('debug');
+        let lines = 0;
+        createDebug.log = () => void lines++;
+        // enabled now, after the load: mqtt-packet's loggers were made no-ops unless DEBUG named them then
+        createDebug.enable('mqtt-packet:*');
+        const parser = packet.parser();
+        let roundTrip = '';
+        parser.on('packet', (p) => (roundTrip = p.topic + ' ' + p.payload));
+        parser.parse(packet.generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.from('12.5'), qos: 1, messageId: 7, retain: false, dup: false }));
+        console.log(JSON.stringify({ lines, roundTrip, debugIntact: typeof createDebug.enable === 'function' && createDebug('x').namespace === 'x' }));
+        `,
+      ],
+      { cwd: TEST_BUILD, encoding: 'utf8', env },
+    );
+    return JSON.parse(out.trim());
+  }
+
+  it('writes and reads packets without calling debug, unless DEBUG names mqtt-packet at start', () => {
+    const quiet = packetDebugLines({ ...process.env, DEBUG: '' });
+    expect(quiet).toEqual({ lines: 0, roundTrip: 'a/b 12.5', debugIntact: true });
+    const asked = packetDebugLines({ ...process.env, DEBUG: 'mqtt-packet:*' });
+    expect(asked.roundTrip).toBe('a/b 12.5');
+    expect(asked.lines).toBeGreaterThan(5);
   });
 });

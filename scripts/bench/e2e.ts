@@ -21,6 +21,10 @@
 // chain computes here, and the output says whether they did. Figures: delivered outputs/s (from
 // the first publish to the last output), peak RSS (VmHWM) and CPU seconds (utime + stime) of the
 // process, medians of BENCH_ROUNDS (3) rounds, agent and Node-RED interleaved.
+// On workload a a third side runs in the same rounds, "raw mqtt.js": a bare MQTT.js program that
+// subscribes to the same topics and republishes every message at QoS 1, with no processing and
+// no storage: what MQTT.js and Mosquitto allow on this machine, the ceiling of any MQTT.js program
+// (it republishes all messages, outliers and unchanged values too: compare messages/s in).
 //
 // `--before COMMIT` also runs that commit's agent (extracted and built in a temporary folder),
 // interleaved, for before/after figures from one run.
@@ -35,6 +39,7 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSyn
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { createRequire } from 'node:module';
 import mqtt from 'mqtt';
 import { root, variant } from './checkout.js';
 import { freePort, startMosquitto } from './mosquitto.js';
@@ -442,6 +447,28 @@ async function startNodeRed(flow: unknown[]): Promise<Target> {
   return watch(child, () => rmSync(dir, { recursive: true, force: true }));
 }
 
+/**
+ * The ceiling: MQTT.js alone, subscribing to `filter` and republishing each message at QoS 1 to
+ * out/<its topic>, on two connections as the agent has (one in, one out), nothing in between.
+ * Node's default flags, as Node-RED runs.
+ */
+async function startRawLoop(brokerPort: number, filter: string): Promise<Target> {
+  const code = `
+const mqtt = require(${JSON.stringify(createRequire(import.meta.url).resolve('mqtt'))});
+const url = 'mqtt://127.0.0.1:${brokerPort}';
+const out = mqtt.connect(url, { clientId: 'raw-out-' + process.pid, clean: true });
+const inn = mqtt.connect(url, { clientId: 'raw-in-' + process.pid, clean: true });
+const options = { qos: 1, retain: false };
+let ready = 0;
+const up = () => ++ready === 2 && console.log('raw loop ready');
+out.once('connect', () => { out.stream.setNoDelay(true); up(); });
+inn.once('connect', () => inn.subscribe(${JSON.stringify(filter)}, { qos: 0 }, up));
+inn.on('message', (topic, payload) => out.publish('out/' + topic, payload, options));
+process.on('SIGTERM', () => process.exit(0));`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+  return watch(child, () => {});
+}
+
 /** The raw MQTT publisher: another process writes CONNECT and the prebuilt PUBLISH packets (QoS 0), then DISCONNECT. */
 function publisher(port: number, burstFile: string): ChildProcess {
   const code = `
@@ -505,9 +532,13 @@ interface RunResult {
   taken: number;
   hwm: number;
   cpu: number;
+  /** CPU seconds of Mosquitto in the run: with the publisher and the counter it shares the 2 cores. */
+  brokerCpu: number;
 }
 
-async function run(kind: 'agent' | 'before' | 'node-red', workload: Workload, burstFile: string, batchTopic?: boolean): Promise<RunResult> {
+type Kind = 'agent' | 'before' | 'node-red' | 'raw';
+
+async function run(kind: Kind, workload: Workload, burstFile: string, batchTopic?: boolean): Promise<RunResult> {
   if (workload.refresh) {
     workload.refresh();
     writeFileSync(burstFile, burst(workload.messages));
@@ -517,9 +548,11 @@ async function run(kind: 'agent' | 'before' | 'node-red', workload: Workload, bu
   const target =
     kind === 'node-red'
       ? await startNodeRed(workload.flow(broker.port))
-      : await startAgent((http, dataDir) => (batchTopic ? agentA(broker.url, http, dataDir, 'out/{stream}', 100) : workload.agentConfig(broker.url, http, dataDir)), kind === 'before' ? beforeDir : root);
+      : kind === 'raw'
+        ? await startRawLoop(broker.port, 'bench/+/+')
+        : await startAgent((http, dataDir) => (batchTopic ? agentA(broker.url, http, dataDir, 'out/{stream}', 100) : workload.agentConfig(broker.url, http, dataDir)), kind === 'before' ? beforeDir : root);
   try {
-    const ready = kind !== 'node-red' ? [/agent bench running/, /MQTT broker: connected to/, /upstream out: connected to/] : [/Started flows/, /Connected to broker/];
+    const ready = kind === 'raw' ? [/raw loop ready/] : kind !== 'node-red' ? [/agent bench running/, /MQTT broker: connected to/, /upstream out: connected to/] : [/Started flows/, /Connected to broker/];
     await until(() => ready.every((r) => r.test(target.log())) || target.child.exitCode !== null, 60_000, `${kind} ready`).catch((err: Error) => {
       throw new Error(`${err.message}: ${target.log().slice(-3000)}`);
     });
@@ -531,10 +564,13 @@ async function run(kind: 'agent' | 'before' | 'node-red', workload: Workload, bu
     await until(() => started > 0, 10_000, 'publisher');
     await until(() => counter.last > 0 && performance.now() - counter.last > IDLE_MS, 30 * 60_000, 'end of outputs');
     const { hwm, cpu } = procStats(target.child.pid!);
+    const brokerCpu = procStats(broker.pid).cpu;
     pub.kill('SIGKILL');
     if (process.env.BENCH_VERBOSE) console.error(`${kind}: ${counter.records} records, ${((counter.last - started) / 1000).toFixed(1)} s, peak RSS ${(hwm / MB).toFixed(0)} MB, CPU ${cpu.toFixed(1)} s; resident now: ${resident(target.child.pid!)}`);
     const seconds = (counter.last - started) / 1000;
-    return { delivered: counter.records, expected: workload.expected, rate: counter.records / seconds, taken: workload.messages.length / seconds, hwm, cpu };
+    // the raw loop republishes every message
+    const expected = kind === 'raw' ? workload.messages.length : workload.expected;
+    return { delivered: counter.records, expected, rate: counter.records / seconds, taken: workload.messages.length / seconds, hwm, cpu, brokerCpu };
   } finally {
     await target.stop();
     await counter.close();
@@ -578,8 +614,9 @@ function summary(label: string, runs: RunResult[]) {
   const hwm = median(runs.map((r) => r.hwm));
   const cpu = median(runs.map((r) => r.cpu));
   const taken = median(runs.map((r) => r.taken));
+  const brokerCpu = median(runs.map((r) => r.brokerCpu));
   console.log(
-    `  ${label.padEnd(22)} ${int(rate).padStart(7)} outputs/s (runs ${runs.map((r) => int(r.rate)).join(', ')}; ${int(taken)} messages/s in)  peak RSS ${(hwm / MB).toFixed(0).padStart(4)} MB (${runs.map((r) => (r.hwm / MB).toFixed(0)).join(', ')})  CPU ${cpu.toFixed(1).padStart(5)} s (${runs.map((r) => r.cpu.toFixed(1)).join(', ')})  delivered ${runs.map((r) => int(r.delivered)).join(', ')}`,
+    `  ${label.padEnd(22)} ${int(rate).padStart(7)} outputs/s (runs ${runs.map((r) => int(r.rate)).join(', ')}; ${int(taken)} messages/s in)  peak RSS ${(hwm / MB).toFixed(0).padStart(4)} MB (${runs.map((r) => (r.hwm / MB).toFixed(0)).join(', ')})  CPU ${cpu.toFixed(1).padStart(5)} s (${runs.map((r) => r.cpu.toFixed(1)).join(', ')})  Mosquitto CPU ${brokerCpu.toFixed(1)} s  delivered ${runs.map((r) => int(r.delivered)).join(', ')}`,
   );
   return { rate, hwm, cpu };
 }
@@ -606,12 +643,13 @@ try {
   for (const workload of workloads) {
     const isA = workload.name.startsWith('(a)');
     const compare = !isA || WORKLOADS.includes('a');
-    const results = { agent: [] as RunResult[], before: [] as RunResult[], nodeRed: [] as RunResult[], batch: [] as RunResult[] };
+    const results = { agent: [] as RunResult[], before: [] as RunResult[], nodeRed: [] as RunResult[], raw: [] as RunResult[], batch: [] as RunResult[] };
     for (let round = 0; round < ROUNDS; round++) {
       if (compare) {
         if (args.before !== undefined) results.before.push(await run('before', workload, files.get(workload)!));
         results.agent.push(await run('agent', workload, files.get(workload)!));
         if (!process.env.BENCH_AGENT_ONLY) results.nodeRed.push(await run('node-red', workload, files.get(workload)!));
+        if (!process.env.BENCH_AGENT_ONLY && isA) results.raw.push(await run('raw', workload, files.get(workload)!));
       }
       if (isA && WORKLOADS.includes('batch')) results.batch.push(await run('agent', workload, files.get(workload)!, true));
     }
@@ -623,6 +661,14 @@ try {
       const red = summary('Node-RED', results.nodeRed);
       console.log(`  agent / Node-RED: outputs/s ${ratio(agent.rate, red.rate)}, peak RSS ${ratio(agent.hwm, red.hwm)}, CPU ${ratio(agent.cpu, red.cpu)}`);
       if (before) console.log(`  agent before ${args.before} / Node-RED: outputs/s ${ratio(before.rate, red.rate)}, peak RSS ${ratio(before.hwm, red.hwm)}, CPU ${ratio(before.cpu, red.cpu)}; agent / before: outputs/s ${ratio(agent.rate, before.rate)}, CPU ${ratio(agent.cpu, before.cpu)}`);
+      if (results.raw.length) {
+        const raw = summary('raw mqtt.js loop', results.raw);
+        const takenOf = (runs: RunResult[]) => median(runs.map((r) => r.taken));
+        const rawOk = results.raw.every((r) => r.delivered === r.expected);
+        console.log(
+          `  raw mqtt.js loop (every message republished, ${rawOk ? 'all delivered' : `delivered ${results.raw.map((r) => int(r.delivered)).join(', ')} of ${int(results.raw[0].expected)}`}): messages/s in ×${(takenOf(results.raw) / takenOf(results.nodeRed)).toFixed(2)} Node-RED's, agent's ×${(takenOf(results.agent) / takenOf(results.raw)).toFixed(2)} of it; CPU per message ${((raw.cpu / workload.messages.length) * 1e6).toFixed(1)} µs (agent ${((agent.cpu / workload.messages.length) * 1e6).toFixed(1)}, Node-RED ${((red.cpu / workload.messages.length) * 1e6).toFixed(1)})`,
+        );
+      }
       const all = [...results.before, ...results.agent, ...results.nodeRed];
       const same = all.every((r) => r.delivered === r.expected);
       const expected = [...new Set(all.map((r) => int(r.expected)))].join(' or ');

@@ -16,7 +16,7 @@ export async function freePort(): Promise<number> {
 }
 
 /** `settings`: extra lines of mosquitto.conf. Resolves once it accepts connections. */
-export async function startMosquitto(settings: string[] = []): Promise<{ port: number; url: string; stop: () => void }> {
+export async function startMosquitto(settings: string[] = []): Promise<{ port: number; url: string; pid: number; stop: () => void }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'bench-mosquitto-'));
   writeFileSync(join(dir, 'm.conf'), [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', ...settings, ''].join('\n'));
@@ -30,5 +30,5 @@ export async function startMosquitto(settings: string[] = []): Promise<{ port: n
     if (up) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { port, url: `mqtt://127.0.0.1:${port}`, stop: () => void child.kill('SIGKILL') };
+  return { port, url: `mqtt://127.0.0.1:${port}`, pid: child.pid!, stop: () => void child.kill('SIGKILL') };
 }

@@ -163,12 +163,15 @@ export class MqttUpstream implements Upstream {
     });
     const rejected: SendResult['rejected'] = [];
     const refused = new Set<number>();
-    refusals.forEach((refusal, i) => {
+    for (let i = 0; i < refusals.length; i++) {
+      const refusal = refusals[i];
+      // acknowledged (nearly always): nothing to do, nothing allocated
+      if (!refusal) continue;
       // a record of several messages (one per point) is refused once
-      const ids = refusal ? (sent ? sent[i] : [rows[i]]).map((r) => r.id).filter((id) => !refused.has(id)) : [];
+      const ids = (sent ? sent[i] : [rows[i]]).map((r) => r.id).filter((id) => !refused.has(id));
       for (const id of ids) refused.add(id);
-      if (ids.length > 0) rejected.push({ ids, reason: refusal!.reason });
-    });
+      if (ids.length > 0) rejected.push({ ids, reason: refusal.reason });
+    }
     return { rejected };
   }
 
