@@ -97,7 +97,8 @@ interface Pending {
  * The store-and-forward buffer: the only way anything goes upstream. Records are committed
  * to SQLite in groups (group_records, or group_wait after the first, whichever comes first),
  * together with the stream state that produced them, and deleted only when their upstream
- * acknowledged them. One ordered queue per upstream; bounded by max_size and max_age.
+ * acknowledged them (with the next group, see `acked`). One ordered queue per upstream;
+ * bounded by max_size and max_age.
  *
  * Storage faults never throw out of it: SQLITE_FULL (the cap or the disk) takes the when_full
  * path; any other failure (I/O error, read-only, no permission) keeps what is committed,
@@ -267,7 +268,13 @@ export class Outbox {
           plan.pieces.push({ upstream, from: range.from, to: range.to });
           plan.rows += range.n;
         } else {
-          const cut = this.nthId.get(upstream, range.from, range.to, room - 1) as number;
+          const cut = this.nthId.get(upstream, range.from, range.to, room - 1) as number | undefined;
+          // fewer rows than counted (none is deleted but through a plan: a guard only): all of it
+          if (cut === undefined) {
+            plan.pieces.push({ upstream, from: range.from, to: range.to });
+            plan.rows += range.n;
+            continue;
+          }
           plan.pieces.push({ upstream, from: range.from, to: cut });
           left.push({ from: cut + 1, to: range.to, n: range.n - room });
           plan.rows += room;
@@ -771,8 +778,10 @@ export class Outbox {
   readonly deadLettered = new Map<string, number>();
 
   /**
-   * The upstream acknowledged records `fromId..toId`: delete them. When the delete cannot be
-   * written they stay, and are sent again later (a duplicate, never a loss).
+   * The upstream acknowledged records `fromId..toId`: saved at once as acknowledged (a row of
+   * `meta`), deleted with the next group commit (see `acked`). Parts acknowledged before are
+   * not counted again. When not even that row can be written they are deleted now; when that
+   * fails too they stay, and are sent again later (a duplicate, never a loss).
    */
   ack(upstream: string, fromId: number, toId: number): void {
     if ((this.acked.get(upstream)?.length ?? 0) >= ACKED_RANGES) this.flushAcked();
