@@ -111,6 +111,26 @@ describe('outbox', () => {
     expect(second.outbox.depth('cloud')).toBe(0);
   });
 
+  it('deletes acknowledged records on their own when no group commit comes, and at close', async () => {
+    const dir = tmp();
+    const first = openOutbox(dir);
+    const rowsInDb = () => first.db.prepare('SELECT count(*) FROM outbox').pluck().get();
+    for (let i = 0; i < 10; i++) first.outbox.add(['cloud'], 's1', reading(i));
+    first.outbox.commit();
+    const rows = first.outbox.read('cloud', 0, 10);
+    first.outbox.ack('cloud', rows[0].id, rows[4].id);
+    expect(rowsInDb()).toBe(10);
+    // no record follows: a timer deletes them (5 s)
+    await until(() => rowsInDb() === 5, 15_000, 'the delete without a group');
+    expect(first.outbox.depth('cloud')).toBe(5);
+    first.outbox.ack('cloud', rows[5].id, rows[9].id);
+    first.close();
+    open.pop();
+    const second = openOutbox(dir);
+    expect(second.db.prepare('SELECT count(*) FROM outbox').pluck().get()).toBe(0);
+    expect(second.db.prepare("SELECT value FROM meta WHERE key = 'acked:cloud'").pluck().get()).toBe('');
+  });
+
   it('saves stream state in the same transaction as the records, and only then', () => {
     const dir = tmp();
     const first = openOutbox(dir);
