@@ -249,3 +249,74 @@ describe('more ranges than ACKED_RANGES on a full disk', () => {
     }
   });
 });
+
+describe('acknowledgements meeting other ways out of the queue', () => {
+  // Passes: an ack that arrives for records expired (max_age) while they were in flight counts
+  // only what is still there (drop-oldest around acks: outbox-acked.test.ts); a late refusal (dead letter) of
+  // records acknowledged meanwhile moves nothing and counts nothing; live and after a kill.
+  it('counts each record once whether expired, dead-lettered or acknowledged first', () => {
+    const dir = tmp();
+    let wall = 1_700_000_000_000;
+    let mono = 0;
+    const clocks = { wall: () => wall, mono: () => mono };
+    const full = { ...CONFIG, max_age: 60_000 };
+    const { db } = openDatabase(dir, { durability: 'normal', maxSize: full.max_size }, testLog);
+    const outbox = new Outbox(db, full, 'gw-1', new StateStore(db), testLog, clocks);
+    open.push({ close: () => db.close() });
+    for (let i = 0; i < 30; i++) outbox.add(['cloud'], 's1', reading(i));
+    outbox.commit();
+    const inFlight = outbox.read('cloud', 0, 30);
+    // the 30 are sent; meanwhile they pass max_age, then 20 more arrive
+    wall += 120_000;
+    mono += 120_000;
+    outbox.expire();
+    expect(outbox.drops.get('cloud')?.expired).toBe(30);
+    for (let i = 30; i < 50; i++) outbox.add(['cloud'], 's1', reading(i));
+    outbox.commit();
+    // the send settles: acknowledged, all 30 (nothing left of them to count)
+    outbox.ack('cloud', inFlight[0].id, inFlight.at(-1)!.id);
+    expectCountsRight(outbox, 'cloud');
+    expect(outbox.depth('cloud')).toBe(20);
+    // the next 20: 10 acknowledged, then a predecessor's send refuses 5 of those and 5 others
+    const next = outbox.read('cloud', inFlight.at(-1)!.id, 20);
+    outbox.ack('cloud', next[0].id, next[9].id);
+    outbox.deadLetter('cloud', next.slice(5, 15).map((r) => r.id), 'refused');
+    expect(outbox.deadLettered.get('cloud')).toBe(5);
+    expect(outbox.deadLetters('cloud').map((r) => JSON.parse(r.payload).seq)).toEqual([41, 42, 43, 44, 45]);
+    expect(seqs(outbox, 'cloud')).toEqual([46, 47, 48, 49, 50]);
+    expectCountsRight(outbox, 'cloud');
+    db.close();
+    open.pop();
+
+    const again = openOutbox(dir);
+    expect(seqs(again.outbox, 'cloud')).toEqual([46, 47, 48, 49, 50]);
+    expectCountsRight(again.outbox, 'cloud');
+  });
+
+  // Passes: an upstream removed from the config while its acknowledged ranges wait is no
+  // orphan for them (nothing of it is queued), and its records are still deleted, live and
+  // after a kill; one with records left is an orphan counting only those.
+  it('deletes the acknowledged records of an upstream no longer configured and reports orphans right', () => {
+    const dir = tmp();
+    const first = openOutbox(dir);
+    for (let i = 0; i < 10; i++) first.outbox.add(['gone', 'half', 'kept'], 's1', reading(i));
+    first.outbox.commit();
+    const gone = first.outbox.read('gone', 0, 100);
+    first.outbox.ack('gone', gone[0].id, gone.at(-1)!.id);
+    const half = first.outbox.read('half', 0, 100);
+    first.outbox.ack('half', half[0].id, half[4].id);
+    expect(first.outbox.orphans(['kept'])).toEqual(['half']);
+    first.kill();
+
+    const again = openOutbox(dir);
+    expect(again.outbox.orphans(['kept'])).toEqual(['half']);
+    expect(again.outbox.depth('half')).toBe(5);
+    again.outbox.add(['kept'], 's1', reading(10));
+    again.outbox.commit();
+    const held = again.db.prepare('SELECT upstream, count(*) AS n FROM outbox GROUP BY upstream ORDER BY upstream').all();
+    expect(held).toEqual([
+      { upstream: 'half', n: 5 },
+      { upstream: 'kept', n: 11 },
+    ]);
+  });
+});
