@@ -8,7 +8,7 @@ import { openDatabase } from '../src/outbox/database.js';
 import { Outbox } from '../src/outbox/outbox.js';
 import { StateStore } from '../src/streams/state.js';
 import { testLog } from './support/log.js';
-import { capturingLog, fillUp, mountTmpfs } from './support/storage.js';
+import { capturingLog, fillUp, mountExt4, mountTmpfs, sh } from './support/storage.js';
 
 /*
  * h24's attack on h21's deferred deletes (acknowledgements saved as `acked:<upstream>` rows of
@@ -163,6 +163,9 @@ describe('a forwarder that starts over while ranges wait', () => {
       }
     };
     for (const batch of [1, 2, 7, 100, 1000]) expect(drain(first.outbox, batch)).toEqual(expected);
+    // the status API's oldest_age_ms: the age of the oldest record not acknowledged
+    const atOf = (id: number) => first.db.prepare('SELECT at FROM outbox WHERE id = ?').pluck().get(id) as number;
+    expect(first.outbox.oldestAge('cloud', 1_800_000_000_000)).toBe(1_800_000_000_000 - atOf(expected[0]));
     expectCountsRight(first.outbox, 'cloud');
     expectCountsRight(first.outbox, 'other');
     first.kill();
@@ -318,5 +321,55 @@ describe('acknowledgements meeting other ways out of the queue', () => {
       { upstream: 'half', n: 5 },
       { upstream: 'kept', n: 11 },
     ]);
+  });
+});
+
+describe('more than ACKED_RANGES on a failing disk (EPERM)', () => {
+  // Passes: acks while the files are immutable fail (the records stay: a duplicate, as before
+  // the change), new records are refused and counted; once writable, the repeated acks go past
+  // 16 ranges, the deletes run, and nothing unacknowledged is lost; counts exact, live and after a kill.
+  it('loses nothing and counts right through the fault', () => {
+    const fs = mountExt4();
+    const data = join(fs.dir, 'data');
+    const files = () => ['edge-agent.db', 'edge-agent.db-wal', 'edge-agent.seq'].map((f) => join(data, f));
+    try {
+      const first = openOutbox(data, { group_records: 1000 });
+      for (let i = 0; i < 2000; i++) first.outbox.add(['cloud'], 's1', reading(i));
+      first.outbox.commit();
+      const all = ids(first.outbox, 'cloud');
+      const range = (k: number) => [all[k * 50], all[k * 50 + 19]] as const;
+      for (let k = 0; k < 10; k++) first.outbox.ack('cloud', ...range(k));
+      sh('chattr', '+i', ...files());
+      for (let k = 10; k < 20; k++) first.outbox.ack('cloud', ...range(k));
+      for (let i = 2000; i < 2100; i++) first.outbox.add(['cloud'], 's1', reading(i));
+      first.outbox.commit();
+      expect(first.outbox.drops.get('cloud')?.refused).toBe(100);
+      expect(first.outbox.depth('cloud')).toBe(2000 - 200);
+      expectCountsRight(first.outbox, 'cloud');
+      sh('chattr', '-i', ...files());
+      // the forwarder sends the unacknowledged ones again and they are acknowledged now
+      for (let k = 10; k < 20; k++) first.outbox.ack('cloud', ...range(k));
+      for (let i = 2100; i < 2200; i++) first.outbox.add(['cloud'], 's1', reading(i));
+      first.outbox.commit();
+      const acked = new Set(Array.from({ length: 20 }, (_, k) => Array.from({ length: 20 }, (_, j) => k * 50 + j + 1)).flat());
+      const expected = [...Array.from({ length: 2000 }, (_, i) => i + 1).filter((seq) => !acked.has(seq)), ...Array.from({ length: 100 }, (_, i) => 2101 + i)];
+      expect(seqs(first.outbox, 'cloud')).toEqual(expected);
+      expectCountsRight(first.outbox, 'cloud');
+      first.kill();
+
+      const again = openOutbox(data, { group_records: 1000 });
+      expect(seqs(again.outbox, 'cloud')).toEqual(expected);
+      expectCountsRight(again.outbox, 'cloud');
+      again.close();
+      open.pop();
+    } finally {
+      try {
+        sh('chattr', '-i', ...files());
+      } catch {
+        // not there
+      }
+      while (open.length) open.pop()!.close();
+      fs.unmount();
+    }
   });
 });
