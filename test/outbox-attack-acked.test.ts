@@ -188,7 +188,7 @@ describe('the storage fails under the acknowledged records', () => {
   // range through the index, which the damage does not touch.)
   it('accepts new records when the delete of acknowledged ones meets a damaged page', () => {
     const dir = tmp();
-    const { log } = capturingLog();
+    const { log, lines } = capturingLog();
     const handle = openOutbox(dir, {}, log);
     const { db, outbox } = handle;
     for (let i = 0; i < 300; i++) outbox.add(['cloud'], 's1', reading(i, 'x'.repeat(200)));
@@ -210,6 +210,7 @@ describe('the storage fails under the acknowledged records', () => {
     // the devices go on
     for (let i = 300; i < 310; i++) outbox.add(['cloud'], 's1', reading(i));
     outbox.commit();
+    expect(lines.filter((l) => /acknowledged records cannot be deleted/.test(l.msg))).toHaveLength(1);
     expect(outbox.drops.get('cloud')?.refused ?? 0).toBe(0);
     expect(seqs(outbox, 'cloud', sent.at(-1)!.id)).toEqual(Array.from({ length: 10 }, (_, k) => 301 + k));
     handle.kill();

@@ -164,6 +164,13 @@ export class Outbox {
    */
   private readonly acked = new Map<string, AckedRange[]>();
   private ackedTimer: NodeJS.Timeout | undefined;
+  /**
+   * The deletes of acknowledged records failed for another reason than a full disk (a damaged
+   * page under them, say): group commits write without them, so that new records are still
+   * taken, and the timer alone tries again.
+   */
+  private deletesFailing = false;
+  private closed = false;
 
   constructor(
     private readonly db: Database,
@@ -218,9 +225,7 @@ export class Outbox {
     for (const row of db.prepare("SELECT key, value FROM meta WHERE key >= 'acked:' AND key < 'acked;'").all() as { key: string; value: unknown }[]) {
       const upstream = row.key.slice('acked:'.length);
       const ranges: AckedRange[] = [];
-      for (const text of String(row.value).split(' ')) {
-        const [from, to] = text.split('-').map(Number);
-        if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to)) continue;
+      for (const [from, to] of readRanges(String(row.value))) {
         const n = this.countRange.get(upstream, from, to) as number;
         if (n > 0) ranges.push({ from, to, n });
       }
@@ -234,7 +239,7 @@ export class Outbox {
     this.held.push(this.latest);
     this.groupTransaction = db.transaction((group: Pending[], plan: DeletePlan) => {
       // first: the pages the acknowledged records free take this group's records
-      this.deletePlanned(plan);
+      this.deletesAhead(plan);
       let last = 0;
       for (const record of group) {
         for (const upstream of record.upstreams) last = this.insert.run(upstream, record.at, record.stream, record.device, record.payload).lastInsertRowid as number;
@@ -247,9 +252,45 @@ export class Outbox {
 
   /** Writes a group with the changed state and the deletes of acknowledged records (a chunk of them), in one transaction. */
   private writeGroup(group: Pending[]): void {
-    const plan = this.planDeletes(DELETE_CHUNK);
-    this.groupTransaction(group, plan);
+    const plan = this.deletesAlongside(DELETE_CHUNK);
+    try {
+      this.groupTransaction(group, plan);
+    } catch (err) {
+      // the deletes failed (a damaged page under acknowledged records, say): new records must
+      // not be refused for that, so the group goes in without them (SQLite takes no more
+      // writes in a transaction that met a damaged page: a transaction of its own)
+      if (!this.deletesFailing || isEmpty(plan)) throw err;
+      this.groupTransaction(group, this.deletesAlongside(DELETE_CHUNK));
+      return;
+    }
     this.deleted(plan);
+  }
+
+  /** A plan's deletes ahead of another write, in its transaction; a failure other than a full disk marks the deletes failing. */
+  private deletesAhead(plan: DeletePlan): void {
+    try {
+      this.deletePlanned(plan);
+    } catch (err) {
+      if (!isDiskFull(err)) this.deletesFailed(err);
+      throw err;
+    }
+  }
+
+  private deletesFailed(err: unknown): void {
+    if (!this.deletesFailing) {
+      this.deletesFailing = true;
+      const why = storageFault(err, this.db.name);
+      this.log.error(
+        { path: this.db.name, err: why },
+        `outbox ${this.db.name}: acknowledged records cannot be deleted (${why}); they are kept and not sent again, new records are still written, the delete is tried again every ${ACKED_WAIT / 1000} s`,
+      );
+    }
+    this.scheduleAckedFlush();
+  }
+
+  /** The deletes to run in another write's transaction: none while they fail (the timer's flush tries them alone). */
+  private deletesAlongside(limit: number): DeletePlan {
+    return this.deletesFailing ? { pieces: [], after: new Map(), rows: 0 } : this.planDeletes(limit);
   }
 
   /**
@@ -321,12 +362,18 @@ export class Outbox {
           chunk = Math.ceil(chunk / 4);
           continue;
         }
-        this.beginFault(isDiskFull(err) ? 'full' : 'failing', err, 'ack');
-        this.scheduleAckedFlush();
+        if (isDiskFull(err)) {
+          this.beginFault('full', err, 'ack');
+          this.scheduleAckedFlush();
+        } else this.deletesFailed(err);
         return any;
       }
       this.deleted(plan);
       this.endFault('failing');
+      if (this.deletesFailing) {
+        this.deletesFailing = false;
+        this.log.info({ path: this.db.name }, `outbox ${this.db.name}: acknowledged records are deleted again`);
+      }
       any = true;
     }
     return any;
@@ -334,6 +381,7 @@ export class Outbox {
 
   /** Makes sure acknowledged records are deleted soon when no group commit comes to carry them. */
   private scheduleAckedFlush(): void {
+    if (this.closed) return;
     this.ackedTimer ??= setTimeout(
       () => {
         this.ackedTimer = undefined;
@@ -611,11 +659,11 @@ export class Outbox {
   /** Whether the records would fit: written in a transaction that is then rolled back. */
   private tryWriteDry(records: Pending[]): boolean {
     const rollback = new Error('dry run');
+    const plan = this.deletesAlongside(DELETE_CHUNK);
     try {
-      const plan = this.planDeletes(DELETE_CHUNK);
       this.db.transaction(() => {
         // as writeGroup would: the acknowledged records' deletes first
-        this.deletePlanned(plan);
+        this.deletesAhead(plan);
         for (const record of records) {
           for (const upstream of record.upstreams) this.insert.run(upstream, record.at, record.stream, record.device, record.payload);
         }
@@ -624,6 +672,8 @@ export class Outbox {
     } catch (err) {
       if (err === rollback) return true;
       if (isDiskFull(err)) return false;
+      // as writeGroup would: without the deletes when they failed
+      if (this.deletesFailing && !isEmpty(plan)) return this.tryWriteDry(records);
       throw err;
     }
     return false;
@@ -784,6 +834,8 @@ export class Outbox {
    * fails too they stay, and are sent again later (a duplicate, never a loss).
    */
   ack(upstream: string, fromId: number, toId: number): void {
+    // a send that settled after close: its records are sent again after the next start
+    if (this.closed) return;
     if ((this.acked.get(upstream)?.length ?? 0) >= ACKED_RANGES) this.flushAcked();
     const ranges = this.acked.get(upstream) ?? [];
     // what is acknowledged already is not counted again (a forwarder that started over, sends settling out of order)
@@ -880,7 +932,36 @@ export class Outbox {
     this.timer = undefined;
     clearTimeout(this.ackedTimer);
     this.ackedTimer = undefined;
+    this.closed = true;
   }
+}
+
+/**
+ * Saved ranges read back: only `from-to` pairs of ids with from ≤ to, merged where they overlap
+ * or touch (the agent writes them disjoint; a damaged row or another version's is not trusted
+ * further than that).
+ */
+function readRanges(text: string): [number, number][] {
+  const pairs: [number, number][] = [];
+  for (const part of text.split(' ')) {
+    const match = /^(\d{1,15})-(\d{1,15})$/.exec(part);
+    if (!match) continue;
+    const from = Number(match[1]);
+    const to = Number(match[2]);
+    if (from <= to) pairs.push([from, to]);
+  }
+  pairs.sort((a, b) => a[0] - b[0]);
+  const merged: [number, number][] = [];
+  for (const [from, to] of pairs) {
+    const last = merged[merged.length - 1];
+    if (last && from <= last[1] + 1) last[1] = Math.max(last[1], to);
+    else merged.push([from, to]);
+  }
+  return merged;
+}
+
+function isEmpty(plan: DeletePlan): boolean {
+  return plan.pieces.length === 0 && plan.after.size === 0;
 }
 
 /** Acknowledged ranges as saved in `meta`: "from-to from-to". */
