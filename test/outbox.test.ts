@@ -74,6 +74,63 @@ describe('outbox', () => {
     expect(seqs(second.outbox.read('cloud', 0, 100)).at(-1)).toBe(11);
   });
 
+  it('deletes acknowledged records in the next group commit: never read or counted meanwhile, not even after a crash', () => {
+    const dir = tmp();
+    const first = openOutbox(dir);
+    const rowsInDb = () => first.db.prepare("SELECT count(*) FROM outbox WHERE upstream = 'cloud'").pluck().get();
+    for (let i = 0; i < 10; i++) first.outbox.add(['cloud'], 's1', reading(i));
+    first.outbox.commit();
+    const rows = first.outbox.read('cloud', 0, 10);
+    first.outbox.ack('cloud', rows[2].id, rows[5].id);
+    first.outbox.ack('cloud', rows[0].id, rows[0].id);
+    // saved as acknowledged (a row of meta); the rows themselves wait for the next group
+    expect(rowsInDb()).toBe(10);
+    expect(first.outbox.depth('cloud')).toBe(5);
+    expect(seqs(first.outbox.read('cloud', 0, 100))).toEqual([2, 7, 8, 9, 10]);
+    expect(seqs(first.outbox.read('cloud', 0, 2))).toEqual([2, 7]);
+    first.outbox.add(['cloud'], 's1', reading(10));
+    first.outbox.commit();
+    expect(rowsInDb()).toBe(6);
+    expect(seqs(first.outbox.read('cloud', 0, 100))).toEqual([2, 7, 8, 9, 10, 11]);
+
+    // acknowledged, then the process dies before any group commit: the next opening deletes them
+    const more = first.outbox.read('cloud', 0, 3);
+    first.outbox.ack('cloud', more[0].id, more[2].id);
+    first.db.close();
+    open.pop();
+    const second = openOutbox(dir);
+    expect(second.outbox.depth('cloud')).toBe(3);
+    expect(seqs(second.outbox.read('cloud', 0, 100))).toEqual([9, 10, 11]);
+    second.outbox.commit();
+    expect(second.db.prepare("SELECT count(*) FROM outbox WHERE upstream = 'cloud'").pluck().get()).toBe(3);
+    // all acknowledged: nothing waits, whatever the table still holds
+    const rest = second.outbox.read('cloud', 0, 100);
+    second.outbox.ack('cloud', rest[0].id, rest[2].id);
+    expect(second.outbox.oldestAge('cloud')).toBe(0);
+    expect(second.outbox.read('cloud', 0, 100)).toEqual([]);
+    expect(second.outbox.depth('cloud')).toBe(0);
+  });
+
+  it('deletes acknowledged records on their own when no group commit comes, and at close', async () => {
+    const dir = tmp();
+    const first = openOutbox(dir);
+    const rowsInDb = () => first.db.prepare('SELECT count(*) FROM outbox').pluck().get();
+    for (let i = 0; i < 10; i++) first.outbox.add(['cloud'], 's1', reading(i));
+    first.outbox.commit();
+    const rows = first.outbox.read('cloud', 0, 10);
+    first.outbox.ack('cloud', rows[0].id, rows[4].id);
+    expect(rowsInDb()).toBe(10);
+    // no record follows: a timer deletes them (5 s)
+    await until(() => rowsInDb() === 5, 15_000, 'the delete without a group');
+    expect(first.outbox.depth('cloud')).toBe(5);
+    first.outbox.ack('cloud', rows[5].id, rows[9].id);
+    first.close();
+    open.pop();
+    const second = openOutbox(dir);
+    expect(second.db.prepare('SELECT count(*) FROM outbox').pluck().get()).toBe(0);
+    expect(second.db.prepare("SELECT value FROM meta WHERE key = 'acked:cloud'").pluck().get()).toBe('');
+  });
+
   it('saves stream state in the same transaction as the records, and only then', () => {
     const dir = tmp();
     const first = openOutbox(dir);

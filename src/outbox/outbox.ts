@@ -60,6 +60,31 @@ export interface OutboxLoss {
   seenSeq: number;
 }
 
+/** Records of one upstream acknowledged and not deleted yet: ids `from..to`, `n` rows of the table. */
+interface AckedRange {
+  from: number;
+  to: number;
+  n: number;
+}
+
+/** Deletes of acknowledged records to run in one transaction, and each touched upstream's ranges after them. */
+interface DeletePlan {
+  pieces: { upstream: string; from: number; to: number }[];
+  after: Map<string, AckedRange[]>;
+  rows: number;
+}
+
+/**
+ * An upstream's acknowledged ranges waiting for their delete: past this many, they are deleted
+ * at once (in transactions of their own). Keeps the memory and the `meta` row that saves them
+ * small (about 25 bytes a range).
+ */
+const ACKED_RANGES = 16;
+/** Rows of acknowledged records deleted in one transaction, at most (a forwarder's batch is 1,000). */
+const DELETE_CHUNK = 1000;
+/** When no group commit came this long after an acknowledgement, its records are deleted on their own (at least 2 × group_wait). */
+const ACKED_WAIT = 5000;
+
 interface Pending {
   upstreams: readonly string[];
   at: number;
@@ -72,7 +97,8 @@ interface Pending {
  * The store-and-forward buffer: the only way anything goes upstream. Records are committed
  * to SQLite in groups (group_records, or group_wait after the first, whichever comes first),
  * together with the stream state that produced them, and deleted only when their upstream
- * acknowledged them. One ordered queue per upstream; bounded by max_size and max_age.
+ * acknowledged them (with the next group, see `acked`). One ordered queue per upstream;
+ * bounded by max_size and max_age.
  *
  * Storage faults never throw out of it: SQLITE_FULL (the cap or the disk) takes the when_full
  * path; any other failure (I/O error, read-only, no permission) keeps what is committed,
@@ -117,7 +143,34 @@ export class Outbox {
   private readonly oldest: Statement;
   private readonly moveToDeadLetter: Statement;
   private readonly deleteOne: Statement;
-  private readonly writeGroup: (group: Pending[]) => void;
+  private readonly groupTransaction: (group: Pending[], plan: DeletePlan) => void;
+  private readonly saveAcked: Statement;
+  private readonly countRange: Statement;
+  private readonly nthId: Statement;
+  private readonly oldestAfter: Statement;
+  /**
+   * Per upstream, the records acknowledged and not deleted yet: disjoint ranges, sorted. An
+   * acknowledgement is saved at once as its upstream's row of `meta` (key `acked:<upstream>`,
+   * the ranges as text: one small page of the WAL), and the records themselves are deleted
+   * in the next group commit's transaction, before its inserts, so the pages they free take
+   * the new records. Deleting them in a transaction of their own rewrote every page they had
+   * filled (the table's and the index's leaves) and was about a third of what the agent wrote
+   * at a trickle (scripts/bench/wear). Meanwhile they are never read, counted or sent again,
+   * and the saved ranges are deleted after a crash too: an acknowledged record is sent again
+   * no more than before. No new table, no change to the stored record or to its id
+   * (AUTOINCREMENT: an id is never handed out twice, so a saved range can only ever name the
+   * records it was saved for); code from before this ignores the rows and at worst sends the
+   * acknowledged records again.
+   */
+  private readonly acked = new Map<string, AckedRange[]>();
+  private ackedTimer: NodeJS.Timeout | undefined;
+  /**
+   * The deletes of acknowledged records failed for another reason than a full disk (a damaged
+   * page under them, say): group commits write without them, so that new records are still
+   * taken, and the timer alone tries again.
+   */
+  private deletesFailing = false;
+  private closed = false;
 
   constructor(
     private readonly db: Database,
@@ -155,6 +208,10 @@ export class Outbox {
       'INSERT INTO dead_letter (upstream, at, rejected_at, reason, stream, device, payload) SELECT upstream, at, ?, ?, stream, device, payload FROM outbox WHERE upstream = ? AND id = ?',
     );
     this.deleteOne = db.prepare('DELETE FROM outbox WHERE upstream = ? AND id = ?');
+    this.saveAcked = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
+    this.countRange = db.prepare('SELECT count(*) FROM outbox WHERE upstream = ? AND id BETWEEN ? AND ?').pluck();
+    this.nthId = db.prepare('SELECT id FROM outbox WHERE upstream = ? AND id BETWEEN ? AND ? ORDER BY id LIMIT 1 OFFSET ?').pluck();
+    this.oldestAfter = db.prepare('SELECT id, at FROM outbox WHERE upstream = ? AND id > ? ORDER BY id LIMIT 1');
     const savedSeq = (db.prepare("SELECT value FROM meta WHERE key = 'seq'").pluck().get() as number | undefined) ?? 0;
     this.seqFile = db.memory ? undefined : join(dirname(db.name), 'edge-agent.seq');
     const before = this.readSeqFile();
@@ -164,11 +221,25 @@ export class Outbox {
     for (const row of db.prepare('SELECT upstream, count(*) AS n FROM outbox GROUP BY upstream').all() as { upstream: string; n: number }[]) {
       this.depths.set(row.upstream, row.n);
     }
+    // acknowledged before the last exit and not deleted yet (a crash, a full disk): deleted with the first group
+    for (const row of db.prepare("SELECT key, value FROM meta WHERE key >= 'acked:' AND key < 'acked;'").all() as { key: string; value: unknown }[]) {
+      const upstream = row.key.slice('acked:'.length);
+      const ranges: AckedRange[] = [];
+      for (const [from, to] of readRanges(String(row.value))) {
+        const n = this.countRange.get(upstream, from, to) as number;
+        if (n > 0) ranges.push({ from, to, n });
+      }
+      if (ranges.length === 0) continue;
+      this.acked.set(upstream, ranges.sort((a, b) => a.from - b.from));
+      this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - ranges.reduce((sum, r) => sum + r.n, 0));
+    }
     // what the database holds now has been held by this process since now, no longer
     this.lastInsertId = (db.prepare('SELECT max(id) FROM outbox').pluck().get() as number | null) ?? 0;
     this.latest = { id: this.lastInsertId, mono: clocks.mono() };
     this.held.push(this.latest);
-    this.writeGroup = db.transaction((group: Pending[]) => {
+    this.groupTransaction = db.transaction((group: Pending[], plan: DeletePlan) => {
+      // first: the pages the acknowledged records free take this group's records
+      this.deletesAhead(plan);
       let last = 0;
       for (const record of group) {
         for (const upstream of record.upstreams) last = this.insert.run(upstream, record.at, record.stream, record.device, record.payload).lastInsertRowid as number;
@@ -177,6 +248,153 @@ export class Outbox {
       this.saveSeq.run(this.seq);
       if (last) this.lastInsertId = last;
     });
+  }
+
+  /** Writes a group with the changed state and the deletes of acknowledged records (a chunk of them), in one transaction. */
+  private writeGroup(group: Pending[]): void {
+    const plan = this.deletesAlongside(DELETE_CHUNK);
+    try {
+      this.groupTransaction(group, plan);
+    } catch (err) {
+      // the deletes failed (a damaged page under acknowledged records, say): new records must
+      // not be refused for that, so the group goes in without them (SQLite takes no more
+      // writes in a transaction that met a damaged page: a transaction of its own)
+      if (!this.deletesFailing || isEmpty(plan)) throw err;
+      this.groupTransaction(group, this.deletesAlongside(DELETE_CHUNK));
+      return;
+    }
+    this.deleted(plan);
+  }
+
+  /** A plan's deletes ahead of another write, in its transaction; a failure other than a full disk marks the deletes failing. */
+  private deletesAhead(plan: DeletePlan): void {
+    try {
+      this.deletePlanned(plan);
+    } catch (err) {
+      if (!isDiskFull(err)) this.deletesFailed(err);
+      throw err;
+    }
+  }
+
+  private deletesFailed(err: unknown): void {
+    if (!this.deletesFailing) {
+      this.deletesFailing = true;
+      const why = storageFault(err, this.db.name);
+      this.log.error(
+        { path: this.db.name, err: why },
+        `outbox ${this.db.name}: acknowledged records cannot be deleted (${why}); they are kept and not sent again, new records are still written, the delete is tried again every ${ACKED_WAIT / 1000} s`,
+      );
+    }
+    this.scheduleAckedFlush();
+  }
+
+  /** The deletes to run in another write's transaction: none while they fail (the timer's flush tries them alone). */
+  private deletesAlongside(limit: number): DeletePlan {
+    return this.deletesFailing ? { pieces: [], after: new Map(), rows: 0 } : this.planDeletes(limit);
+  }
+
+  /**
+   * The next deletes of acknowledged records, `limit` rows at most (a range larger than what
+   * is left of it is cut at a row), and what each touched upstream keeps acknowledged after them.
+   */
+  private planDeletes(limit: number): DeletePlan {
+    const plan: DeletePlan = { pieces: [], after: new Map(), rows: 0 };
+    for (const [upstream, ranges] of this.acked) {
+      if (plan.rows >= limit) break;
+      const left: AckedRange[] = [];
+      for (const range of ranges) {
+        const room = limit - plan.rows;
+        if (room <= 0) left.push(range);
+        else if (range.n <= room) {
+          plan.pieces.push({ upstream, from: range.from, to: range.to });
+          plan.rows += range.n;
+        } else {
+          const cut = this.nthId.get(upstream, range.from, range.to, room - 1) as number | undefined;
+          // fewer rows than counted (none is deleted but through a plan: a guard only): all of it
+          if (cut === undefined) {
+            plan.pieces.push({ upstream, from: range.from, to: range.to });
+            plan.rows += range.n;
+            continue;
+          }
+          plan.pieces.push({ upstream, from: range.from, to: cut });
+          left.push({ from: cut + 1, to: range.to, n: range.n - room });
+          plan.rows += room;
+        }
+      }
+      plan.after.set(upstream, left);
+    }
+    return plan;
+  }
+
+  /** Runs a plan's deletes and saves what stays acknowledged; inside a transaction, followed by `deleted(plan)` once it committed. */
+  private deletePlanned(plan: DeletePlan): void {
+    for (const { upstream, from, to } of plan.pieces) this.deleteRange.run(upstream, from, to);
+    for (const [upstream, left] of plan.after) this.saveAcked.run(`acked:${upstream}`, rangesText(left));
+  }
+
+  /** The plan's transaction committed. */
+  private deleted(plan: DeletePlan): void {
+    for (const [upstream, left] of plan.after) {
+      if (left.length > 0) this.acked.set(upstream, left);
+      else this.acked.delete(upstream);
+    }
+    if (this.acked.size === 0) {
+      clearTimeout(this.ackedTimer);
+      this.ackedTimer = undefined;
+    }
+  }
+
+  /**
+   * Deletes the acknowledged records now, in transactions of their own of DELETE_CHUNK rows,
+   * smaller after SQLITE_FULL (the WAL left on a full disk may hold a few pages only). True
+   * when it deleted any; what it could not delete stays acknowledged, for the next try.
+   */
+  private flushAcked(): boolean {
+    let chunk = DELETE_CHUNK;
+    let any = false;
+    while (this.acked.size > 0) {
+      let plan: DeletePlan;
+      try {
+        plan = this.planDeletes(chunk);
+        this.withRoom(() => this.db.transaction(() => this.deletePlanned(plan))());
+      } catch (err) {
+        if (isDiskFull(err) && chunk > 1) {
+          chunk = Math.ceil(chunk / 4);
+          continue;
+        }
+        if (isDiskFull(err)) {
+          this.beginFault('full', err, 'ack');
+          this.scheduleAckedFlush();
+        } else this.deletesFailed(err);
+        return any;
+      }
+      this.deleted(plan);
+      this.endFault('failing');
+      if (this.deletesFailing) {
+        this.deletesFailing = false;
+        this.log.info({ path: this.db.name }, `outbox ${this.db.name}: acknowledged records are deleted again`);
+      }
+      any = true;
+    }
+    return any;
+  }
+
+  /** Makes sure acknowledged records are deleted soon when no group commit comes to carry them. */
+  private scheduleAckedFlush(): void {
+    if (this.closed) return;
+    this.ackedTimer ??= setTimeout(
+      () => {
+        this.ackedTimer = undefined;
+        this.flushAcked();
+      },
+      Math.max(ACKED_WAIT, 2 * this.config.group_wait),
+    );
+  }
+
+  /** The acknowledged range of `upstream` that holds `id`. */
+  private ackedRange(upstream: string, id: number): AckedRange | undefined {
+    for (const range of this.acked.get(upstream) ?? []) if (id >= range.from && id <= range.to) return range;
+    return undefined;
   }
 
   /** Upstreams that still hold records but are no longer configured. */
@@ -210,7 +428,11 @@ export class Outbox {
   commit(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.group.length === 0 && this.state.pending === 0) return;
+    if (this.group.length === 0 && this.state.pending === 0) {
+      // closing, or a commit asked for with nothing to write: the acknowledged records alone
+      if (this.acked.size > 0) this.flushAcked();
+      return;
+    }
     const group = this.group;
     this.group = [];
     try {
@@ -219,10 +441,17 @@ export class Outbox {
         // at the cap, drop-oldest and acks make room for a few groups at a time: still one episode
         if (this.clocks.mono() - this.fullAt > 60_000) this.endFault('full');
       } catch (err) {
-        // space may have come back since the cap was set from the free space: set it again, retry
-        if (!isDiskFull(err) || !this.raiseCap()) throw err;
-        this.writeGroup(group);
-        this.endFault('full');
+        if (!isDiskFull(err)) throw err;
+        // the acknowledged records' deletes first, in transactions small enough to fit: the
+        // pages they free take the group
+        if (this.flushAcked() && this.tryWrite(group)) {
+          if (this.clocks.mono() - this.fullAt > 60_000) this.endFault('full');
+        } else {
+          // space may have come back since the cap was set from the free space: set it again, retry
+          if (!this.raiseCap()) throw err;
+          this.writeGroup(group);
+          this.endFault('full');
+        }
       }
       this.endFault('failing');
       this.committed(group);
@@ -296,6 +525,8 @@ export class Outbox {
     this.fullAt = this.clocks.mono();
     let kept: Pending[] = [];
     try {
+      // what was acknowledged makes room first (commit tried that already; a retry is cheap)
+      this.flushAcked();
       if (this.config.when_full === 'drop-oldest') {
         const needed = group.reduce((n, r) => n + r.upstreams.length, 0);
         let fitted = false;
@@ -428,8 +659,11 @@ export class Outbox {
   /** Whether the records would fit: written in a transaction that is then rolled back. */
   private tryWriteDry(records: Pending[]): boolean {
     const rollback = new Error('dry run');
+    const plan = this.deletesAlongside(DELETE_CHUNK);
     try {
       this.db.transaction(() => {
+        // as writeGroup would: the acknowledged records' deletes first
+        this.deletesAhead(plan);
         for (const record of records) {
           for (const upstream of record.upstreams) this.insert.run(upstream, record.at, record.stream, record.device, record.payload);
         }
@@ -438,6 +672,8 @@ export class Outbox {
     } catch (err) {
       if (err === rollback) return true;
       if (isDiskFull(err)) return false;
+      // as writeGroup would: without the deletes when they failed
+      if (this.deletesFailing && !isEmpty(plan)) return this.tryWriteDry(records);
       throw err;
     }
     return false;
@@ -451,7 +687,11 @@ export class Outbox {
   private dropOldest(count: number): number {
     let dropped: string[];
     try {
-      dropped = this.withRoom(() => this.db.prepare('DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?) RETURNING upstream').pluck().all(count) as string[]);
+      const drop = this.db.prepare('DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?) RETURNING upstream').pluck();
+      // acknowledged records go first and uncounted: they are no drop
+      const plan = this.planDeletes(Infinity);
+      dropped = this.withRoom(() => this.db.transaction(() => (this.deletePlanned(plan), drop.all(count) as string[]))());
+      this.deleted(plan);
     } catch (err) {
       if (isDiskFull(err)) return 0;
       throw err;
@@ -485,13 +725,17 @@ export class Outbox {
     // older marks are covered by this one from now on (latest joins them only when it is the one)
     this.held = keepFrom < this.held.length ? this.held.slice(keepFrom) : [this.latest];
     const cutoff = now - this.config.max_age;
+    const plan = this.planDeletes(Infinity);
     const expired = this.write('expire', () =>
       this.db.transaction(() => {
+        // acknowledged records are not counted as expired
+        this.deletePlanned(plan);
         const counts = this.db.prepare('SELECT upstream, count(*) AS n FROM outbox WHERE at < ? AND id <= ? GROUP BY upstream').all(cutoff, heldSince.id) as { upstream: string; n: number }[];
         if (counts.length > 0) this.db.prepare('DELETE FROM outbox WHERE at < ? AND id <= ?').run(cutoff, heldSince.id);
         return counts;
       })(),
     );
+    if (expired) this.deleted(plan);
     if (!expired?.length) return;
     for (const { upstream, n } of expired) {
       this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - n);
@@ -522,7 +766,20 @@ export class Outbox {
   /** The next records of an upstream's queue after `afterId`, oldest first; none while they cannot be read. */
   read(upstream: string, afterId: number, limit: number): OutboxRow[] {
     try {
-      return this.selectAfter.all(upstream, afterId, limit) as OutboxRow[];
+      const ranges = this.acked.get(upstream);
+      // a forwarder reads past what it had acknowledged: the plain query
+      if (!ranges || afterId >= ranges[ranges.length - 1].to) return this.selectAfter.all(upstream, afterId, limit) as OutboxRow[];
+      // one that starts over reads from the oldest: skip what was acknowledged, a range at a time
+      const rows: OutboxRow[] = [];
+      for (let after = afterId; ; ) {
+        let skip: AckedRange | undefined;
+        for (const row of this.selectAfter.all(upstream, after, limit - rows.length) as OutboxRow[]) {
+          if ((skip = this.ackedRange(upstream, row.id))) break;
+          rows.push(row);
+        }
+        if (!skip) return rows;
+        after = skip.to;
+      }
     } catch (err) {
       this.beginFault('failing', err, 'read');
       return [];
@@ -541,6 +798,8 @@ export class Outbox {
         this.db.transaction(() => {
           let n = 0;
           for (const id of ids) {
+            // acknowledged meanwhile (a forwarder that started over): not refused
+            if (this.ackedRange(upstream, id)) continue;
             this.moveToDeadLetter.run(now, reason, upstream, id);
             n += this.deleteOne.run(upstream, id).changes;
           }
@@ -569,11 +828,49 @@ export class Outbox {
   readonly deadLettered = new Map<string, number>();
 
   /**
-   * The upstream acknowledged records `fromId..toId`: delete them. When the delete cannot be
-   * written they stay, and are sent again later (a duplicate, never a loss).
+   * The upstream acknowledged records `fromId..toId`: saved at once as acknowledged (a row of
+   * `meta`), deleted with the next group commit (see `acked`). Parts acknowledged before are
+   * not counted again. When not even that row can be written they are deleted now; when that
+   * fails too they stay, and are sent again later (a duplicate, never a loss).
    */
   ack(upstream: string, fromId: number, toId: number): void {
-    const changes = this.write('ack', () => this.deleteRange.run(upstream, fromId, toId).changes) ?? 0;
+    // a send that settled after close: its records are sent again after the next start
+    if (this.closed) return;
+    if ((this.acked.get(upstream)?.length ?? 0) >= ACKED_RANGES) this.flushAcked();
+    const ranges = this.acked.get(upstream) ?? [];
+    // what is acknowledged already is not counted again (a forwarder that started over, sends settling out of order)
+    const gaps = gapsOf(ranges, fromId, toId);
+    if (gaps.length === 0) return;
+    // the earlier ones could not be deleted (the storage fails or is full): no more ranges held
+    if (ranges.length >= ACKED_RANGES) return this.deleteNow(upstream, gaps);
+    let added: AckedRange[];
+    try {
+      added = this.withRoom(() =>
+        this.db.transaction(() => {
+          const counted = gaps.map(([from, to]) => ({ from, to, n: this.countRange.get(upstream, from, to) as number })).filter((r) => r.n > 0);
+          if (counted.length > 0) this.saveAcked.run(`acked:${upstream}`, rangesText([...ranges, ...counted].sort((a, b) => a.from - b.from)));
+          return counted;
+        })(),
+      );
+    } catch (err) {
+      if (!isDiskFull(err)) {
+        this.beginFault('failing', err, 'ack');
+        return;
+      }
+      // not even the small row fits: delete them now, which frees pages
+      return this.deleteNow(upstream, gaps);
+    }
+    this.endFault('failing');
+    if (added.length === 0) return;
+    this.acked.set(upstream, [...ranges, ...added].sort((a, b) => a.from - b.from));
+    this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - added.reduce((n, r) => n + r.n, 0));
+    // deleted with the next group commit (see `acked`), or on their own when none comes soon
+    this.scheduleAckedFlush();
+  }
+
+  /** Deletes acknowledged records at once; when that cannot be written they stay, and are sent again later. */
+  private deleteNow(upstream: string, ranges: readonly [number, number][]): void {
+    const changes = this.write('ack', () => this.db.transaction(() => ranges.reduce((n, [from, to]) => n + this.deleteRange.run(upstream, from, to).changes, 0))()) ?? 0;
     this.depths.set(upstream, (this.depths.get(upstream) ?? 0) - changes);
   }
 
@@ -583,7 +880,7 @@ export class Outbox {
       this.write('ack', () =>
         this.db.transaction(() => {
           let n = 0;
-          for (const id of ids) n += this.deleteOne.run(upstream, id).changes;
+          for (const id of ids) if (!this.ackedRange(upstream, id)) n += this.deleteOne.run(upstream, id).changes;
           return n;
         })(),
       ) ?? 0;
@@ -597,8 +894,18 @@ export class Outbox {
   /** Age in ms of the oldest record waiting for an upstream, or 0. */
   oldestAge(upstream: string, now = Date.now()): number {
     try {
-      const at = this.oldest.get(upstream) as number | undefined;
-      return at === undefined ? 0 : now - at;
+      if (!this.acked.has(upstream)) {
+        const at = this.oldest.get(upstream) as number | undefined;
+        return at === undefined ? 0 : now - at;
+      }
+      // the oldest record not acknowledged
+      for (let after = 0; ; ) {
+        const row = this.oldestAfter.get(upstream, after) as { id: number; at: number } | undefined;
+        if (!row) return 0;
+        const range = this.ackedRange(upstream, row.id);
+        if (!range) return now - row.at;
+        after = range.to;
+      }
     } catch {
       return 0;
     }
@@ -619,7 +926,59 @@ export class Outbox {
   /** Commits what is open; call before closing the database. */
   close(): void {
     this.commit();
+    // what the group did not carry (more than a chunk), so that the next start has nothing to delete
+    this.flushAcked();
     clearTimeout(this.timer);
     this.timer = undefined;
+    clearTimeout(this.ackedTimer);
+    this.ackedTimer = undefined;
+    this.closed = true;
   }
+}
+
+/**
+ * Saved ranges read back: only `from-to` pairs of ids with from ≤ to, merged where they overlap
+ * or touch (the agent writes them disjoint; a damaged row or another version's is not trusted
+ * further than that).
+ */
+function readRanges(text: string): [number, number][] {
+  const pairs: [number, number][] = [];
+  for (const part of text.split(' ')) {
+    const match = /^(\d{1,15})-(\d{1,15})$/.exec(part);
+    if (!match) continue;
+    const from = Number(match[1]);
+    const to = Number(match[2]);
+    if (from <= to) pairs.push([from, to]);
+  }
+  pairs.sort((a, b) => a[0] - b[0]);
+  const merged: [number, number][] = [];
+  for (const [from, to] of pairs) {
+    const last = merged[merged.length - 1];
+    if (last && from <= last[1] + 1) last[1] = Math.max(last[1], to);
+    else merged.push([from, to]);
+  }
+  return merged;
+}
+
+function isEmpty(plan: DeletePlan): boolean {
+  return plan.pieces.length === 0 && plan.after.size === 0;
+}
+
+/** Acknowledged ranges as saved in `meta`: "from-to from-to". */
+function rangesText(ranges: readonly AckedRange[]): string {
+  return ranges.map((r) => `${r.from}-${r.to}`).join(' ');
+}
+
+/** The parts of `from..to` that no range of `ranges` (disjoint, sorted) covers. */
+function gapsOf(ranges: readonly AckedRange[], from: number, to: number): [number, number][] {
+  const gaps: [number, number][] = [];
+  let start = from;
+  for (const range of ranges) {
+    if (range.to < start) continue;
+    if (range.from > to) break;
+    if (range.from > start) gaps.push([start, range.from - 1]);
+    start = range.to + 1;
+  }
+  if (start <= to) gaps.push([start, to]);
+  return gaps;
 }
