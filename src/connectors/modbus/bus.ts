@@ -189,8 +189,8 @@ export class ModbusBus {
   /** The last request on the line timed out: the next reply may be its late one. */
   private suspect = false;
   private closed = false;
-  private readonly closing: Promise<never>;
-  private abort: (err: Error) => void = () => {};
+  /** Rejects what untilClosed() waits for, when the bus closes first. */
+  private readonly waiting = new Set<(err: Error) => void>();
   private readonly sleepers = new Set<() => void>();
   private readonly discards = new Episodes();
   /** Replies discarded on a serial line: late, stray, or not matching their request. */
@@ -204,8 +204,6 @@ export class ModbusBus {
     private readonly log: Logger,
   ) {
     this.silence = rtuSilence(address.serial?.baud ?? 9600);
-    this.closing = new Promise<never>((_, reject) => (this.abort = reject));
-    this.closing.catch(() => {});
   }
 
   /** Runs `fn` for `unit` after the requests queued before it. */
@@ -224,7 +222,8 @@ export class ModbusBus {
         await this.quiet(port);
       }
       try {
-        const result = await this.untilClosed(fn(client));
+        // forgotten once it settled, not when the bus closed first (shut() stops its timer)
+        const result = await this.untilClosed(fn(client).finally(() => forgetTransactions(client)));
         this.suspect = false;
         this.units.delete(unit);
         this.matchesAgain();
@@ -252,10 +251,19 @@ export class ModbusBus {
     return result;
   }
 
-  /** `work`, unless the bus closes first. */
+  /**
+   * `work`, unless the bus closes first. Not a Promise.race with a promise of the bus's closing:
+   * each race leaves a reaction on that promise for as long as it is pending, that is for the
+   * bus's life, and each reaction held its request's reply (100 devices polled every second:
+   * 100 kB of heap more each second, without end).
+   */
   private untilClosed<T>(work: Promise<T>): Promise<T> {
     work.catch(() => {}); // settles later, by modbus-serial's own timeout, when the bus closed first
-    return Promise.race([work, this.closing]);
+    if (this.closed) return Promise.reject(new BusError(`${this.name}: closed`, 'closed'));
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.add(reject);
+      work.then(resolve, reject).finally(() => this.waiting.delete(reject));
+    });
   }
 
   private sleep(ms: number): Promise<void> {
@@ -365,11 +373,26 @@ export class ModbusBus {
 
   async close(): Promise<void> {
     this.closed = true;
-    this.abort(new BusError(`${this.name}: closed`, 'closed'));
+    for (const reject of [...this.waiting]) reject(new BusError(`${this.name}: closed`, 'closed'));
     for (const wake of [...this.sleepers]) wake();
     await this.tail;
     this.drop();
   }
+}
+
+/**
+ * Drops the requests a client has finished from its table. modbus-serial keeps every request it
+ * sent in `_transactions` under its transaction id, and over TCP the ids go round 256 before a
+ * slot is reused: each finished request stays with its callback, and through it the promise that
+ * holds its reply (the register values and the frame), about 1.6 kB each. With 100 devices polled
+ * every second that was 160 kB/s of heap for the first 256 s, about 40 MB held for good (the
+ * V8 heap after a full GC: 21 MB at 7 s, 34 MB at 86 s). The bus sends one request at a time, so
+ * when one has settled nothing in the table waits for a reply; a reply that comes later still
+ * (after its timeout) finds no request and modbus-serial ignores it.
+ */
+function forgetTransactions(client: Client): void {
+  const internals = client as unknown as { _transactions?: Record<number, unknown> };
+  if (internals._transactions) internals._transactions = {};
 }
 
 /** Closes a client whatever its state, and stops the timers of its requests in flight. */
