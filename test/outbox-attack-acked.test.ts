@@ -12,8 +12,9 @@ import { capturingLog, fillUp, mountExt4, mountTmpfs, sh } from './support/stora
 
 /*
  * h24's attack on h21's deferred deletes (acknowledgements saved as `acked:<upstream>` rows of
- * meta, their records deleted with the next group commit). Tests marked "FAILS on a429323..d6cc9c8"
- * show a defect; the others pass and are kept as evidence of what holds.
+ * meta, their records deleted with the next group commit). Tests marked "FAILED on d6cc9c8"
+ * showed a defect, fixed in 22d4b7d; the others passed from the start and are kept as evidence
+ * of what holds.
  */
 
 const CONFIG: OutboxConfig = { max_size: 64 * 1024 ** 2, max_age: 86_400_000, when_full: 'drop-oldest', durability: 'normal', group_records: 100, group_wait: 5 };
@@ -54,7 +55,7 @@ function expectCountsRight(outbox: Outbox, upstream: string): void {
 }
 
 describe('the saved `acked:` row read back at start', () => {
-  // FAILS on d6cc9c8. The row's text is split on ' ' and '-' and each part goes through Number():
+  // FAILED on d6cc9c8 (fixed). The row's text is split on ' ' and '-' and each part goes through Number():
   // Number('') is 0, so a text that starts with '-' ("-3": a damaged row, or one some other
   // version wrote with a sign or another separator) becomes the range 0-3, and the first group
   // deletes records 1..3 that no upstream ever acknowledged, without a word. Only `<digits>-<digits>`
@@ -78,7 +79,7 @@ describe('the saved `acked:` row read back at start', () => {
     }
   });
 
-  // FAILS on d6cc9c8. The code writes disjoint ranges only, but the reader trusts that: each saved
+  // FAILED on d6cc9c8 (fixed). The code writes disjoint ranges only, but the reader trusts that: each saved
   // range is counted on its own, so overlapping ranges (a damaged row, a hand edit) are
   // subtracted twice from depth: /api/outbox and edge_outbox_depth say 0 (or less) while records
   // wait, until the next restart. Wrong count only; nothing is lost (the deletes are by id).
@@ -178,7 +179,7 @@ describe('a forwarder that starts over while ranges wait', () => {
 });
 
 describe('the storage fails under the acknowledged records', () => {
-  // FAILS on d6cc9c8 (passes on 0abb571's outbox). A bad sector under records already delivered
+  // FAILED on d6cc9c8 (fixed) (passes on 0abb571's outbox). A bad sector under records already delivered
   // (the SD card wears: the very case this change is for) makes their delete fail with
   // SQLITE_CORRUPT. Before, that failed the ack alone (the records stayed, a duplicate at worst)
   // and new readings went on being accepted: the insert touches only the newest pages. Now the
@@ -376,7 +377,7 @@ describe('more than ACKED_RANGES on a failing disk (EPERM)', () => {
 });
 
 describe('an acknowledgement after close', () => {
-  // FAILS on d6cc9c8 (cosmetic: a timer and the closed outbox kept alive). close() could not
+  // FAILED on d6cc9c8 (fixed) (cosmetic: a timer and the closed outbox kept alive). close() could not
   // delete the acknowledged records (the files were immutable, EPERM): their 16 ranges stay
   // saved for the next start, as they should. A send still in flight settles after close (the
   // agent waits 2 s for sends, then closes; on a reload that reopens the store the agent goes on
