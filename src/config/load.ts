@@ -178,9 +178,10 @@ function lineStarts(text: string): LineCounter {
 }
 
 /**
- * A YAML text as a Document, and where an offset is in it; throws ConfigError for a text that
- * would exhaust the heap (see checkParseable) and after MAX_YAML_ERRORS errors. Every YAML text
- * the agent is given goes through here: a config file or push, and a stream sent to the API.
+ * A YAML text as a Document, and where an offset is in it; throws ConfigError for a YAML error
+ * (the first MAX_YAML_ERRORS) and for a text that would exhaust the heap (see checkParseable).
+ * Every YAML text the agent is given goes through here: a config file or push, and a stream sent
+ * to the API.
  */
 export function parseYaml(text: string, file: string): { doc: Document; position: Position } {
   checkParseable(text, file);
@@ -197,6 +198,7 @@ export function parseYaml(text: string, file: string): { doc: Document; position
     if (!warning && ++errors >= MAX_YAML_ERRORS) throw new TooManyYamlErrors();
   };
   const position: Position = (offset) => (offset === undefined ? {} : lineCounter.linePos(offset));
+  const issue = (e: YAMLParseError): ConfigIssue => ({ file, ...position(e.pos[0]), path: '', message: `invalid YAML: ${firstLine(e.message)}` });
   let doc: Document | undefined;
   // yaml's errors capture a stack trace each, which nobody reads and which made most of their heap
   const stackTraceLimit = Error.stackTraceLimit;
@@ -213,24 +215,19 @@ export function parseYaml(text: string, file: string): { doc: Document; position
     if (!(err instanceof TooManyYamlErrors)) throw err;
     // (yaml may catch the throw where it converts exceptions into errors, and report it once more)
     const first = hooks.errors.slice(0, MAX_YAML_ERRORS);
-    const issues: ConfigIssue[] = first.map((e) => ({ file, ...position(e.pos[0]), path: '', message: `invalid YAML: ${firstLine(e.message)}` }));
+    const issues = first.map(issue);
     issues.push({ file, ...position(first.at(-1)?.pos[0]), path: '', message: `invalid YAML: stopped after ${MAX_YAML_ERRORS} errors` });
     throw new ConfigError(issues);
   } finally {
     Error.stackTraceLimit = stackTraceLimit;
   }
   // compose(…, true) yields a document at the latest at the end, even for an empty text
+  if (doc!.errors.length > 0) throw new ConfigError(doc!.errors.map(issue));
   return { doc: doc!, position };
 }
 
 function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
   const { doc, position } = parseYaml(text, file);
-
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      doc.errors.map((e) => ({ file, ...position(e.pos[0]), path: '', message: `invalid YAML: ${firstLine(e.message)}` })),
-    );
-  }
   if (!isMap(doc.contents)) {
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: 'the config must be a YAML mapping with an "agent" key' }]);
   }

@@ -109,9 +109,6 @@ function parseSubmitted(text: string): Submitted | Reply {
     return invalid(err.issues.map(({ line, col, message }) => ({ line, col, path: '', message: message.replace(/^invalid YAML/, 'invalid JSON or YAML') })));
   }
   const { doc, position } = parsed;
-  if (doc.errors.length > 0) {
-    return invalid(doc.errors.map((e) => ({ ...position(e.pos[0]), path: '', message: `invalid JSON or YAML: ${e.message.split('\n')[0]}` })));
-  }
   if (!isMap(doc.contents)) return invalid([{ line: 1, col: 1, path: '', message: 'a stream is a mapping: {"name": ..., "from": {...}, "steps": [...], "to": [...]}' }]);
   let value: Record<string, unknown>;
   try {
