@@ -4,15 +4,13 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutboxConfig } from '../src/config/types.js';
 import type { Reading } from '../src/core/reading.js';
-import { openDatabase } from '../src/outbox/database.js';
 import { Outbox, type OutboxClocks, type OutboxRow } from '../src/outbox/outbox.js';
 import { recordJson } from '../src/outbox/record.js';
-import { StateStore } from '../src/streams/state.js';
 import { Forwarder } from '../src/upstream/forwarder.js';
 import type { Upstream } from '../src/upstream/upstream.js';
 import { testLog } from './support/log.js';
 import { until } from './support/ports.js';
-import { capturingLog, mountTmpfs } from './support/storage.js';
+import { capturingLog, mountTmpfs, openOutbox as openAgentOutbox } from './support/storage.js';
 
 /*
  * The outbox's deferred deletes (acknowledged ranges saved in `meta`, their records deleted with
@@ -28,22 +26,10 @@ afterEach(() => {
   while (open.length) open.pop()!.close();
 });
 
+/** An outbox closed after the test, unless killed. */
 function openOutbox(dir: string, config: Partial<OutboxConfig> = {}, agent = 'gw-1', clocks?: OutboxClocks) {
-  const full = { ...CONFIG, ...config };
-  const { db } = openDatabase(dir, { durability: full.durability, maxSize: full.max_size }, testLog);
-  let outbox: Outbox | undefined;
-  const state = new StateStore(db, () => outbox?.scheduleCommit());
-  outbox = new Outbox(db, full, agent, state, testLog, clocks);
-  const handle = {
-    db,
-    outbox,
-    close: () => (outbox.close(), db.close()),
-    /** The process dies: the file is closed without the outbox's close (no last commit). */
-    kill: () => {
-      open.splice(open.indexOf(handle), 1);
-      db.close();
-    },
-  };
+  const opened = openAgentOutbox(dir, testLog, { ...CONFIG, ...config }, clocks, agent);
+  const handle = { ...opened, kill: () => (open.splice(open.indexOf(handle), 1), opened.kill()) };
   open.push(handle);
   return handle;
 }
@@ -245,8 +231,7 @@ describe('acknowledged records on a full disk', () => {
     try {
       const { log } = capturingLog();
       const config: OutboxConfig = { ...CONFIG, max_size: 1024 ** 3, group_records: 1000 };
-      const { db } = openDatabase(join(mount.dir, 'data'), { durability: 'normal', maxSize: config.max_size }, log);
-      const outbox = new Outbox(db, config, 'gw-1', new StateStore(db), log);
+      const { db, outbox } = openAgentOutbox(join(mount.dir, 'data'), log, config, undefined, 'gw-1');
       const upstream = new Receiver();
       const forwarder = new Forwarder(outbox, upstream, log);
       handles.push({ close: () => (outbox.close(), db.close()) });
@@ -291,8 +276,7 @@ describe('acknowledged records on a full disk', () => {
     try {
       const { log } = capturingLog();
       const config: OutboxConfig = { ...CONFIG, max_size: 1024 ** 3, group_records: 1000 };
-      const { db } = openDatabase(join(mount.dir, 'data'), { durability: 'normal', maxSize: config.max_size }, log);
-      const outbox = new Outbox(db, config, 'gw-1', new StateStore(db), log);
+      const { db, outbox } = openAgentOutbox(join(mount.dir, 'data'), log, config, undefined, 'gw-1');
       handles.push({ close: () => (outbox.close(), db.close()) });
       let i = 0;
       const add = (n: number) => {

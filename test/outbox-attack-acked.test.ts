@@ -4,11 +4,9 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutboxConfig } from '../src/config/types.js';
 import type { Reading } from '../src/core/reading.js';
-import { openDatabase } from '../src/outbox/database.js';
 import { Outbox } from '../src/outbox/outbox.js';
-import { StateStore } from '../src/streams/state.js';
 import { testLog } from './support/log.js';
-import { capturingLog, fillUp, mountExt4, mountTmpfs, sh } from './support/storage.js';
+import { capturingLog, fillUp, mountExt4, mountTmpfs, openOutbox as openAgentOutbox, sh } from './support/storage.js';
 
 /*
  * h24's attack on h21's deferred deletes (acknowledgements saved as `acked:<upstream>` rows of
@@ -24,22 +22,10 @@ afterEach(() => {
   while (open.length) open.pop()!.close();
 });
 
+/** An outbox closed after the test, unless killed. */
 function openOutbox(dir: string, config: Partial<OutboxConfig> = {}, log = testLog) {
-  const full = { ...CONFIG, ...config };
-  const { db } = openDatabase(dir, { durability: full.durability, maxSize: full.max_size }, log);
-  let outbox: Outbox | undefined;
-  const state = new StateStore(db, () => outbox?.scheduleCommit());
-  outbox = new Outbox(db, full, 'gw-1', state, log);
-  const handle = {
-    db,
-    outbox,
-    close: () => (outbox.close(), db.close()),
-    /** The process dies: the file is closed without the outbox's close (no last commit, no flush). */
-    kill: () => {
-      open.splice(open.indexOf(handle), 1);
-      db.close();
-    },
-  };
+  const opened = openAgentOutbox(dir, log, { ...CONFIG, ...config }, undefined, 'gw-1');
+  const handle = { ...opened, kill: () => (open.splice(open.indexOf(handle), 1), opened.kill()) };
   open.push(handle);
   return handle;
 }
@@ -265,8 +251,7 @@ describe('acknowledgements meeting other ways out of the queue', () => {
     let mono = 0;
     const clocks = { wall: () => wall, mono: () => mono };
     const full = { ...CONFIG, max_age: 60_000 };
-    const { db } = openDatabase(dir, { durability: 'normal', maxSize: full.max_size }, testLog);
-    const outbox = new Outbox(db, full, 'gw-1', new StateStore(db), testLog, clocks);
+    const { db, outbox } = openAgentOutbox(dir, testLog, full, clocks, 'gw-1');
     open.push({ close: () => db.close() });
     for (let i = 0; i < 30; i++) outbox.add(['cloud'], 's1', reading(i));
     outbox.commit();
@@ -391,8 +376,7 @@ describe('an acknowledgement after close', () => {
     const files = () => ['edge-agent.db', 'edge-agent.db-wal', 'edge-agent.seq'].map((f) => join(data, f));
     try {
       const { log } = capturingLog();
-      const { db } = openDatabase(data, { durability: 'normal', maxSize: CONFIG.max_size }, log);
-      const outbox = new Outbox(db, CONFIG, 'gw-1', new StateStore(db), log);
+      const { db, outbox } = openAgentOutbox(data, log, CONFIG, undefined, 'gw-1');
       for (let i = 0; i < 100; i++) outbox.add(['cloud'], 's1', reading(i));
       outbox.commit();
       const all = ids(outbox, 'cloud');

@@ -64,14 +64,17 @@ export function capturingLog(): { log: pino.Logger; lines: { level: number; msg:
 
 export const OUTBOX: OutboxConfig = { max_size: 1024 ** 3, max_age: 86_400_000, when_full: 'drop-oldest', durability: 'normal', group_records: 50, group_wait: 5 };
 
-/** An outbox on `dir` the way the agent opens it. */
-export function openOutbox(dir: string, log: pino.Logger, config: Partial<OutboxConfig> = {}, clocks?: OutboxClocks) {
+/**
+ * An outbox on `dir` the way the agent opens it. `kill()`: the process dies, the file is closed
+ * without the outbox's close (no last commit, no delete of acknowledged records).
+ */
+export function openOutbox(dir: string, log: pino.Logger, config: Partial<OutboxConfig> = {}, clocks?: OutboxClocks, agent = 'gw') {
   const full = { ...OUTBOX, ...config };
   const { db, quarantined } = openDatabase(dir, { durability: full.durability, maxSize: full.max_size }, log);
   let outbox: Outbox | undefined;
   const state = new StateStore(db, () => outbox?.scheduleCommit());
-  outbox = new Outbox(db, full, 'gw', state, log, clocks);
-  return { db, state, outbox, quarantined, close: () => (outbox.close(), db.close()) };
+  outbox = new Outbox(db, full, agent, state, log, clocks);
+  return { db, state, outbox, quarantined, close: () => (outbox.close(), db.close()), kill: () => db.close() };
 }
 
 export const seqOf = (payload: string) => JSON.parse(payload).seq as number;
