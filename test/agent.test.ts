@@ -80,7 +80,7 @@ describe('agent: simulator → stream → outbox → MQTT and file', () => {
     expect(subscriber.topics[0]).toBe('plant/gw-test/meter/sim');
     expect(first).toMatchObject({ agent: 'gw-test', stream: 'meter', device: 'sim', seq: 1 });
     expect(Object.keys(first.values!).sort()).toEqual(['energy_kwh', 'power_kw']);
-    expect(first.ts % 20).toBe(0);
+    expect(first.ts).toBeGreaterThan(Date.now() - 10_000);
     const lines = () => readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     await until(() => lines().length >= 10, 5000, 'ten lines in the file');
     expect(lines().slice(0, 10).map((r) => r.seq)).toEqual(range(1, 10));

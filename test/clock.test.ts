@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startTimer, TimerSchedule } from '../src/connectors/timer/timer.js';
 import { ClockGuard, ClockSync } from '../src/core/clock.js';
-import { MAX_WAIT } from '../src/core/schedule.js';
+import { everyTick, MAX_WAIT, schedule } from '../src/core/schedule.js';
 import { ActionSink } from '../src/streams/action.js';
 import type { Reading } from '../src/core/reading.js';
 import { at, minutes, reading, StepHarness } from './support/steps.js';
@@ -102,6 +102,31 @@ describe('the scheduler across steps of the wall clock', () => {
     vi.advanceTimersByTime(minutes(2));
     action.handle(reading(Date.now(), { p: 1 }));
     expect(writes).toHaveLength(2);
+  });
+
+  it('a poll (atStart) reads once at start, at the time then, and then on the aligned ticks', () => {
+    const fired: number[] = [];
+    const stop = schedule(everyTick(15 * 60 * SECOND), (due) => fired.push(due), { atStart: true });
+    const started = Date.now();
+    vi.advanceTimersByTime(minutes(31));
+    stop();
+    expect(fired[0]).toBe(started);
+    expect(fired.slice(1).map((t) => new Date(t).toISOString().slice(11, 16))).toEqual(['10:15', '10:30']);
+  });
+
+  it('a poll (atStart) whose start comes when a tick is due reads once, at the aligned time; stopped at once, it does not read', () => {
+    vi.setSystemTime(Date.UTC(2026, 0, 5, 10, 0, 0, 999));
+    const fired: number[] = [];
+    const stop = schedule(everyTick(SECOND), (due) => fired.push(due), { atStart: true });
+    // the event loop was busy elsewhere until the tick at 10:00:01 was due
+    vi.setSystemTime(Date.now() + 5);
+    vi.advanceTimersByTime(SECOND);
+    stop();
+    expect(fired.map((t) => new Date(t).toISOString().slice(17, 23))).toEqual(['01.000', '02.000']);
+    const none: number[] = [];
+    schedule(everyTick(SECOND), (due) => none.push(due), { atStart: true })();
+    vi.advanceTimersByTime(5 * SECOND);
+    expect(none).toEqual([]);
   });
 
   it('a step forward by a year: no burst of the skipped ticks, aligned to the new time', () => {

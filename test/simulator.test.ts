@@ -55,13 +55,17 @@ describe('simulator connector', () => {
     ],
   };
 
-  it('reads on poll multiples and reports written values of writable points', async () => {
+  it('reads at start, then on poll multiples, and reports written values of writable points', async () => {
     const connector = await createSimulator(device, { log: testLog, agentId: 'gw' });
     const readings: Reading[] = [];
+    const started = Date.now();
     connector.start((r) => readings.push(r));
-    await until(() => readings.length >= 3, 2000, 'three readings');
-    expect(readings.every((r) => r.ts % 20 === 0)).toBe(true);
-    expect(readings[1].ts - readings[0].ts).toBe(20);
+    await until(() => readings.length >= 4, 2000, 'four readings');
+    // the first at once (unless a tick was due then: that one), the others on the ticks
+    expect(readings[0].ts - started).toBeLessThan(20);
+    const ticks = readings.slice(1);
+    expect(ticks.every((r) => r.ts % 20 === 0)).toBe(true);
+    expect(ticks[1].ts - ticks[0].ts).toBe(20);
     expect(readings[0].values.breaker).toBe(true);
     await connector.write('breaker', false);
     const count = readings.length;

@@ -41,14 +41,25 @@ export function everyTick(every: number): NextTick {
  * Calls `fire(due)` at each tick of `next` (due: the aligned wall time of the tick); returns
  * the function that stops it. A tick that comes late (a stalled event loop) fires once, and
  * the ticks it covered are skipped. `onStep(ms)` hears of each step of the wall clock it saw.
+ * `atStart`: fire once more right after the start, at the wall time then (a poll: a meter on a
+ * 15-minute poll has a value at once, not when the quarter comes), unless a tick is due then.
  */
-export function schedule(next: NextTick, fire: (due: number) => void, options: { clock?: Clock; onStep?: (ms: number) => void } = {}): () => void {
+export function schedule(next: NextTick, fire: (due: number) => void, options: { clock?: Clock; onStep?: (ms: number) => void; atStart?: boolean } = {}): () => void {
   const clock = options.clock ?? systemClock;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let wall = clock.wall();
   let mono = clock.monotonic();
   let due = next(wall);
+  // before the first tick's timer, so that it runs first when both are due at once
+  let startTimer = options.atStart
+    ? setTimeout(() => {
+        startTimer = undefined;
+        const now = clock.wall();
+        // a tick due now has the aligned time: the same reading, a second one would repeat it
+        if (!stopped && now < due) fire(now);
+      }, 0)
+    : undefined;
 
   const wake = () => {
     if (stopped) return;
@@ -86,5 +97,6 @@ export function schedule(next: NextTick, fire: (due: number) => void, options: {
   return () => {
     stopped = true;
     clearTimeout(timer);
+    clearTimeout(startTimer);
   };
 }

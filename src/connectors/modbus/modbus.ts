@@ -86,11 +86,11 @@ class ModbusDevice implements Connector {
   start(deliver: (reading: Reading) => void): void {
     this.deliver = deliver;
     for (const group of this.groups) {
-      // Polls fall on multiples of the rate from the epoch (no drift), waited for on the
-      // monotonic clock (a step of the wall clock neither silences nor floods them).
+      // Once at start, then on multiples of the rate from the epoch (no drift), waited for on
+      // the monotonic clock (a step of the wall clock neither silences nor floods them).
       group.stopPolls = schedule(everyTick(group.every), () => {
         if (!this.stopped && !group.busy) void this.poll(group);
-      });
+      }, { atStart: true });
     }
   }
 

@@ -446,7 +446,7 @@ class OpcuaDevice implements Connector {
     if (polled.length === 0) return;
     const every = this.config.poll ?? 1000;
     this.stopPolls?.();
-    // aligned to the wall clock, waited for on the monotonic one (see core/schedule.ts)
+    // once now (the session is up), then aligned to the wall clock, waited for on the monotonic one (see core/schedule.ts)
     this.stopPolls = schedule(everyTick(every), async () => {
       if (this.stopped || !this.session || !this.online) return;
       try {
@@ -455,7 +455,7 @@ class OpcuaDevice implements Connector {
       } catch (err) {
         this.context.log.warn({ device: this.id, err: describe(err) }, `device ${this.id}: read failed: ${describe(err)}`);
       }
-    });
+    }, { atStart: true });
   }
 
   get online(): boolean {

@@ -23,12 +23,12 @@ class Simulator implements Connector {
   }
 
   start(deliver: (reading: Reading) => void): void {
-    // Ticks fall on multiples of `poll` from the epoch (no drift), waited for on the monotonic clock.
+    // Once at start, then on multiples of `poll` from the epoch (no drift), waited for on the monotonic clock.
     this.stopSchedule = schedule(everyTick(this.poll), (ts) => {
       const values: Reading['values'] = Object.create(null); // `__proto__` is a point name too
       for (const { name, signal } of this.signals) values[name] = this.written.get(name) ?? signal(ts);
       deliver({ device: this.id, ts, values });
-    });
+    }, { atStart: true });
   }
 
   async write(point: string, value: Value): Promise<void> {
