@@ -242,6 +242,18 @@ upstream:
       return { ts, markerX: r.left + r.width / 2, trendX: u.over.getBoundingClientRect().left + u.valToPos(ts / 1000, 'x') };
     });
     expect(Math.abs(markerX - trendX)).toBeLessThan(2);
+    // and every time chart's plot spans the same x: the timeline's, a trend's, and the outbox
+    // chart's beside its right-hand sent/s axis (it was 53 px narrower)
+    const plots = await page.evaluate(() =>
+      ['timeline', 'device:sim:p', 'outbox:out'].map((key) => {
+        const r = (window as any).edgeCharts.get(key).over.getBoundingClientRect();
+        return { key, left: r.left, right: r.right };
+      }),
+    );
+    for (const plot of plots.slice(1)) {
+      expect(Math.abs(plot.left - plots[0].left), `${plot.key} starts where the timeline does`).toBeLessThan(1);
+      expect(Math.abs(plot.right - plots[0].right), `${plot.key} ends where the timeline does`).toBeLessThan(1);
+    }
     // a click shows its record
     await page.locator(`.marker.raised[data-ts="${ts}"]`).first().click();
     const record = JSON.parse((await page.locator('#record').textContent())!);
