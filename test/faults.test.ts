@@ -124,7 +124,9 @@ outbox: { max_size: 1MB, when_full: drop-oldest }
     await until(() => agent.outbox.depth('broker') === 0, 30_000, 'the backlog to drain');
     const lastSeq = agent.outbox.lastSeq;
     const dropped = agent.outbox.drops.get('broker')!.overflow;
-    await new Promise((r) => setTimeout(r, 300));
+    // acknowledged by the broker is not yet read by the subscriber: wait for what should come (a
+    // loss shows as the count below, not as this wait's timeout)
+    await until(() => subscriber.seqs.distinct.size >= lastSeq - dropped, 10_000, 'the subscriber to read what was delivered').catch(() => undefined);
     await agent.stop();
     await subscriber.close();
     await link.stop();

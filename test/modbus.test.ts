@@ -140,9 +140,10 @@ describe('Modbus TCP', () => {
     await new Promise((r) => setTimeout(r, 2100));
     const fast = readings.filter((r) => 'fast' in r.values).length;
     const slow = readings.filter((r) => 'slow' in r.values).length;
+    // in 2.1 s: 21 ticks of 100 ms, and 2 or 3 of 1 s, each rate with one read at start besides
     expect(fast).toBeGreaterThanOrEqual(18);
     expect(slow).toBeGreaterThanOrEqual(2);
-    expect(slow).toBeLessThanOrEqual(3);
+    expect(slow).toBeLessThanOrEqual(4);
   });
 
   it('shares one connection among the units behind one gateway', async () => {

@@ -25,7 +25,7 @@ devices:
     poll: 50ms
     points:
       - { name: energy_kwh, signal: counter, rate: 3600 }   # 1 kWh per second
-      - { name: x, signal: step, min: 0, max: 1, period: 2s }  # 1 for 2 s of every 4 s
+      - { name: x, signal: step, min: 0, max: 1, period: 4s }  # 1 for 4 s of every 8 s
 streams:
   - name: energy
     from: { device: m, points: [energy_kwh] }
@@ -45,17 +45,19 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
     const first = AgentProcess.start(config);
     await first.waitForLog(/agent gw running/);
     await sleep(1500);
-    // Early in an episode (x = 1 from each odd 2-second mark) and in the middle of a window.
-    await until(() => Math.floor(Date.now() / 2000) % 2 === 1 && Date.now() % 2000 > 300 && Date.now() % 2000 < 500, 8000, 'an episode');
+    // Early in an episode (x = 1 from each odd 4-second mark) and in the middle of a window.
+    await until(() => Math.floor(Date.now() / 4000) % 2 === 1 && Date.now() % 4000 > 300 && Date.now() % 4000 < 500, 12_000, 'an episode');
     const killedAt = Date.now();
     first.kill('SIGKILL');
     await first.exit();
 
     const second = AgentProcess.start(config);
     await second.waitForLog(/agent gw running/);
-    // The restart must fall in the same episode, or this test would prove nothing.
-    expect(Date.now() - killedAt).toBeLessThan(2000 - 500 - 100);
-    await sleep(4500);
+    // The restart must fall in the same episode, or this test would prove nothing (3 s of slack
+    // for a start that takes 0.4 s here)
+    expect(Date.now() - killedAt).toBeLessThan(4000 - 500 - 100);
+    // past the start of the next episode, 7.5 s after the kill
+    await sleep(8500);
     second.kill('SIGTERM');
     await second.exit();
 
@@ -73,8 +75,8 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
     // the first window began before the agent did; every later one holds exactly one second of the meter
     for (const w of windows.slice(1)) expect(w.values!.kwh, `window ${new Date(w.ts).toISOString()}`).toBeCloseTo(1, 2);
 
-    // one episode every 4 s, raised once: not again after the restart inside it
-    const episode = (ts: number) => Math.floor(ts / 4000);
+    // one episode every 8 s, raised once: not again after the restart inside it
+    const episode = (ts: number) => Math.floor(ts / 8000);
     const raised = records.filter((r) => r.event?.code === 'HIGH').map((r) => episode(r.ts));
     expect(new Set(raised).size).toBe(raised.length);
     expect(raised).toContain(episode(killedAt));

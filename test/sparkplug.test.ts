@@ -203,7 +203,8 @@ describe('Sparkplug B edge node (decoded with Eclipse Tahu)', () => {
     expect(birth.metrics.find((m) => m.name === 'raw/label')!.value).toBe('line 1');
     const power = valuesOf(host.messages, 'meter', 'raw/power');
     expect(power.length).toBeGreaterThan(300);
-    for (const { timestamp } of power) expect(timestamp % 20).toBe(0); // the simulator's ticks
+    // the simulator's ticks, and one reading at each of the agent's two starts (polls read once at start)
+    expect(power.filter(({ timestamp }) => timestamp % 20 !== 0).length).toBeLessThanOrEqual(2);
     expect(valuesOf(host.messages, 'plug', 'plug/watts')[0].value).toBe(12.5);
 
     // the plug: DBIRTH, DDATA, DDEATH while its broker was away, DBIRTH when back

@@ -37,8 +37,10 @@ export class Subscriber {
       client.once('connect', () => resolve());
       client.once('error', reject);
     });
+    // listening before the SUBACK: a message in the same network read as it comes before the promise settles
+    const subscriber = new Subscriber(client);
     await client.subscribeAsync(filter, { qos: 1 });
-    return new Subscriber(client);
+    return subscriber;
   }
 
   /** Distinct seqs seen, and how many copies beyond the first arrived. */
