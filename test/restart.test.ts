@@ -90,15 +90,16 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
  * exactly once in the spell of the kill and in the next, the episode spanning the restart is one.
  */
 describe('events across time, across a kill and a restart', () => {
-  it('debounce, sequence, absence and episode neither lose nor repeat an edge', async () => {
+  it('debounce, sequence, absence and episode neither lose nor repeat an edge', { timeout: 90_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'restart-events-'));
     const config = join(dir, 'agent.yaml');
-    // x = 1 during [4 s, 8 s) of every 8 s of the wall clock
+    // x = 1 during [8 s, 16 s) of every 16 s of the wall clock: spells of 8 s, so that a restart
+    // 2.5 s into one has 5.5 s to fall inside it (a start takes 0.4 s here)
     writeFileSync(
       config,
       `agent: { id: gw, data_dir: ${dir}/data }
 devices:
-  - { id: m, protocol: simulator, poll: 50ms, points: [{ name: x, signal: step, min: 0, max: 1, period: 4s }] }
+  - { id: m, protocol: simulator, poll: 50ms, points: [{ name: x, signal: step, min: 0, max: 1, period: 8s }] }
 streams:
   - { name: hot, from: { device: m }, steps: [{ debounce: { when: "x > 0.5", for: 1s, clear_for: 1s } }, { event: { code: HOT } }], to: [file] }
   - { name: stuck, from: { device: m }, steps: [{ sequence: { steps: ["x > 0.5", "x < 0.5"], within: 2s, emit: timeout } }, { event: { code: STUCK } }], to: [file] }
@@ -111,17 +112,18 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
     await first.waitForLog(/agent gw running/);
     await sleep(8000);
     // 2.3-2.5 s into a spell: the debounce (1 s) and the sequence timeout (2 s) have raised
-    await until(() => Date.now() % 8000 > 6300 && Date.now() % 8000 < 6500, 9000, 'the middle of a spell');
+    await until(() => Date.now() % 16_000 > 10_300 && Date.now() % 16_000 < 10_500, 17_000, 'the middle of a spell');
     const killedAt = Date.now();
-    const spell = killedAt - (killedAt % 8000) + 4000;
+    const spell = killedAt - (killedAt % 16_000) + 8000;
     first.kill('SIGKILL');
     await first.exit();
 
     const second = AgentProcess.start(config);
     await second.waitForLog(/agent gw running/);
     // The restart must fall in the same spell, or this test would prove nothing.
-    expect(Date.now()).toBeLessThan(spell + 4000 - 100);
-    await until(() => Date.now() > spell + 8000 + 8000 + 1000, 20_000, 'the end of the next spell');
+    expect(Date.now()).toBeLessThan(spell + 8000 - 100);
+    // past the next spell's SILENT, 10.5 s into it
+    await until(() => Date.now() > spell + 16_000 + 12_000, 40_000, 'the end of the next spell');
     second.kill('SIGTERM');
     await second.exit();
 
@@ -132,28 +134,28 @@ upstream: [{ name: file, type: file, path: out.jsonl }]
     }
     const records = [...bySeq.values()];
     // what came in the spell of the kill and in the next, as [code, state, s after the spell's start]
-    const inSpells = (r: { ts: number }) => r.ts >= spell - 500 && r.ts < spell + 16_000 - 500;
+    const inSpells = (r: { ts: number }) => r.ts >= spell - 500 && r.ts < spell + 32_000 - 500;
     // (SILENT of the spell before clears at the spell's first reading: not counted here)
     const edges = records
       .filter((r) => r.event && inSpells(r) && r.ts > spell + 250)
       .map((r) => [r.event!.code, r.event!.state, Math.round((r.ts - spell) / 500) / 2])
       .sort((a, b) => (a[2] as number) - (b[2] as number) || String(a[0]).localeCompare(String(b[0])));
-    const expected = [0, 8].flatMap((o) => [
+    const expected = [0, 16].flatMap((o) => [
       ['HOT', 'raised', o + 1],
       ['STUCK', 'raised', o + 2],
-      ['STUCK', 'cleared', o + 4],
-      ['HOT', 'cleared', o + 5],
+      ['STUCK', 'cleared', o + 8],
+      ['HOT', 'cleared', o + 9],
       // 2.5 s after the spell's last reading: longer than the restart's gap, which is silence too
-      ['SILENT', 'raised', o + 6.5],
+      ['SILENT', 'raised', o + 10.5],
     ]);
-    // SILENT clears at the next spell's first reading: once at 8 s, and (outside the window) at 16 s
-    expected.splice(5, 0, ['SILENT', 'cleared', 8]);
+    // SILENT clears at the next spell's first reading: once at 16 s, and (outside the window) at 32 s
+    expected.push(['SILENT', 'cleared', 16]);
     expect(edges).toEqual(expected.sort((a, b) => (a[2] as number) - (b[2] as number) || String(a[0]).localeCompare(String(b[0]))));
     const runs = records.filter((r) => r.stream === 'runs' && inSpells(r));
     // (a poll the loaded machine skipped moves an episode's first reading by 50 ms or so)
     expect(runs.map((r) => [Math.round((r.ts - spell) / 500) / 2, Math.round(r.values!.duration_s)])).toEqual([
-      [0, 4],
-      [8, 4],
+      [0, 8],
+      [16, 8],
     ]);
   });
 });
