@@ -42,7 +42,8 @@ export function everyTick(every: number): NextTick {
  * the function that stops it. A tick that comes late (a stalled event loop) fires once, and
  * the ticks it covered are skipped. `onStep(ms)` hears of each step of the wall clock it saw.
  * `atStart`: fire once more right after the start, at the wall time then (a poll: a meter on a
- * 15-minute poll has a value at once, not when the quarter comes), unless a tick is due then.
+ * 15-minute poll has a value at once, not when the quarter comes), unless a tick is due then;
+ * the tick after it is skipped when it comes less than an interval later.
  */
 export function schedule(next: NextTick, fire: (due: number) => void, options: { clock?: Clock; onStep?: (ms: number) => void; atStart?: boolean } = {}): () => void {
   const clock = options.clock ?? systemClock;
@@ -51,13 +52,17 @@ export function schedule(next: NextTick, fire: (due: number) => void, options: {
   let wall = clock.wall();
   let mono = clock.monotonic();
   let due = next(wall);
+  /** The wall time of the read at start, until the tick after it. */
+  let startRead: number | undefined;
   // before the first tick's timer, so that it runs first when both are due at once
   let startTimer = options.atStart
     ? setTimeout(() => {
         startTimer = undefined;
         const now = clock.wall();
         // a tick due now has the aligned time: the same reading, a second one would repeat it
-        if (!stopped && now < due) fire(now);
+        if (stopped || now >= due) return;
+        startRead = now;
+        fire(now);
       }, 0)
     : undefined;
 
@@ -72,12 +77,18 @@ export function schedule(next: NextTick, fire: (due: number) => void, options: {
       if (Math.abs(step) > STEP_TOLERANCE) {
         // the tick awaited belongs to the old timeline: align to the new one, fire nothing now
         due = next(wallNow);
+        startRead = undefined;
         options.onStep?.(step);
       } else if (wallNow >= due) {
         const tick = due;
         // after the tick due (a timer may wake a little early), or after now if it was late
         due = next(Math.max(due, wallNow));
-        fire(tick);
+        // The first tick after the read at start is skipped when it is closer to it than an
+        // interval: two reads a moment apart made a rate or a step between them look many times
+        // its size (a false anomaly raise, a meter step refused by max_rate).
+        const tooSoon = startRead !== undefined && tick - startRead < next(tick) - tick;
+        startRead = undefined;
+        if (!tooSoon) fire(tick);
       } else {
         // stepped back by less than the tolerance, or slewed: never wait past the next tick after now
         const soonest = next(wallNow);
