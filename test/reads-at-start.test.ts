@@ -17,6 +17,25 @@ afterEach(async () => {
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A Modbus TCP server whose holding register 0 of unit 1 holds `value(n)` at its n-th read. */
+async function meterServer(value: (n: number) => number): Promise<ModbusServer> {
+  const server = await ModbusServer.start();
+  cleanups.push(() => server.stop());
+  const unit = server.unit(1);
+  let reads = 0;
+  // called by the server before each read of a holding register
+  unit.checkRead = () => void (unit.holding[0] = value(reads++));
+  return server;
+}
+
+/** The Modbus connector reading that register as `point` every second. */
+async function meterConnector(port: number, point: string): Promise<Connector> {
+  return (await createModbus(
+    { id: 'meter', protocol: 'modbus-tcp', host: '127.0.0.1', port, unit_id: 1, poll: 1000, timeout: 500, retries: 0, points: [{ name: point, area: 'holding', address: 0 }] },
+    { log: pino({ level: 'silent' }), agentId: 'gw' },
+  )) as Connector;
+}
+
 /** Returns when the wall clock is `before` ms short of a multiple of `every` (a start that comes just before a poll tick). */
 async function justBeforeTick(every: number, before: number): Promise<void> {
   await sleep(every - (Date.now() % every) + every - before - 20);
@@ -33,23 +52,15 @@ describe('reads at start: no two readings closer than a poll', () => {
   it('a noisy power register read at start just before a tick: no rate anomaly is raised by two reads a few ms apart', async () => {
     // a meter's power, 1000 ± 10 units of noise: each read finds 990 or 1010, the other one than the
     // read before (the worst noise, and the same in every run): 20 units/s between 1 s polls
-    const server = await ModbusServer.start();
-    cleanups.push(() => server.stop());
-    const unit = server.unit(1);
-    let reads = 0;
-    // called by the server before each read of a holding register
-    unit.checkRead = () => void (unit.holding[0] = reads++ % 2 ? 1010 : 990);
-    const log = pino({ level: 'silent' });
+    const server = await meterServer((n) => (n % 2 ? 1010 : 990));
     const gaps: number[] = [];
     let raised: Reading[] = [];
-    // the first two readings of a start are as far apart as the start was from the next tick (0 to
-    // poll): with max_rate 5 times the noise's rate, one start in five raises; here the start is
-    // made to fall 50 ms before a tick, and tried twice (a slow first read skips the tick)
+    // Were the tick after the start's read not skipped, the first two readings would be as far
+    // apart as the start was from that tick (0 to a poll): with max_rate 5 times the noise's rate,
+    // one start in five would raise. The start is made to fall 50 ms before a tick, and tried twice
+    // (a slow first read skips the tick).
     for (let attempt = 0; attempt < 2 && raised.length === 0; attempt++) {
-      const connector = (await createModbus(
-        { id: 'meter', protocol: 'modbus-tcp', host: '127.0.0.1', port: server.port, unit_id: 1, poll: 1000, timeout: 500, retries: 0, points: [{ name: 'power', area: 'holding', address: 0 }] },
-        { log, agentId: 'gw' },
-      )) as Connector;
+      const connector = await meterConnector(server.port, 'power');
       // max_rate 100/s: five times what the meter's noise makes between 1 s polls
       const anomaly = new StepHarness('anomaly', { point: 'power', method: 'rate', max_rate: '100/s' });
       const readings: Reading[] = [];
@@ -72,15 +83,8 @@ describe('reads at start: energy from a meter read at start', () => {
   it('meter-reading with max_rate: the kWh counted equal the rise of the counter (none lost to the start read)', async () => {
     // a kWh register that ticks once a second, between two polls: 1 kWh/s, 3600 kW; max_rate 5000 kW
     // leaves room for that, but not for a tick between the start read and a poll 50 ms later
-    const server = await ModbusServer.start();
-    cleanups.push(() => server.stop());
-    const unit = server.unit(1);
-    let reads = 0;
-    unit.checkRead = () => void (unit.holding[0] = 1000 + reads++);
-    const connector = (await createModbus(
-      { id: 'meter', protocol: 'modbus-tcp', host: '127.0.0.1', port: server.port, unit_id: 1, poll: 1000, timeout: 500, retries: 0, points: [{ name: 'kwh', area: 'holding', address: 0 }] },
-      { log: pino({ level: 'silent' }), agentId: 'gw' },
-    )) as Connector;
+    const server = await meterServer((n) => 1000 + n);
+    const connector = await meterConnector(server.port, 'kwh');
     const energy = new StepHarness('energy', { method: 'meter-reading', point: 'kwh', window: 15 * 60_000, output: 'energy_kwh', max_rate: 5000 });
     const readings: Reading[] = [];
     await justBeforeTick(1000, 50);
@@ -115,11 +119,7 @@ upstream:
 `;
 
   it('an agent started a little before a poll tick raises no rate anomaly on a meter whose noise is a fifth of max_rate', async () => {
-    const server = await ModbusServer.start();
-    cleanups.push(() => server.stop());
-    const unit = server.unit(1);
-    let reads = 0;
-    unit.checkRead = () => void (unit.holding[0] = reads++ % 2 ? 1010 : 990);
+    const server = await meterServer((n) => (n % 2 ? 1010 : 990));
     const results: { gap: number; raised: unknown[] }[] = [];
     // the spawn-to-first-read time of the first run aims the next ones at ~100 ms before a tick
     let latency: number | undefined;
