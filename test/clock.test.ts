@@ -116,6 +116,23 @@ describe('the scheduler across steps of the wall clock', () => {
     expect(fired.slice(1).map((t) => new Date(t).toISOString().slice(11, 16))).toEqual(['10:30', '10:45']);
   });
 
+  it('a poll (atStart) whose clock is stepped back 30 days right after its read at start reads on the new timeline at once', () => {
+    const fired: number[] = [];
+    const stop = schedule(everyTick(SECOND), (due) => fired.push(due), { atStart: true });
+    vi.advanceTimersByTime(1);
+    expect(fired).toHaveLength(1);
+    const back = Date.now() - 30 * DAY;
+    vi.setSystemTime(back);
+    vi.advanceTimersByTime(3 * SECOND);
+    stop();
+    // the read at start belongs to the old timeline: the new one's first tick is not taken for
+    // the tick right after it (which is skipped), and none is fired twice
+    const after = fired.slice(1);
+    expect(after.length).toBeGreaterThanOrEqual(2);
+    expect(after[0]).toBeLessThan(back + 2 * SECOND);
+    expect(after.every((t, i) => t % SECOND === 0 && (i === 0 || t - after[i - 1] === SECOND))).toBe(true);
+  });
+
   it('a poll (atStart) whose start comes when a tick is due reads once, at the aligned time; stopped at once, it does not read', () => {
     vi.setSystemTime(Date.UTC(2026, 0, 5, 10, 0, 0, 999));
     const fired: number[] = [];
